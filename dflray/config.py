@@ -46,6 +46,7 @@ class DecodeConfig:
         max_frames: stop after this many frames per video (None: all).
         concurrency: number of parallel decode tasks (None: let Ray Data decide).
         threads: codec threads per decode task (0: codec default).
+        num_cpus: CPUs reserved per decode task.
     """
 
     every_n: int = 1
@@ -53,6 +54,7 @@ class DecodeConfig:
     max_frames: int | None = None
     concurrency: int | None = None
     threads: int = 1
+    num_cpus: float = 0.5
 
     def __post_init__(self) -> None:
         _check(self.every_n >= 1, "every_n", "must be >= 1")
@@ -60,6 +62,7 @@ class DecodeConfig:
         _check(self.max_frames is None or self.max_frames >= 1, "max_frames", "must be >= 1 or null")
         _check(self.concurrency is None or self.concurrency >= 1, "concurrency", "must be >= 1 or null")
         _check(self.threads >= 0, "threads", "must be >= 0")
+        _check(self.num_cpus > 0, "num_cpus", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ class DetectConfig:
     batch_size: int = 8
     concurrency: int = 1
     num_gpus: float = 0.0
-    num_cpus: float = 1.0
+    num_cpus: float = 0.5
 
     def __post_init__(self) -> None:
         _check(0.0 < self.score_threshold < 1.0, "score_threshold", "must be in (0, 1)")
@@ -121,8 +124,8 @@ class LandmarkConfig:
     landmarker: str = "dlib68"
     embedding: bool = True
     batch_size: int = 8
-    concurrency: int = 1
-    num_cpus: float = 1.0
+    concurrency: int = 2
+    num_cpus: float = 0.5
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")

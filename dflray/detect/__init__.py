@@ -12,7 +12,7 @@ from dflray.detect._registry import (
     register_detector,
     register_landmarker,
 )
-from dflray.detect import dlib as _dlib  # noqa: F401  (registers dlib-hog, dlib-cnn, dlib68)
+from dflray.detect import dlib_models as _dlib_models  # noqa: F401  (registers dlib-hog, dlib-cnn, dlib68)
 from dflray.detect import retinaface as _retinaface  # noqa: F401  (registers retinaface)
 
 __all__ = [

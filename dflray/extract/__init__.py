@@ -1,0 +1,6 @@
+"""The extraction stage: videos → Parquet faceset on Ray Data."""
+
+from dflray.extract.faceset import read_faces, read_videos, read_errors
+from dflray.extract.pipeline import ExtractSummary, run_extract, video_id
+
+__all__ = ["ExtractSummary", "run_extract", "video_id", "read_faces", "read_videos", "read_errors"]

@@ -1,0 +1,40 @@
+"""Reading a faceset written by the extraction stage (committed data only, current schema)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from dflray.io import schema
+from dflray.io.storage import arrow_filesystem, fs_and_path, join, list_files
+
+
+def _read(faceset: str, name: str, columns: list[str] | None = None) -> pa.Table:
+    fs, _ = arrow_filesystem(faceset)
+    files = [fs_and_path(u)[1] for u in list_files(join(faceset, name), ".parquet")]
+    return schema.read_table(name, files, filesystem=fs, columns=columns)
+
+
+def read_videos(faceset: str) -> pa.Table:
+    """The ``videos`` table: one row per input video (status ok | no_faces | partial | error)."""
+    return _read(faceset, "videos")
+
+
+def read_errors(faceset: str) -> pa.Table:
+    """The ``errors`` table: one row per failure (uri, stage, type, message)."""
+    return _read(faceset, "errors")
+
+
+def read_faces(faceset: str, columns: list[str] | None = None) -> pa.Table:
+    """The ``faces`` table of committed runs, sorted by (video_id, frame_index, face_index).
+
+    Example:
+        >>> faces = read_faces("facesets/a", columns=["video_id", "frame_index", "landmarks"])  # doctest: +SKIP
+    """
+    committed = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(faceset, "videos"), ".parquet")}
+    fs, _ = arrow_filesystem(faceset)
+    files = [fs_and_path(u)[1] for u in list_files(join(faceset, "faces"), ".parquet")
+             if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
+    cols = columns and list(dict.fromkeys(["video_id", "frame_index", "face_index", *columns]))
+    table = schema.read_table("faces", files, filesystem=fs, columns=cols)
+    table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("face_index", "ascending")])
+    return table.select(columns) if columns else table

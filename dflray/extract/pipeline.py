@@ -1,0 +1,256 @@
+"""The extraction job on Ray: videos in, a Parquet faceset out.
+
+Layout of a faceset at ``OUT``::
+
+    OUT/faceset.json              schema version, detector/landmarker, config of the last run
+    OUT/faces/<run>-*.parquet     one row per face (dflray.io.schema.FACES)
+    OUT/videos/<run>.parquet      one row per input video: the commit record of a run's chunk
+    OUT/errors/<run>.parquet      one row per failure
+    OUT/_staging/<run>/           work in progress (removed on commit or on the next start)
+
+Work is committed in chunks of ``commit_every`` videos. A chunk's faces are written to staging by Ray
+Data, moved into ``faces/``, and only then is ``videos/<run>.parquet`` written: its presence is what
+makes the chunk real. On start, faces files without a commit record are deleted and videos that have
+one are skipped, so a killed job rerun with the same command finishes the rest with no duplicate rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow.parquet as pq
+import ray
+
+from dflray.config import ExtractConfig, to_dict
+from dflray.extract.stages import DetectStage, FaceStage, decode_segment
+from dflray.io import schema
+from dflray.io.storage import (
+    arrow_filesystem,
+    atomic_write,
+    expand_inputs,
+    fs_and_path,
+    join,
+    list_files,
+    makedirs,
+    move,
+    remove,
+)
+from dflray.io.video import VideoError, frame_ranges, probe
+
+log = logging.getLogger("dflray.extract")
+
+
+def video_id(uri: str) -> str:
+    """Stable id of a video: a hash of its URI (the same input always maps to the same id)."""
+    return hashlib.sha1(uri.encode()).hexdigest()[:16]
+
+
+@ray.remote
+class _Ledger:
+    """Collects per-segment decode results from decode tasks (idempotent under task retries)."""
+
+    def __init__(self):
+        self.segments: dict[tuple[str, int], tuple[int, Any]] = {}
+
+    def record(self, vid: str, segment: int, decoded: int, error) -> None:
+        self.segments[(vid, segment)] = (decoded, error)
+
+    def dump(self) -> dict:
+        return self.segments
+
+
+@ray.remote(num_cpus=0.25, max_retries=2)
+def _probe(uri: str) -> dict:
+    try:
+        return {"ok": True, "info": probe(uri).__dict__}
+    except VideoError as e:
+        return {"ok": False, "type": "VideoError", "message": str(e)}
+    except Exception as e:  # unreadable URL, permission, protocol errors: one error row, not a dead job
+        return {"ok": False, "type": type(e).__name__, "message": str(e) or repr(e)}
+
+
+@dataclass
+class ExtractSummary:
+    """What a run did (printed at the end, returned to callers)."""
+
+    out: str
+    videos: int = 0
+    skipped: int = 0
+    frames: int = 0
+    faces: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    detector: str = ""
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        status = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        return (f"extract → {self.out}: {self.videos} videos ({status or 'none'}; {self.skipped} already done), "
+                f"{self.frames} frames, {self.faces} faces, {self.errors} errors, "
+                f"{self.seconds:.1f} s, {self.frames_per_second:.1f} frames/s, detector {self.detector or '-'}")
+
+
+def init_ray(address: str | None = None) -> None:
+    """Connects to the Ray cluster this job runs in (``RAY_ADDRESS`` or ``address``), else starts a local one."""
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+
+
+def _recover(out: str) -> set[str]:
+    """Deletes uncommitted work and returns the ids of videos already committed."""
+    remove(join(out, "_staging"), recursive=True)
+    committed_runs = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(out, "videos"), ".parquet")}
+    for f in list_files(join(out, "faces"), ".parquet"):
+        run = f.rsplit("/", 1)[-1].split("-", 1)[0]
+        if run not in committed_runs:
+            remove(f)
+    fs, _ = arrow_filesystem(out)
+    files = [fs_and_path(u)[1] for u in list_files(join(out, "videos"), ".parquet")]
+    done = schema.read_table("videos", files, filesystem=fs, columns=["video_id"])
+    return set(done.column("video_id").to_pylist())
+
+
+def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | None = None) -> ExtractSummary:
+    """Runs extraction of ``inputs`` into the faceset at ``out`` on the current Ray cluster.
+
+    Args:
+        inputs: video files, folders, globs or manifests on any fsspec URL.
+        out: faceset URI (created if missing).
+        cfg: the validated extract config.
+        address: Ray address (None: RAY_ADDRESS, or a local cluster).
+
+    Returns:
+        The run's summary (also logged).
+
+    Example:
+        >>> s = run_extract(["clips/"], "s3://bucket/facesets/a", ExtractConfig())  # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    uris = expand_inputs(inputs)
+    if not uris:
+        raise ValueError(f"no videos found in {inputs}")
+    makedirs(out)
+    init_ray(address)
+    done = _recover(out)
+    todo = [u for u in uris if video_id(u) not in done]
+    summary = ExtractSummary(out=out, videos=len(todo), skipped=len(uris) - len(todo))
+    _write_manifest(out, cfg)
+    for i in range(0, len(todo), cfg.commit_every):
+        _run_chunk(todo[i:i + cfg.commit_every], out, cfg, summary)
+    summary.seconds = time.perf_counter() - t0
+    log.info("%s", summary)
+    return summary
+
+
+def _write_manifest(out: str, cfg: ExtractConfig) -> None:
+    doc = {"kind": "dflray.faceset", "schema_version": schema.SCHEMA_VERSION, "config": to_dict(cfg),
+           "tables": sorted(schema.TABLES), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with atomic_write(join(out, "faceset.json"), "wb") as f:
+        f.write(json.dumps(doc, indent=2).encode())
+
+
+def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSummary) -> None:
+    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    infos = ray.get([_probe.remote(u) for u in uris])
+    videos: dict[str, dict[str, Any]] = {}
+    errors: list[dict[str, Any]] = []
+    segments: list[dict[str, Any]] = []
+    for uri, res in zip(uris, infos):
+        vid = video_id(uri)
+        row = {"video_id": vid, "uri": uri, "run_id": run_id, "faces": 0, "frames_with_faces": 0, "frames_decoded": 0}
+        if not res["ok"]:
+            row.update(status="error", error=res["message"])
+            errors.append({"uri": uri, "video_id": vid, "stage": "probe", "type": res["type"],
+                           "message": res["message"], "run_id": run_id})
+        else:
+            info = res["info"]
+            row.update(fps=info["fps"], frame_count=info["frame_count"], width=info["width"], height=info["height"],
+                       duration=info["duration"], rotation=info["rotation"], codec=info["codec"],
+                       has_audio=info["has_audio"])
+            ranges = frame_ranges(info["frame_count"], cfg.decode.segment_frames, cfg.decode.max_frames)
+            for k, (a, b) in enumerate(ranges):
+                segments.append({"video_id": vid, "uri": uri, "segment": k, "start": a,
+                                 "end": -1 if b is None else b, "fps": info["fps"]})
+        videos[vid] = row
+
+    staging = join(out, "_staging", run_id)
+    if segments:
+        ledger = _Ledger.remote()
+        _build_dataset(segments, cfg, ledger).write_parquet(
+            join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None)
+        decoded = ray.get(ledger.dump.remote())
+        ray.kill(ledger)
+        _account(videos, errors, decoded, staging, out, run_id)
+
+    # Commit: faces first, then the videos record that makes them real, then errors.
+    for f in list_files(join(staging, "faces"), ".parquet"):
+        move(f, join(out, "faces", f"{run_id}-{f.rsplit('/', 1)[-1]}"))
+    _write_table("errors", errors, join(out, "errors", f"{run_id}.parquet"))
+    _write_table("videos", list(videos.values()), join(out, "videos", f"{run_id}.parquet"))
+    remove(staging, recursive=True)
+
+    for row in videos.values():
+        summary.by_status[row["status"]] = summary.by_status.get(row["status"], 0) + 1
+        summary.frames += row["frames_decoded"]
+        summary.faces += row["faces"]
+    summary.errors += len(errors)
+
+
+def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
+    dc, det, lm = cfg.decode, cfg.detect, cfg.landmarks
+    ds = ray.data.from_items(segments, override_num_blocks=len(segments))
+    # One decode task per segment; rows stream out as they decode (Ray Data cuts them into blocks).
+    ds = ds.flat_map(decode_segment, fn_kwargs={"cfg": dc, "ledger": ledger}, num_cpus=dc.num_cpus,
+                     concurrency=dc.concurrency)
+    ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det}, batch_size=det.batch_size,
+                        concurrency=det.concurrency, num_gpus=det.num_gpus or None, num_cpus=det.num_cpus)
+    ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align},
+                        batch_size=lm.batch_size, concurrency=lm.concurrency, num_cpus=lm.num_cpus)
+    return ds
+
+
+def _account(videos, errors, decoded, staging, out, run_id) -> None:
+    """Fills per-video frame/face counts and status from the ledger and the staged faces."""
+    fs, _ = arrow_filesystem(out)
+    files = [fs_and_path(u)[1] for u in list_files(join(staging, "faces"), ".parquet")]
+    per_video: dict[str, tuple[int, set]] = {}
+    for f in files:
+        t = pq.read_table(f, filesystem=fs, columns=["video_id", "frame_index"])
+        for vid, idx in zip(t.column("video_id").to_pylist(), t.column("frame_index").to_pylist()):
+            n, frames = per_video.setdefault(vid, (0, set()))
+            frames.add(idx)
+            per_video[vid] = (n + 1, frames)
+    seg_errors: dict[str, list[str]] = {}
+    for (vid, seg), (n, err) in sorted(decoded.items()):
+        videos[vid]["frames_decoded"] += n
+        if err is not None:
+            kind, msg = err
+            seg_errors.setdefault(vid, []).append(msg)
+            errors.append({"uri": videos[vid]["uri"], "video_id": vid, "stage": "decode", "type": kind,
+                           "message": msg, "run_id": run_id})
+    for vid, row in videos.items():
+        if row.get("status") == "error":
+            continue
+        n, frames = per_video.get(vid, (0, set()))
+        row["faces"], row["frames_with_faces"] = n, len(frames)
+        if vid in seg_errors:
+            row["status"] = "partial" if row["frames_decoded"] else "error"
+            row["error"] = seg_errors[vid][0]
+        else:
+            row["status"] = "ok" if n else "no_faces"
+
+
+def _write_table(name: str, rows: list[dict[str, Any]], uri: str) -> None:
+    table = schema.table_from_rows(name, rows)
+    with atomic_write(uri, "wb") as f:
+        pq.write_table(table, f)

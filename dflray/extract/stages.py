@@ -1,0 +1,189 @@
+"""The extraction stages as pure functions, plus the thin callable classes Ray Data runs.
+
+decode_segment (Ray task) → DetectStage (actor: detector loaded once) → FaceStage (actor: landmarks,
+alignment, masks, pose, blur, identity, encoding) → Parquet rows of the ``faces`` schema.
+
+Rows between stages are numpy batches: ``frame`` (H×W×3 uint8, sizes may differ between videos),
+the video's keys, and after detection ``dets``: a flat float32 array of N×15 numbers per frame
+(box x1 y1 x2 y2, score, 5 points), N ≥ 1 — frames without faces are dropped at detection.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from dflray.config import AlignConfig, DecodeConfig, DetectConfig, LandmarkConfig
+from dflray.detect import Detections, build_detector, build_landmarker
+from dflray.detect.dlib_models import IdentityEmbedder
+from dflray.face.align import get_transform_mat, transform_points, warp_to_crop
+from dflray.face.masks import hull_mask
+from dflray.face.pose import estimate_pitch_yaw_roll
+from dflray.face.quality import blur_score
+from dflray.io import schema
+from dflray.io.video import VideoError, decode_range
+
+_DET_WIDTH = 15
+
+
+# ------------------------------------------------------------------------------------------------
+# decode
+
+
+def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Iterator[dict[str, Any]]:
+    """Decodes one frame range of one video, yielding one row per kept frame.
+
+    Reports ``(frames decoded, error)`` for the segment to ``ledger`` (a Ray actor handle, or None);
+    a video that breaks mid-stream keeps the frames decoded before the break.
+    """
+    end = None if seg["end"] < 0 else int(seg["end"])
+    decoded, error = 0, None
+    try:
+        for idx, frame in decode_range(seg["uri"], int(seg["start"]), end, cfg.every_n, cfg.threads):
+            decoded += 1
+            yield {"video_id": seg["video_id"], "uri": seg["uri"], "fps": float(seg["fps"]),
+                   "frame_index": idx, "frame": frame}
+    except VideoError as e:
+        error = ("VideoError", str(e))
+    except Exception as e:  # a codec or I/O failure in one video must not kill the job
+        error = (type(e).__name__, f"{e}\n{traceback.format_exc(limit=3)}")
+    if ledger is not None:
+        import ray
+
+        ray.get(ledger.record.remote(seg["video_id"], int(seg["segment"]), decoded, error))
+
+
+# ------------------------------------------------------------------------------------------------
+# detect
+
+
+def pack_detections(d: Detections) -> np.ndarray:
+    """Flattens detections to N×15 float32 (box, score, 5 points; NaN points if the detector has none)."""
+    pts = d.points5 if d.points5 is not None else np.full((len(d), 5, 2), np.nan, np.float32)
+    return np.concatenate([d.boxes, d.scores[:, None], pts.reshape(-1, 10)], axis=1).astype(np.float32).ravel()
+
+
+def unpack_detections(flat: np.ndarray) -> Detections:
+    a = np.asarray(flat, np.float32).reshape(-1, _DET_WIDTH)
+    pts = a[:, 5:].reshape(-1, 5, 2)
+    return Detections(a[:, :4], a[:, 4], None if np.isnan(pts).all() and len(a) else pts)
+
+
+class DetectStage:
+    """Ray Data actor: loads the detector once, detects on batches of frames, drops faceless frames."""
+
+    def __init__(self, cfg: DetectConfig):
+        self.detector = build_detector(cfg)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        frames = list(batch["frame"])
+        dets = self.detector.detect(frames)
+        keep = [i for i, d in enumerate(dets) if len(d)]
+        out = {k: v[keep] for k, v in batch.items()}
+        packed = [pack_detections(dets[i]) for i in keep]
+        arr = np.empty(len(keep), dtype=object)
+        arr[:] = packed
+        out["dets"] = arr
+        out["detector"] = np.array([self.detector.spec.name] * len(keep))
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# landmarks, alignment and everything per face
+
+
+def encode_image(rgb: np.ndarray, fmt: str, quality: int = 95) -> bytes:
+    """Encodes an RGB (or single-channel) image as JPEG or PNG bytes."""
+    img = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, buf = cv2.imencode("." + fmt, img, params)
+    if not ok:
+        raise ValueError(f"cannot encode image as {fmt}")
+    return buf.tobytes()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decodes JPEG/PNG bytes to RGB uint8 (or a single-channel mask)."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ValueError("cannot decode image bytes")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.ndim == 3 else img
+
+
+def face_rows(frame: np.ndarray, dets: Detections, landmarks: np.ndarray, embeddings: np.ndarray | None,
+              align: AlignConfig, keys: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``faces`` rows of one frame: aligned crop, hull mask, pose and blur per face.
+
+    Args:
+        frame: RGB uint8 frame.
+        dets: the frame's detections (boxes, scores, optional 5 points).
+        landmarks: (N, 68, 2) frame-pixel landmarks, one set per detection.
+        embeddings: (N, 128) identity descriptors, or None.
+        align: crop settings (face type, size, encoding).
+        keys: per-frame values copied into every row (video_id, frame_index, source_uri, ...).
+    """
+    rows = []
+    size = align.size
+    for i, lm in enumerate(landmarks):
+        mat = get_transform_mat(lm, size, align.face_type)
+        crop = warp_to_crop(frame, mat, size)
+        crop_lm = transform_points(lm, mat)
+        mask = hull_mask((size, size), crop_lm)
+        pitch, yaw, roll = estimate_pitch_yaw_roll(crop_lm, size)
+        rows.append({
+            **keys,
+            "face_index": i,
+            "bbox": dets.boxes[i],
+            "det_score": float(dets.scores[i]),
+            "points5": dets.points5[i] if dets.points5 is not None else np.full(10, np.nan, np.float32),
+            "landmarks": lm,
+            "face_type": align.face_type,
+            "size": size,
+            "align_mat": np.asarray(mat, np.float64),
+            "yaw": math.degrees(yaw),
+            "pitch": math.degrees(pitch),
+            "roll": math.degrees(roll),
+            "blur": blur_score(crop, mask),
+            "image": encode_image(crop, align.image_format, align.jpeg_quality),
+            "image_format": align.image_format,
+            "mask": encode_image(mask * 255, "png"),
+            "mask_source": "hull",
+            "embedding": None if embeddings is None else embeddings[i],
+        })
+    return rows
+
+
+class FaceStage:
+    """Ray Data actor: landmarker and identity model loaded once; emits ``faces`` rows as Arrow."""
+
+    def __init__(self, landmarks: LandmarkConfig, align: AlignConfig):
+        self.landmarker = build_landmarker(landmarks)
+        self.embedder = IdentityEmbedder() if landmarks.embedding else None
+        self.align = align
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        rows: list[dict[str, Any]] = []
+        for j in range(len(batch["frame_index"])):
+            frame = batch["frame"][j]
+            dets = unpack_detections(batch["dets"][j])
+            lms = self.landmarker.landmarks(frame, dets.boxes, dets.points5)
+            emb = self.embedder.embed(frame, lms) if self.embedder is not None else None
+            fps = float(batch["fps"][j])
+            idx = int(batch["frame_index"][j])
+            keys = {
+                "video_id": str(batch["video_id"][j]),
+                "frame_index": idx,
+                "source_uri": str(batch["uri"][j]),
+                "frame_width": int(frame.shape[1]),
+                "frame_height": int(frame.shape[0]),
+                "timestamp": idx / fps if fps > 0 else None,
+                "detector": str(batch["detector"][j]),
+                "landmarker": self.landmarker.spec.name,
+            }
+            rows += face_rows(frame, dets, lms, emb, self.align, keys)
+        return schema.table_from_rows("faces", rows)
