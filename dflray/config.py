@@ -86,7 +86,7 @@ class DetectConfig:
     """
 
     detector: str = "auto"
-    score_threshold: float = 0.8
+    score_threshold: float = 0.9
     nms_threshold: float = 0.4
     input_size: int = 640
     min_face: int = 24

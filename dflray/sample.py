@@ -69,7 +69,7 @@ def animate(still: np.ndarray, face_center: tuple[float, float], face_size: floa
         dy = 0.06 * size * math.sin(2 * math.pi * t + phase[2])
         m = cv2.getRotationMatrix2D((cx, cy), angle, scale)
         m[:, 2] += (size / 2 + dx - cx, size / 2 + dy - cy)
-        frame = cv2.warpAffine(still, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        frame = cv2.warpAffine(still, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         light = 1.0 - 0.3 * math.sin(math.pi * t) ** 2
         warm = np.array([1.0, 1.0 - 0.08 * math.sin(math.pi * t), 1.0 - 0.15 * math.sin(math.pi * t)])
         yield np.clip(frame.astype(np.float32) * (light * warm), 0, 255).astype(np.uint8)

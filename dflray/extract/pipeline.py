@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import ray
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
 from dflray.extract.stages import DetectStage, FaceStage, decode_segment
@@ -147,6 +148,7 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
     _write_manifest(out, cfg)
     for i in range(0, len(todo), cfg.commit_every):
         _run_chunk(todo[i:i + cfg.commit_every], out, cfg, summary)
+    remove(join(out, "_staging"), recursive=True)
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
     return summary
@@ -178,6 +180,9 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
                        duration=info["duration"], rotation=info["rotation"], codec=info["codec"],
                        has_audio=info["has_audio"])
             ranges = frame_ranges(info["frame_count"], cfg.decode.segment_frames, cfg.decode.max_frames)
+            if info["frame_count_exact"]:
+                n = min(info["frame_count"], cfg.decode.max_frames or info["frame_count"])
+                row["_expected"] = len(range(0, n, cfg.decode.every_n))
             for k, (a, b) in enumerate(ranges):
                 segments.append({"video_id": vid, "uri": uri, "segment": k, "start": a,
                                  "end": -1 if b is None else b, "fps": info["fps"]})
@@ -190,7 +195,7 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
             join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None)
         decoded = ray.get(ledger.dump.remote())
         ray.kill(ledger)
-        _account(videos, errors, decoded, staging, out, run_id)
+        summary.detector = _account(videos, errors, decoded, staging, out, run_id) or summary.detector
 
     # Commit: faces first, then the videos record that makes them real, then errors.
     for f in list_files(join(staging, "faces"), ".parquet"):
@@ -211,11 +216,13 @@ def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
     ds = ray.data.from_items(segments, override_num_blocks=len(segments))
     # One decode task per segment; rows stream out as they decode (Ray Data cuts them into blocks).
     ds = ds.flat_map(decode_segment, fn_kwargs={"cfg": dc, "ledger": ledger}, num_cpus=dc.num_cpus,
-                     concurrency=dc.concurrency)
+                     compute=TaskPoolStrategy(size=dc.concurrency) if dc.concurrency else None)
     ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det}, batch_size=det.batch_size,
-                        concurrency=det.concurrency, num_gpus=det.num_gpus or None, num_cpus=det.num_cpus)
+                        compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
+                        num_cpus=det.num_cpus)
     ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align},
-                        batch_size=lm.batch_size, concurrency=lm.concurrency, num_cpus=lm.num_cpus)
+                        batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
+                        num_cpus=lm.num_cpus)
     return ds
 
 
@@ -224,8 +231,10 @@ def _account(videos, errors, decoded, staging, out, run_id) -> None:
     fs, _ = arrow_filesystem(out)
     files = [fs_and_path(u)[1] for u in list_files(join(staging, "faces"), ".parquet")]
     per_video: dict[str, tuple[int, set]] = {}
+    detectors: set[str] = set()
     for f in files:
-        t = pq.read_table(f, filesystem=fs, columns=["video_id", "frame_index"])
+        t = pq.read_table(f, filesystem=fs, columns=["video_id", "frame_index", "detector"])
+        detectors.update(t.column("detector").unique().to_pylist())
         for vid, idx in zip(t.column("video_id").to_pylist(), t.column("frame_index").to_pylist()):
             n, frames = per_video.setdefault(vid, (0, set()))
             frames.add(idx)
@@ -239,15 +248,22 @@ def _account(videos, errors, decoded, staging, out, run_id) -> None:
             errors.append({"uri": videos[vid]["uri"], "video_id": vid, "stage": "decode", "type": kind,
                            "message": msg, "run_id": run_id})
     for vid, row in videos.items():
+        expected = row.pop("_expected", None)
         if row.get("status") == "error":
             continue
         n, frames = per_video.get(vid, (0, set()))
         row["faces"], row["frames_with_faces"] = n, len(frames)
+        if vid not in seg_errors and expected is not None and row["frames_decoded"] < expected:
+            msg = f"decoded {row['frames_decoded']} of {expected} frames the container declares (truncated?)"
+            seg_errors[vid] = [msg]
+            errors.append({"uri": row["uri"], "video_id": vid, "stage": "decode", "type": "Truncated",
+                           "message": msg, "run_id": run_id})
         if vid in seg_errors:
             row["status"] = "partial" if row["frames_decoded"] else "error"
             row["error"] = seg_errors[vid][0]
         else:
             row["status"] = "ok" if n else "no_faces"
+    return ",".join(sorted(detectors))
 
 
 def _write_table(name: str, rows: list[dict[str, Any]], uri: str) -> None:
