@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from itertools import islice
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,13 +53,9 @@ MEDIA_CLIPS = ("src_man_a.mp4", "dst_man_glasses_b.mp4")
 STAGES = ("decode", "detect", "landmarks", "embedding", "align+mask+pose+encode", "write")
 RAY_CPUS = 2
 
-# The Ray settings this benchmark measured best on 2 CPUs (see bench/README.md); the sweep compares
-# them with the config defaults. They are ExtractConfig overrides only.
-TUNED = (
-    "decode.num_cpus=0.25",
-    "detect.concurrency=1", "detect.num_cpus=0.25", "detect.batch_size=8",
-    "landmarks.concurrency=2", "landmarks.num_cpus=0.75", "landmarks.batch_size=8",
-)
+# Ray-side overrides for part [1] (--ray-set replaces them). Empty: the config defaults, which are
+# the settings this benchmark measured best on 2 CPUs (fused detect+face actors, batch 16).
+TUNED: tuple[str, ...] = ()
 
 
 def say(*a) -> None:
@@ -77,6 +74,7 @@ class LoopResult:
     load_seconds: float = 0.0
     stage: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     load: str = ""
+    mon: object = None
 
     @property
     def fps(self) -> float:
@@ -161,7 +159,7 @@ def run_loop(uris: list[str], cfg: ExtractConfig, out_dir: str, warm_frame: np.n
         res.faces += len(rows)
     res.seconds = clock() - start
     mon.__exit__(None, None, None)
-    res.load = mon.load()
+    res.load, res.mon = mon.load(), mon
     return res
 
 
@@ -169,12 +167,12 @@ def run_loop(uris: list[str], cfg: ExtractConfig, out_dir: str, warm_frame: np.n
 # the Ray pipeline
 
 
-def run_ray(uris: list[str], cfg: ExtractConfig, out: str):
+def run_ray(uris: list[str], cfg: ExtractConfig, out: str, poll: float = 1.0):
     from dflray.extract import run_extract
 
     shutil.rmtree(out, ignore_errors=True)
     wait_for_actors_to_exit()
-    with Monitor() as mon:
+    with Monitor(interval=poll) as mon:
         t0 = time.perf_counter()
         summary = run_extract(uris, out, cfg)
         secs = time.perf_counter() - t0
@@ -341,7 +339,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _main(args, work: str) -> None:
-    logging.getLogger("ray").setLevel(logging.ERROR)  # Ray Data's per-dataset INFO lines drown the figures
     base = [f"detect.detector={args.detector}", *args.set]
     if args.quick:
         base.append("decode.max_frames=48")
@@ -402,6 +399,9 @@ def _main(args, work: str) -> None:
     t = time.perf_counter()
     ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("ray", "ray.data"):  # Ray Data's per-dataset INFO lines and deprecation notes drown the figures
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
     ray.data.DataContext.get_current().print_on_execution_start = False
     say(f"  Ray: local cluster ray.init(num_cpus={RAY_CPUS}) started in {time.perf_counter() - t:.1f} s (not counted); "
         f"the clock covers all of run_extract: probe, actor start and model load, decode → write, commit")
@@ -409,24 +409,30 @@ def _main(args, work: str) -> None:
     runs = []
     for attempt in ("1st", "2nd")[: 1 if args.quick else 2]:
         s, secs, mon = run_ray(uris, ray_cfg, os.path.join(work, "ray"))
-        runs.append((attempt, s, secs))
+        runs.append((attempt, s, secs, mon))
         say(f"    run {attempt}: {s.frames} frames, {s.faces} faces in {secs:.1f} s = {s.frames / secs:.2f} frames/s")
         say(f"      {mon.load()}")
     if runs[0][1].faces != loop.faces or runs[0][1].frames != loop.frames:
         say(f"    NOTE: loop and Ray differ: frames {loop.frames} vs {runs[0][1].frames}, "
             f"faces {loop.faces} vs {runs[0][1].faces}")
-    ray_fps = statistics.mean(s.frames / secs for _, s, secs in runs)
+    ray_fps = statistics.mean(s.frames / secs for _, s, secs, _ in runs)
 
     say("\n  summary (frames/s; ratio to the loop with default threads; the issue's target on 2 cores: Ray >= 1.6x)")
-    rows = [["loop, default library threads", f"{loop.fps:.2f}", "1.00x"]]
+    def row(label, frames, secs, mon):
+        return [label, f"{frames / secs:.2f}", f"{frames / secs / loop.fps:.2f}x", f"{mon.own / mon.wall:.2f}",
+                f"{1000 * mon.own / frames:.0f}", f"{mon.other / mon.wall:.2f}"]
+
+    rows = [row("loop, default library threads", loop.frames, loop.seconds, loop.mon)]
     if pinned is not None:
-        rows.append(["loop, libraries pinned to 1 thread", f"{pinned.fps:.2f}", f"{pinned.fps / loop.fps:.2f}x"])
-    for attempt, s, secs in runs:
-        rows.append([f"Ray, 2 CPUs, run {attempt}", f"{s.frames / secs:.2f}", f"{s.frames / secs / loop.fps:.2f}x"])
-    say(table(["", "frames/s", "vs loop"], rows))
+        rows.append(row("loop, libraries pinned to 1 thread", pinned.frames, pinned.seconds, pinned.mon))
+    for attempt, s, secs, mon in runs:
+        rows.append(row(f"Ray, 2 CPUs, run {attempt}", s.frames, secs, mon))
+    say(table(["", "frames/s", "vs loop", "cores used", "CPU ms/frame", "other load (cores)"], rows))
     say(f"  => Ray / loop = {ray_fps / loop.fps:.2f}x"
         + (f"   (Ray / pinned loop = {ray_fps / pinned.fps:.2f}x)" if pinned else "")
         + f"   [Ray: mean of {len(runs)} run(s)]")
+    say("  cores used / CPU ms per frame: CPU time of this process and its children (the Ray cluster's workers,\n"
+        "  raylet, GCS) over wall time / frames; other load: cores used by other programs during the run.")
 
     if args.sweep:
         sweep(uris, base, loop, work)
@@ -453,16 +459,11 @@ def _main(args, work: str) -> None:
 # Ray settings compared by --sweep: CPUs reserved per decode task / detector actor / face actor, actor
 # counts and batch sizes. Reservations must leave room for a decode task (<= 2 CPUs in all).
 SWEEP = {
-    "config defaults": (),
-    "tuned": TUNED,
-    "3 face actors": ("decode.num_cpus=0.25", "detect.num_cpus=0.25", "landmarks.concurrency=3",
-                      "landmarks.num_cpus=0.5"),
-    "2 face actors x0.75": ("decode.num_cpus=0.25", "detect.num_cpus=0.25", "landmarks.concurrency=2",
-                            "landmarks.num_cpus=0.75"),
-    "2 detect + 2 face": ("decode.num_cpus=0.25", "detect.concurrency=2", "detect.num_cpus=0.25",
-                          "landmarks.concurrency=2", "landmarks.num_cpus=0.5"),
-    "batch 4": TUNED + ("detect.batch_size=4", "landmarks.batch_size=4"),
-    "batch 16": TUNED + ("detect.batch_size=16", "landmarks.batch_size=16"),
+    "config defaults (fused, batch 16)": (),
+    "fused, batch 8": ("landmarks.batch_size=8",),
+    "fused, 3 actors x 0.5 CPU": ("landmarks.concurrency=3", "landmarks.num_cpus=0.5"),
+    "split: 1 detect + 2 face actors": ("stages=split",),
+    "split: 2 detect + 2 face actors": ("stages=split", "detect.concurrency=2", "landmarks.num_cpus=0.5"),
 }
 
 
@@ -497,7 +498,7 @@ def memory(args, overrides: list[str]) -> None:
     results = {}
     for label, path in clips:
         info = probe(path)
-        s, secs, mon = run_ray([path], cfg, out)
+        s, secs, mon = run_ray([path], cfg, out, poll=0.1)
         results[label] = mon.by_kind()
         say(f"  {label}: {info.frame_count} frames decoded ({s.frames} kept), {s.faces} faces, {secs:.1f} s = "
             f"{info.frame_count / secs:.1f} decoded frames/s; driver RSS {mib(psutil.Process().memory_info().rss)} MiB")

@@ -54,7 +54,7 @@ class DecodeConfig:
     max_frames: int | None = None
     concurrency: int | None = None
     threads: int = 1
-    num_cpus: float = 0.5
+    num_cpus: float = 0.25
 
     def __post_init__(self) -> None:
         _check(self.every_n >= 1, "every_n", "must be >= 1")
@@ -92,10 +92,10 @@ class DetectConfig:
     min_face: int = 24
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = 8
+    batch_size: int = 16
     concurrency: int = 1
     num_gpus: float = 0.0
-    num_cpus: float = 0.5
+    num_cpus: float = 0.25
 
     def __post_init__(self) -> None:
         _check(0.0 < self.score_threshold < 1.0, "score_threshold", "must be in (0, 1)")
@@ -123,9 +123,9 @@ class LandmarkConfig:
 
     landmarker: str = "dlib68"
     embedding: bool = True
-    batch_size: int = 8
+    batch_size: int = 16
     concurrency: int = 2
-    num_cpus: float = 0.5
+    num_cpus: float = 0.75
 
     def __post_init__(self) -> None:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
@@ -165,6 +165,10 @@ class ExtractConfig:
         landmarks: landmarks, pose, quality, embedding.
         align: aligned crops.
         commit_every: videos per committed chunk; a killed job loses at most one chunk of work.
+        stages: ``split`` runs detection in its own actor pool (sized by ``detect.*``) and the face
+            stage in another (sized by ``landmarks.*``); ``fused`` runs both in one actor pool sized by
+            ``landmarks.*``, so frames cross the object store once; ``auto`` fuses when detection has
+            no GPU (``detect.num_gpus == 0``) and splits otherwise.
     """
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)
@@ -172,9 +176,15 @@ class ExtractConfig:
     landmarks: LandmarkConfig = field(default_factory=LandmarkConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     commit_every: int = 64
+    stages: Literal["auto", "fused", "split"] = "auto"
 
     def __post_init__(self) -> None:
         _check(self.commit_every >= 1, "commit_every", "must be >= 1")
+
+    @property
+    def fused(self) -> bool:
+        """Whether detection runs inside the face actors (see ``stages``)."""
+        return self.stages == "fused" or (self.stages == "auto" and self.detect.num_gpus == 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -293,6 +293,9 @@ def _onnx_forward(cfg: DetectConfig) -> Forward:
     threads = _env_threads()
     if threads:
         opts.intra_op_num_threads = threads
+    # onnxruntime's CPU arena never shrinks and grows with every new batch shape (the last batch of a
+    # video is shorter); plain allocations keep a detector actor's memory flat over long videos.
+    opts.enable_cpu_mem_arena = False
     session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=providers)
 
     def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

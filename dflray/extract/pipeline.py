@@ -29,7 +29,7 @@ import ray
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
-from dflray.extract.stages import DetectStage, FaceStage, decode_segment
+from dflray.extract.stages import DetectFaceStage, DetectStage, FaceStage, decode_segment
 from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
@@ -191,8 +191,10 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
     staging = join(out, "_staging", run_id)
     if segments:
         ledger = _Ledger.remote()
+        # Writers take a sliver of CPU so they stream rows out while the actors hold the rest.
         _build_dataset(segments, cfg, ledger).write_parquet(
-            join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None)
+            join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None,
+            ray_remote_args={"num_cpus": 0.1})
         decoded = ray.get(ledger.dump.remote())
         ray.kill(ledger)
         summary.detector = _account(videos, errors, decoded, staging, out, run_id) or summary.detector
@@ -217,12 +219,17 @@ def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
     # One decode task per segment; rows stream out as they decode (Ray Data cuts them into blocks).
     ds = ds.flat_map(decode_segment, fn_kwargs={"cfg": dc, "ledger": ledger}, num_cpus=dc.num_cpus,
                      compute=TaskPoolStrategy(size=dc.concurrency) if dc.concurrency else None)
-    ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det}, batch_size=det.batch_size,
-                        compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
-                        num_cpus=det.num_cpus)
-    ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align},
-                        batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
-                        num_cpus=lm.num_cpus)
+    if cfg.fused:
+        ds = ds.map_batches(DetectFaceStage, fn_constructor_kwargs={"detect": det, "landmarks": lm, "align": cfg.align},
+                            batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
+                            num_cpus=lm.num_cpus)
+    else:
+        ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det}, batch_size=det.batch_size,
+                            compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
+                            num_cpus=det.num_cpus)
+        ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align},
+                            batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
+                            num_cpus=lm.num_cpus)
     return ds
 
 
