@@ -293,14 +293,18 @@ def _onnx_forward(cfg: DetectConfig) -> Forward:
     threads = _env_threads()
     if threads:
         opts.intra_op_num_threads = threads
-    # onnxruntime's CPU arena never shrinks and grows with every new batch shape (the last batch of a
-    # video is shorter); plain allocations keep a detector actor's memory flat over long videos.
-    opts.enable_cpu_mem_arena = False
     session = ort.InferenceSession(WEIGHTS, sess_options=opts, providers=providers)
+    names = ["loc", "conf", "landmarks"]
+    on_gpu = session.get_providers()[0] == "CUDAExecutionProvider"
 
     def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        loc, conf, landmarks = session.run(["loc", "conf", "landmarks"], {"input": batch})
-        return loc, conf, landmarks
+        if on_gpu:
+            return tuple(session.run(names, {"input": batch}))
+        # On CPU, one frame per run: batching gains nothing there (24 vs 29 ms/frame measured, better
+        # cache use), and a single input shape keeps onnxruntime's arena, which never shrinks and
+        # grows with every new batch shape, at one size over a long video.
+        outs = [session.run(names, {"input": batch[i:i + 1]}) for i in range(len(batch))]
+        return tuple(np.concatenate(parts) for parts in zip(*outs))
 
     return forward
 

@@ -54,16 +54,20 @@ def video_id(uri: str) -> str:
 
 @ray.remote
 class _Ledger:
-    """Collects per-segment decode results from decode tasks (idempotent under task retries)."""
+    """Collects per-segment decode results and per-frame failures (idempotent under task retries)."""
 
     def __init__(self):
         self.segments: dict[tuple[str, int], tuple[int, Any]] = {}
+        self.failures: dict[tuple[str, int, str], tuple[str, str]] = {}
 
     def record(self, vid: str, segment: int, decoded: int, error) -> None:
         self.segments[(vid, segment)] = (decoded, error)
 
-    def dump(self) -> dict:
-        return self.segments
+    def fail(self, vid: str, frame_index: int, stage: str, kind: str, message: str) -> None:
+        self.failures[(vid, frame_index, stage)] = (kind, message)
+
+    def dump(self) -> tuple[dict, dict]:
+        return self.segments, self.failures
 
 
 @ray.remote(num_cpus=0.25, max_retries=2)
@@ -195,9 +199,9 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
         _build_dataset(segments, cfg, ledger).write_parquet(
             join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None,
             ray_remote_args={"num_cpus": 0.1})
-        decoded = ray.get(ledger.dump.remote())
+        decoded, failures = ray.get(ledger.dump.remote())
         ray.kill(ledger)
-        summary.detector = _account(videos, errors, decoded, staging, out, run_id) or summary.detector
+        summary.detector = _account(videos, errors, decoded, failures, staging, out, run_id) or summary.detector
 
     # Commit: faces first, then the videos record that makes them real, then errors.
     for f in list_files(join(staging, "faces"), ".parquet"):
@@ -220,20 +224,21 @@ def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
     ds = ds.flat_map(decode_segment, fn_kwargs={"cfg": dc, "ledger": ledger}, num_cpus=dc.num_cpus,
                      compute=TaskPoolStrategy(size=dc.concurrency) if dc.concurrency else None)
     if cfg.fused:
-        ds = ds.map_batches(DetectFaceStage, fn_constructor_kwargs={"detect": det, "landmarks": lm, "align": cfg.align},
+        ds = ds.map_batches(DetectFaceStage, fn_constructor_kwargs={"detect": det, "landmarks": lm, "align": cfg.align,
+                                                                    "ledger": ledger},
                             batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
                             num_cpus=lm.num_cpus)
     else:
-        ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det}, batch_size=det.batch_size,
+        ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det, "ledger": ledger}, batch_size=det.batch_size,
                             compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
                             num_cpus=det.num_cpus)
-        ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align},
+        ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align, "ledger": ledger},
                             batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
                             num_cpus=lm.num_cpus)
     return ds
 
 
-def _account(videos, errors, decoded, staging, out, run_id) -> None:
+def _account(videos, errors, decoded, failures, staging, out, run_id) -> str:
     """Fills per-video frame/face counts and status from the ledger and the staged faces."""
     fs, _ = arrow_filesystem(out)
     files = [fs_and_path(u)[1] for u in list_files(join(staging, "faces"), ".parquet")]
@@ -254,6 +259,10 @@ def _account(videos, errors, decoded, staging, out, run_id) -> None:
             seg_errors.setdefault(vid, []).append(msg)
             errors.append({"uri": videos[vid]["uri"], "video_id": vid, "stage": "decode", "type": kind,
                            "message": msg, "run_id": run_id})
+    for (vid, idx, stage), (kind, msg) in sorted(failures.items()):
+        seg_errors.setdefault(vid, []).append(f"frame {idx}: {msg}")
+        errors.append({"uri": videos[vid]["uri"], "video_id": vid, "stage": stage, "type": kind,
+                       "message": msg, "frame_index": idx, "run_id": run_id})
     for vid, row in videos.items():
         expected = row.pop("_expected", None)
         if row.get("status") == "error":

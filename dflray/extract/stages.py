@@ -11,7 +11,6 @@ the video's keys, and after detection ``dets``: a flat float32 array of N×15 nu
 
 from __future__ import annotations
 
-import ctypes
 import math
 import traceback
 from typing import Any, Iterator
@@ -76,33 +75,43 @@ def unpack_detections(flat: np.ndarray) -> Detections:
     return Detections(a[:, :4], a[:, 4], None if np.isnan(pts).all() and len(a) else pts)
 
 
-def bound_heap() -> None:
-    """Makes glibc hand large buffers back to the OS as soon as they are freed.
+def report_failure(ledger, batch: dict[str, np.ndarray], j: int, stage: str, error: Exception) -> None:
+    """Records that frame ``j`` of ``batch`` failed in ``stage`` (the job goes on without it)."""
+    if ledger is None:
+        raise error
+    import ray
 
-    Actors allocate and free frame-sized buffers (a 1080p frame is 6 MB) for every batch. glibc's
-    dynamic mmap threshold moves such blocks onto the heap after the first frees, where fragmentation
-    keeps them: an actor's memory then creeps up over a long video. A fixed 1 MiB threshold keeps
-    every large buffer in its own mapping. No-op where libc has no ``mallopt``.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, 1 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
-_M_MMAP_THRESHOLD = -3
+    ray.get(ledger.fail.remote(str(batch["video_id"][j]), int(batch["frame_index"][j]), stage,
+                               type(error).__name__, str(error) or repr(error)))
 
 
 class DetectStage:
-    """Ray Data actor: loads the detector once, detects on batches of frames, drops faceless frames."""
+    """Ray Data actor: loads the detector once, detects on batches of frames, drops faceless frames.
 
-    def __init__(self, cfg: DetectConfig):
-        bound_heap()
+    A batch the detector cannot process is retried frame by frame; a frame that still fails is reported
+    to ``ledger`` (an error row) and dropped, so one bad frame never ends the job.
+    """
+
+    def __init__(self, cfg: DetectConfig, ledger=None):
         self.detector = build_detector(cfg)
+        self.ledger = ledger
+
+    def _detect(self, batch: dict[str, np.ndarray]) -> list[Detections]:
+        frames = list(batch["frame"])
+        try:
+            return self.detector.detect(frames)
+        except Exception:
+            out = []
+            for j, frame in enumerate(frames):
+                try:
+                    out += self.detector.detect([frame])
+                except Exception as e:
+                    report_failure(self.ledger, batch, j, "detect", e)
+                    out.append(Detections.empty())
+            return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        frames = list(batch["frame"])
-        dets = self.detector.detect(frames)
+        dets = self._detect(batch)
         keep = [i for i, d in enumerate(dets) if len(d)]
         # Fancy indexing copies every frame; skip it in the common case where every frame has a face.
         out = dict(batch) if len(keep) == len(dets) else {k: v[keep] for k, v in batch.items()}
@@ -180,35 +189,45 @@ def face_rows(frame: np.ndarray, dets: Detections, landmarks: np.ndarray, embedd
 
 
 class FaceStage:
-    """Ray Data actor: landmarker and identity model loaded once; emits ``faces`` rows as Arrow."""
+    """Ray Data actor: landmarker and identity model loaded once; emits ``faces`` rows as Arrow.
 
-    def __init__(self, landmarks: LandmarkConfig, align: AlignConfig):
-        bound_heap()
+    A frame whose faces cannot be processed (degenerate landmarks, say) is reported to ``ledger`` as an
+    error row and skipped; the rest of the batch goes on.
+    """
+
+    def __init__(self, landmarks: LandmarkConfig, align: AlignConfig, ledger=None):
         self.landmarker = build_landmarker(landmarks)
         self.embedder = IdentityEmbedder() if landmarks.embedding else None
         self.align = align
+        self.ledger = ledger
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows: list[dict[str, Any]] = []
         for j in range(len(batch["frame_index"])):
-            frame = batch["frame"][j]
-            dets = unpack_detections(batch["dets"][j])
-            lms = self.landmarker.landmarks(frame, dets.boxes, dets.points5)
-            emb = self.embedder.embed(frame, lms) if self.embedder is not None else None
-            fps = float(batch["fps"][j])
-            idx = int(batch["frame_index"][j])
-            keys = {
-                "video_id": str(batch["video_id"][j]),
-                "frame_index": idx,
-                "source_uri": str(batch["uri"][j]),
-                "frame_width": int(frame.shape[1]),
-                "frame_height": int(frame.shape[0]),
-                "timestamp": idx / fps if fps > 0 else None,
-                "detector": str(batch["detector"][j]),
-                "landmarker": self.landmarker.spec.name,
-            }
-            rows += face_rows(frame, dets, lms, emb, self.align, keys)
+            try:
+                rows += self._frame_rows(batch, j)
+            except Exception as e:
+                report_failure(self.ledger, batch, j, "faces", e)
         return schema.table_from_rows("faces", rows)
+
+    def _frame_rows(self, batch: dict[str, np.ndarray], j: int) -> list[dict[str, Any]]:
+        frame = batch["frame"][j]
+        dets = unpack_detections(batch["dets"][j])
+        lms = self.landmarker.landmarks(frame, dets.boxes, dets.points5)
+        emb = self.embedder.embed(frame, lms) if self.embedder is not None else None
+        fps = float(batch["fps"][j])
+        idx = int(batch["frame_index"][j])
+        keys = {
+            "video_id": str(batch["video_id"][j]),
+            "frame_index": idx,
+            "source_uri": str(batch["uri"][j]),
+            "frame_width": int(frame.shape[1]),
+            "frame_height": int(frame.shape[0]),
+            "timestamp": idx / fps if fps > 0 else None,
+            "detector": str(batch["detector"][j]),
+            "landmarker": self.landmarker.spec.name,
+        }
+        return face_rows(frame, dets, lms, emb, self.align, keys)
 
 
 class DetectFaceStage:
@@ -219,9 +238,9 @@ class DetectFaceStage:
     keeps every core busy with no copies (the same reason Ray Data fuses compatible operators).
     """
 
-    def __init__(self, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig):
-        self.detect = DetectStage(detect)
-        self.faces = FaceStage(landmarks, align)
+    def __init__(self, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig, ledger=None):
+        self.detect = DetectStage(detect, ledger)
+        self.faces = FaceStage(landmarks, align, ledger)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         return self.faces(self.detect(batch))
