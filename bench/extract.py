@@ -189,7 +189,8 @@ class Monitor:
       machine may be shared, and timings are only comparable when that load is near zero.
     """
 
-    KINDS = (("DetectStage", "DetectStage actor"), ("FaceStage", "FaceStage actor"),
+    KINDS = (("DetectFaceStage", "fused detect+face actor"), ("DetectStage", "DetectStage actor"),
+             ("FaceStage", "FaceStage actor"),
              ("decode_segment", "decode task"), ("Write", "Parquet write task"), ("IDLE", "idle pooled worker"),
              ("DashboardAgent", "Ray node agents"), ("RuntimeEnvAgent", "Ray node agents"))
 
