@@ -189,7 +189,7 @@ class Monitor:
       machine may be shared, and timings are only comparable when that load is near zero.
     """
 
-    KINDS = (("DetectFaceStage", "fused detect+face actor"), ("DetectStage", "DetectStage actor"),
+    KINDS = (("SegmentStage", "fused decode+detect+face actor"), ("DetectFaceStage", "fused detect+face actor"), ("DetectStage", "DetectStage actor"),
              ("FaceStage", "FaceStage actor"),
              ("decode_segment", "decode task"), ("Write", "Parquet write task"), ("IDLE", "idle pooled worker"),
              ("DashboardAgent", "Ray node agents"), ("RuntimeEnvAgent", "Ray node agents"))

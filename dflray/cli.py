@@ -29,8 +29,8 @@ Config sections: decode (every_n, segment_frames, max_frames, concurrency, threa
 detect (detector=auto|retinaface|dlib-hog|dlib-cnn, score_threshold, nms_threshold, input_size,
 min_face, weights, device, batch_size, concurrency, num_gpus, num_cpus), landmarks (landmarker,
 embedding, batch_size, concurrency, num_cpus), align (face_type=half|mid_full|full|whole_face|head,
-size, image_format=jpg|png, jpeg_quality), commit_every, stages=auto|fused|split (auto: detection
-runs inside the face actors on CPU, in its own GPU actor pool when detect.num_gpus > 0).
+size, image_format=jpg|png, jpeg_quality), commit_every, stages=auto|fused|split (auto: on CPU each
+face actor decodes and detects itself; with detect.num_gpus > 0 detection gets its own GPU actor pool).
 
 Re-running the same command skips videos already committed and never duplicates rows."""
 

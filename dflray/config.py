@@ -165,10 +165,11 @@ class ExtractConfig:
         landmarks: landmarks, pose, quality, embedding.
         align: aligned crops.
         commit_every: videos per committed chunk; a killed job loses at most one chunk of work.
-        stages: ``split`` runs detection in its own actor pool (sized by ``detect.*``) and the face
-            stage in another (sized by ``landmarks.*``); ``fused`` runs both in one actor pool sized by
-            ``landmarks.*``, so frames cross the object store once; ``auto`` fuses when detection has
-            no GPU (``detect.num_gpus == 0``) and splits otherwise.
+        stages: ``split`` runs decode tasks (``decode.*``), a detector actor pool (``detect.*``) and a
+            face actor pool (``landmarks.*``) with frames streaming between them; ``fused`` runs the
+            whole chain — decode, detect, faces — inside one actor pool sized by ``landmarks.*``, so no
+            frame enters the object store; ``auto`` fuses when detection has no GPU
+            (``detect.num_gpus == 0``) and splits otherwise.
     """
 
     decode: DecodeConfig = field(default_factory=DecodeConfig)

@@ -29,7 +29,7 @@ import ray
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
-from dflray.extract.stages import DetectFaceStage, DetectStage, FaceStage, decode_segment
+from dflray.extract.stages import DetectStage, FaceStage, SegmentStage, decode_segment
 from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
@@ -220,21 +220,20 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
 def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
     dc, det, lm = cfg.decode, cfg.detect, cfg.landmarks
     ds = ray.data.from_items(segments, override_num_blocks=len(segments))
-    # One decode task per segment; rows stream out as they decode (Ray Data cuts them into blocks).
+    if cfg.fused:
+        # CPU detection: each actor decodes its segment and runs the whole chain; no frame is copied.
+        return ds.map_batches(SegmentStage, batch_size=1, compute=ActorPoolStrategy(size=lm.concurrency),
+                              num_cpus=lm.num_cpus, fn_constructor_kwargs={
+                                  "decode": dc, "detect": det, "landmarks": lm, "align": cfg.align, "ledger": ledger})
+    # GPU detection: decode tasks → a GPU detector pool → CPU face actors, frames streaming between them.
     ds = ds.flat_map(decode_segment, fn_kwargs={"cfg": dc, "ledger": ledger}, num_cpus=dc.num_cpus,
                      compute=TaskPoolStrategy(size=dc.concurrency) if dc.concurrency else None)
-    if cfg.fused:
-        ds = ds.map_batches(DetectFaceStage, fn_constructor_kwargs={"detect": det, "landmarks": lm, "align": cfg.align,
-                                                                    "ledger": ledger},
-                            batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
-                            num_cpus=lm.num_cpus)
-    else:
-        ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det, "ledger": ledger}, batch_size=det.batch_size,
-                            compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
-                            num_cpus=det.num_cpus)
-        ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align, "ledger": ledger},
-                            batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
-                            num_cpus=lm.num_cpus)
+    ds = ds.map_batches(DetectStage, fn_constructor_kwargs={"cfg": det, "ledger": ledger}, batch_size=det.batch_size,
+                        compute=ActorPoolStrategy(size=det.concurrency), num_gpus=det.num_gpus or None,
+                        num_cpus=det.num_cpus)
+    ds = ds.map_batches(FaceStage, fn_constructor_kwargs={"landmarks": lm, "align": cfg.align, "ledger": ledger},
+                        batch_size=lm.batch_size, compute=ActorPoolStrategy(size=lm.concurrency),
+                        num_cpus=lm.num_cpus)
     return ds
 
 

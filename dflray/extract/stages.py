@@ -244,3 +244,39 @@ class DetectFaceStage:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         return self.faces(self.detect(batch))
+
+
+class SegmentStage:
+    """Ray Data actor that decodes a whole frame range itself and runs detect + faces on it.
+
+    Used when detection has no GPU (``stages=auto``/``fused``): frames never enter the object store,
+    only segment descriptors go in and face rows come out, and each actor keeps one core busy with the
+    whole chain. Output streams out one table per ``batch_size`` frames, so memory stays bounded for
+    any segment length.
+    """
+
+    def __init__(self, decode: DecodeConfig, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig,
+                 ledger=None):
+        self.decode = decode
+        self.stage = DetectFaceStage(detect, landmarks, align, ledger)
+        self.batch_size = landmarks.batch_size
+        self.ledger = ledger
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
+        for i in range(len(batch["video_id"])):
+            seg = {k: v[i] for k, v in batch.items()}
+            rows: list[dict[str, Any]] = []
+            for row in decode_segment(seg, self.decode, self.ledger):
+                rows.append(row)
+                if len(rows) == self.batch_size:
+                    yield self.stage(_as_batch(rows))
+                    rows = []
+            if rows:
+                yield self.stage(_as_batch(rows))
+
+
+def _as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Rows of one decoded segment (same video, same frame size) as a numpy batch."""
+    batch = {k: np.array([r[k] for r in rows]) for k in rows[0] if k != "frame"}
+    batch["frame"] = np.stack([r["frame"] for r in rows])
+    return batch
