@@ -12,7 +12,7 @@ import logging
 import re
 import sys
 
-from dflray.config import ConfigError, ExtractConfig, load_config
+from dflray.config import ConfigError, ExtractConfig, ModelConfig, TrainConfig, load_config
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
 
@@ -33,6 +33,49 @@ size, image_format=jpg|png, jpeg_quality), commit_every, stages=auto|fused|split
 face actor decodes and detects itself; with detect.num_gpus > 0 detection gets its own GPU actor pool).
 
 Re-running the same command skips videos already committed and never duplicates rows."""
+
+
+TRAIN_HELP = """\
+Train a DeepFaceLab SAEHD-style autoencoder (DF or LIAE) on a src and a dst faceset with Ray Train
+(data-parallel DDP: gloo on CPU, NCCL on GPUs), on the current Ray cluster.
+
+Checkpoints, previews (preview.png, previews/, loss.png) and train_config.yaml go to --out (any
+fsspec URL). Re-running with the same --out continues from its newest checkpoint. Trailing
+key.path=value arguments override the config, e.g.:
+
+  dflray train --src facesets/a --dst facesets/b --out runs/ab --arch df-ud steps=20000 \\
+      model.resolution=192 batch_size=4 num_workers=2 loss.eyes_mouth_prio=true augment.ct_mode=rct
+
+Config: model (arch=df|liae, u, d, t, c, resolution, face_type, ae_dims, e_dims, d_dims,
+d_mask_dims), loss (masked_training, eyes_mouth_prio, blur_out_mask, true_face_power,
+face_style_power, bg_style_power, gan_power, gan_patch_size, gan_dims), augment (random_warp,
+rotation, scale, shift, random_src_flip, random_dst_flip, random_hsv_power,
+ct_mode=none|rct|lct|mkl|idt|sot, uniform_yaw), optim (name=adabelief|rmsprop|adamw, lr,
+lr_dropout, clipgrad, weight_decay), batch_size (per worker), steps, pretrain, init_from,
+num_workers, use_gpu, cpus_per_worker, augment_cpus, torch_threads,
+mixed_precision=auto|off|bf16|fp16, checkpoint_every, keep_checkpoints, preview_every,
+log_every, max_failures, max_bad_steps, seed."""
+
+EXPORT_HELP = """\
+Export a training checkpoint as an inference-only model: TorchScript (always) and ONNX (--onnx,
+when it exports cleanly). The model maps dst faces (N x 3 x R x R, float32 RGB in [0,1], at the
+checkpoint's face type and resolution) to (swapped face, swapped face mask, dst mask). Its face
+type, resolution and architecture are stored in the file (TorchScript extra file dflray.json; ONNX
+metadata) and printed."""
+
+
+def _expand_arch(overrides: list[str], arch: str | None) -> list[str]:
+    """DFL's ``liae-ud`` string form (``--arch`` or ``model.arch=``) → typed ``model.*`` fields, once, here."""
+    out = []
+    if arch:
+        out += [f"model.{k}={str(v).lower()}" for k, v in ModelConfig.parse_arch(arch).items()]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() == "model.arch" and "-" in value:
+            out += [f"model.{k}={str(v).lower()}" for k, v in ModelConfig.parse_arch(value).items()]
+        else:
+            out.append(item)
+    return out
 
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
@@ -64,6 +107,26 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--n", type=int, default=48, help="faces to show (default 48, spread over the faceset)")
     pv.add_argument("--cols", type=int, default=8, help="columns (default 8)")
     pv.add_argument("--tile", type=int, default=160, help="tile side in pixels (default 160)")
+
+    t = sub.add_parser("train", help="train a DF/LIAE autoencoder on src + dst facesets (Ray Train, DDP)",
+                       description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("inputs", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=5000")
+    t.add_argument("--src", required=True, metavar="FACESET", help="src faceset (the identity put onto dst)")
+    t.add_argument("--dst", metavar="FACESET", help="dst faceset (optional with pretrain=true)")
+    t.add_argument("--out", required=True, metavar="URI", help="training output: checkpoints, previews")
+    t.add_argument("--arch", metavar="ARCH", help="DFL architecture string, e.g. liae-ud, df-udt (sets model.*)")
+    t.add_argument("--config", metavar="FILE", help="YAML config (TrainConfig); overrides apply on top")
+    t.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from "
+                   "(a rerun continues from one anyway)")
+    t.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+    x = sub.add_parser("export", help="checkpoint → inference-only TorchScript (and ONNX) model",
+                       description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("checkpoint", metavar="CKPT", help="a training --out, a checkpoint folder or its model.pt")
+    x.add_argument("--out", required=True, metavar="PATH", help="output file, e.g. model.ts (ONNX beside it "
+                   "as .onnx)")
+    x.add_argument("--onnx", action="store_true", help="also export ONNX and check it against TorchScript")
 
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
@@ -116,6 +179,29 @@ def _run(args, parser) -> int:
 
         summary = run_extract(inputs, args.out, cfg, address=args.address)
         print(summary)
+        return 0
+    if args.command == "train":
+        inputs, overrides = _split_overrides(args.inputs)
+        if inputs:
+            raise ConfigError(inputs[0], "train takes no positional inputs other than key.path=value overrides")
+        cfg = load_config(TrainConfig, args.config, _expand_arch(overrides, args.arch))
+        if args.print_config:
+            import yaml
+
+            from dflray.config import to_dict
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        from dflray.train import run_train
+
+        summary = run_train(args.src, args.dst, args.out, cfg, resume=args.resume, address=args.address)
+        print(summary)
+        return 0
+    if args.command == "export":
+        from dflray.train.export import export_model
+
+        for line in export_model(args.checkpoint, args.out, onnx=args.onnx):
+            print(line)
         return 0
     if args.command == "preview":
         from dflray.extract.preview import contact_sheet

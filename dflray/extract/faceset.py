@@ -24,16 +24,21 @@ def read_errors(faceset: str) -> pa.Table:
     return _read(faceset, "errors")
 
 
+def committed_face_files(faceset: str) -> list[str]:
+    """Paths (inside the faceset's filesystem) of the ``faces`` files of committed runs only."""
+    committed = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(faceset, "videos"), ".parquet")}
+    return [fs_and_path(u)[1] for u in list_files(join(faceset, "faces"), ".parquet")
+            if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
+
+
 def read_faces(faceset: str, columns: list[str] | None = None) -> pa.Table:
     """The ``faces`` table of committed runs, sorted by (video_id, frame_index, face_index).
 
     Example:
         >>> faces = read_faces("facesets/a", columns=["video_id", "frame_index", "landmarks"])  # doctest: +SKIP
     """
-    committed = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(faceset, "videos"), ".parquet")}
     fs, _ = arrow_filesystem(faceset)
-    files = [fs_and_path(u)[1] for u in list_files(join(faceset, "faces"), ".parquet")
-             if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
+    files = committed_face_files(faceset)
     cols = columns and list(dict.fromkeys(["video_id", "frame_index", "face_index", *columns]))
     table = schema.read_table("faces", files, filesystem=fs, columns=cols)
     table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("face_index", "ascending")])

@@ -1,0 +1,183 @@
+"""Training end to end on a local Ray (2 CPUs): real facesets from the built-in sample, real DDP (gloo).
+
+One src and one dst faceset are extracted once for the module; every run trains a tiny 64 px model so
+the whole file stays CI-friendly.
+"""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from dflray.cli import main
+from dflray.config import ConfigError, ExtractConfig, TrainConfig, load_config
+from dflray.extract import run_extract
+from dflray.train import latest_checkpoint, load_payload, run_train
+from dflray.train.checkpoint import read_meta
+from dflray.train.export import export_model, load_exported
+from dflray.train.loop import param_checksum
+
+TINY = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
+        "batch_size=4", "preview_every=0", "log_every=5", "augment_cpus=0.5"]
+
+
+def _cfg(*extra, arch="liae-ud"):
+    from dflray.cli import _expand_arch
+
+    return load_config(TrainConfig, overrides=_expand_arch([*TINY, *extra], arch))
+
+
+@pytest.fixture(scope="module")
+def facesets(ray_local, sample_clips, tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_fs")
+    cfg = load_config(ExtractConfig, overrides=["align.size=128", "decode.segment_frames=50",
+                                                "landmarks.embedding=false"])
+    by_name = {Path(c).stem: c for c in sample_clips}
+    src, dst = str(root / "src"), str(root / "dst")
+    run_extract([by_name["astronaut"]], src, cfg)
+    run_extract([by_name["grace_hopper"]], dst, cfg)
+    return src, dst
+
+
+def _model_state(ckpt):
+    return load_payload(ckpt)["model"]
+
+
+def test_learning_is_real(facesets, tmp_path):
+    """A tiny model on the sample facesets: reconstruction loss falls clearly; previews and export work."""
+    src, dst = facesets
+    out = str(tmp_path / "run")
+    cfg = _cfg("steps=120", "optim.lr=0.0005", "checkpoint_every=60", "preview_every=60")
+    summary = run_train(src, dst, out, cfg)
+    assert summary.steps == 120 and summary.started_at == 0
+    payload = load_payload(latest_checkpoint(out))
+    hist = payload["history"].numpy()
+    assert hist.shape == (120, 3) and np.isfinite(hist).all()
+    first, last = hist[:10, 1:].mean(), hist[-10:, 1:].mean()
+    assert last <= 0.6 * first, (first, last)
+    for name in ("preview.png", "loss.png", "previews/preview_00000060.png", "previews/preview_00000120.png"):
+        img = cv2.imread(str(Path(out, name)))
+        assert img is not None and img.size > 0, name
+    assert Path(out, "train_config.yaml").is_file()
+
+    # Export: TorchScript (and ONNX) load without training code and match the model's swap.
+    ts = str(tmp_path / "model.ts")
+    lines = export_model(out, ts, onnx=True)
+    assert lines[0].startswith("torchscript:") and any(line.startswith("onnx: ") for line in lines)
+    module, meta = load_exported(ts)
+    assert (meta["resolution"], meta["face_type"], meta["arch"], meta["step"]) == (64, "full", "liae-ud", 120)
+    x = torch.rand(3, 3, 64, 64)
+    from dflray.train.export import build_swap_module
+
+    ref = build_swap_module(payload)
+    with torch.no_grad():
+        for got, want in zip(module(x), ref(x)):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    if Path(tmp_path / "model.onnx").is_file():
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"dst": x.numpy()})
+        assert np.abs(got[0] - ref(x)[0].detach().numpy()).max() < 1e-3
+
+
+def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
+    """2 workers: identical parameters on both ranks at every checkpoint; a NaN batch is skipped;
+    a second run on the same output resumes at the saved step with the saved parameters."""
+    src, dst = facesets
+    out = str(tmp_path / "ddp")
+    common = ["num_workers=2", "cpus_per_worker=0.5", "checkpoint_every=3", "keep_checkpoints=5"]
+    first = run_train(src, dst, out, _cfg(*common, "steps=6", "inject_nan_steps=[4]", arch="df-ud"))
+    assert first.steps == 6
+    metas = [read_meta(str(d)) for d in sorted(Path(out, "run").glob("checkpoint_0*"))]
+    assert [m["step"] for m in metas] == [3, 6]
+    for m in metas:
+        sums = m["rank_checksums"]
+        assert len(sums) == 2 and sums[0] == sums[1], "ranks diverged"
+    assert metas[-1]["counters"]["skipped_steps"] == 1 and metas[-1]["counters"]["rollbacks"] == 0
+    assert param_checksum_of(latest_checkpoint(out)) == metas[-1]["rank_checksums"][0]
+
+    second = run_train(src, dst, out, _cfg(*common, "steps=9", arch="df-ud"), resume=True)
+    assert (second.started_at, second.steps) == (6, 9)
+    assert second.metrics["resumed_from"] == 6
+    assert second.metrics["resumed_checksum"] == metas[-1]["rank_checksums"][0]
+    last = read_meta(latest_checkpoint(out))
+    assert last["step"] == 9 and last["rank_checksums"][0] == last["rank_checksums"][1]
+
+
+def param_checksum_of(ckpt):
+    from dflray.config import ModelConfig
+    from dflray.models import build_model
+
+    payload = load_payload(ckpt)
+    model = build_model(ModelConfig(**payload["model_config"]))
+    model.load_state_dict(payload["model"])
+    return param_checksum(model)
+
+
+def test_repeated_nan_rolls_back_to_last_checkpoint(facesets, tmp_path):
+    src, dst = facesets
+    out = str(tmp_path / "rollback")
+    run_train(src, dst, out, _cfg("steps=6", "checkpoint_every=2", "max_bad_steps=1", "inject_nan_steps=[3,3]",
+                                   "loss.gan_power=0.1", "augment.ct_mode=rct", "loss.eyes_mouth_prio=true"))
+    meta = read_meta(latest_checkpoint(out))
+    assert meta["step"] == 6
+    assert meta["counters"] == {"skipped_steps": 2, "rollbacks": 1}
+    hist = load_payload(latest_checkpoint(out))["history"].numpy()
+    assert list(hist[:, 0]) == [1, 2, 3, 4, 5, 6] and np.isfinite(hist).all()
+
+
+def _rewrite_faces(faceset, dest, **columns):
+    shutil.copytree(faceset, dest)
+    for f in Path(dest, "faces").glob("*.parquet"):
+        t = pq.read_table(f)
+        for name, value in columns.items():
+            import pyarrow as pa
+
+            i = t.schema.get_field_index(name)
+            t = t.set_column(i, t.schema.field(i), pa.array([value] * t.num_rows, t.schema.field(i).type))
+        pq.write_table(t, f)
+    return str(dest)
+
+
+def test_bad_inputs_fail_before_workers_start(facesets, tmp_path):
+    src, dst = facesets
+    cfg = _cfg("steps=2")
+    with pytest.raises(ConfigError, match=r"^src: .*not a faceset"):
+        run_train(str(tmp_path / "missing"), dst, str(tmp_path / "o1"), cfg)
+    empty = tmp_path / "empty"
+    (empty / "faces").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"^dst: .*no faces"):
+        run_train(src, str(empty), str(tmp_path / "o2"), cfg)
+    other_type = _rewrite_faces(dst, tmp_path / "half", face_type="half")
+    with pytest.raises(ConfigError, match=r"^dst: face type 'half' differs"):
+        run_train(src, other_type, str(tmp_path / "o3"), cfg)
+    other_size = _rewrite_faces(dst, tmp_path / "size", size=256)
+    with pytest.raises(ConfigError, match=r"^dst: crop size 256 differs"):
+        run_train(src, other_size, str(tmp_path / "o4"), cfg)
+    with pytest.raises(ConfigError, match=r"^model.face_type: 'head' is wider"):
+        run_train(src, dst, str(tmp_path / "o5"), _cfg("model.face_type=head"))
+    with pytest.raises(ConfigError, match=r"^src: .*fewer than one global batch"):
+        run_train(src, dst, str(tmp_path / "o6"), _cfg("batch_size=40", "num_workers=2", "cpus_per_worker=0.5"))
+    with pytest.raises(ConfigError, match=r"^cpus_per_worker: "):
+        run_train(src, dst, str(tmp_path / "o7"), _cfg("num_workers=2", "cpus_per_worker=1"))
+    with pytest.raises(ConfigError, match=r"^resume: no checkpoint"):
+        run_train(src, dst, str(tmp_path / "o8"), cfg, resume=True)
+    for o in ("o1", "o2", "o3", "o4", "o5", "o6", "o7"):
+        assert not Path(tmp_path, o, "run").exists()
+
+
+def test_cli_train_errors_exit_2(facesets, tmp_path, capsys):
+    src, dst = facesets
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--src", src, "--dst", dst, "--out", str(tmp_path / "x"), "model.resolution=100"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.resolution: must be a multiple of 32" in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--src", src, "--dst", dst, "--out", str(tmp_path / "x"), "--arch", "liae-uz"])
+    assert e.value.code == 2 and "model.arch" in capsys.readouterr().err
