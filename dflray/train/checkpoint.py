@@ -72,6 +72,7 @@ def latest_checkpoint(out_or_ckpt: str) -> str | None:
     best: tuple[int, str] | None = None
     for base in (join(out_or_ckpt, RUN_NAME), out_or_ckpt):
         fs, path = fs_and_path(base)
+        fs.invalidate_cache(path)  # object-store listings are cached by fsspec; Ray Train wrote since
         if not fs.exists(path):
             continue
         for info in fs.ls(path, detail=True):

@@ -209,15 +209,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     previews = _PreviewWriter(config, cfg, device) if rank == 0 else None
     res = cfg.model.resolution
     inject = list(cfg.inject_nan_steps)
-    window: list[tuple[float, float, float]] = []
+    window: list[tuple[float, ...]] = []  # per step: src, dst, total loss, compute s, data wait s
     t0, steps0 = time.perf_counter(), t.step
 
     while t.step < cfg.steps:
+        t_wait = time.perf_counter()
         batch = _join_batch(next(src_it), next(dst_it))
+        t_step = time.perf_counter()
         poison = (t.step + 1) in inject
         if poison:  # each listed occurrence poisons one attempt at that step: [3, 3] fails step 3 twice
             inject.remove(t.step + 1)
         losses = _train_step(t, batch, autocast, scaler, res, poison=poison and rank == 0)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t_done = time.perf_counter()
         if losses is None:
             t.skipped += 1
             t.bad_run += 1
@@ -235,7 +240,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t.bad_run = 0
         t.step += 1
         t.history.append((float(t.step), losses["src_loss"], losses["dst_loss"]))
-        window.append((losses["src_loss"], losses["dst_loss"], losses["total"]))
+        window.append((losses["src_loss"], losses["dst_loss"], losses["total"], t_done - t_step, t_step - t_wait))
 
         at_end = t.step >= cfg.steps
         want_ckpt = at_end or t.step % cfg.checkpoint_every == 0
@@ -249,6 +254,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "src_loss": float(np.mean([w[0] for w in window])),
                 "dst_loss": float(np.mean([w[1] for w in window])),
                 "loss": float(np.mean([w[2] for w in window])),
+                # compute: forward + backward (incl. the DDP all-reduce) + optimizer; wait: next batch
+                "step_time_s": float(np.mean([w[3] for w in window])),
+                "data_wait_s": float(np.mean([w[4] for w in window])),
                 "skipped_steps": t.skipped,
                 "rollbacks": t.rollbacks,
                 "samples_per_s": (t.step - steps0) * cfg.batch_size * world * 2 / max(elapsed, 1e-9),

@@ -66,3 +66,34 @@ def test_extract_s3_to_s3(ray_s3, sample_clips):
     # a missing object is an error row, not a dead job
     s = run_extract(["s3://clips/raw/none.mp4"], "s3://clips/facesets/b", cfg)
     assert read_videos("s3://clips/facesets/b").to_pylist()[0]["status"] == "error"
+
+
+def test_train_on_s3_checkpoints_previews_resume_export(ray_s3, sample_clips, tmp_path):
+    """Facesets, Ray Train checkpoints (storage_path on s3://), previews and export all through S3."""
+    import s3fs
+
+    from dflray.config import TrainConfig
+    from dflray.extract import run_extract
+    from dflray.train import latest_checkpoint, run_train
+    from dflray.train.checkpoint import read_meta
+    from dflray.train.export import export_model, load_exported
+
+    fs = s3fs.S3FileSystem()
+    faceset = "s3://clips/facesets/a"
+    if not fs.exists("clips/facesets/a/videos"):
+        fs.mkdir("clips")
+        fs.put(sample_clips[0], "clips/raw/a.mp4")
+        run_extract(["s3://clips/raw/"], faceset, load_config(ExtractConfig, overrides=[
+            "align.size=96", "landmarks.embedding=false", "decode.segment_frames=25"]))
+    tiny = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16",
+            "model.d_mask_dims=8", "batch_size=4", "checkpoint_every=2", "preview_every=2", "pretrain=true"]
+    out = "s3://clips/runs/a"
+    s = run_train(faceset, None, out, load_config(TrainConfig, overrides=[*tiny, "steps=4"]))
+    assert s.steps == 4 and s.checkpoint.startswith("s3://clips/runs/a/run/checkpoint_")
+    assert fs.exists("clips/runs/a/preview.png") and fs.exists("clips/runs/a/loss.png")
+    assert fs.exists("clips/runs/a/train_config.yaml")
+    s = run_train(faceset, None, out, load_config(TrainConfig, overrides=[*tiny, "steps=6"]))
+    assert (s.started_at, s.steps) == (4, 6) and read_meta(latest_checkpoint(out))["step"] == 6
+    lines = export_model(out, str(tmp_path / "a.ts"))
+    module, meta = load_exported(str(tmp_path / "a.ts"))
+    assert meta["step"] == 6 and lines[0].startswith("torchscript:")
