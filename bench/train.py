@@ -264,6 +264,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.warmup = 6, 2
+    if RAY_CPUS - 2 * args.two_worker_cpus < 1:
+        # Ray Data's file-listing and read tasks reserve 1 CPU each: with less left the pipeline never starts.
+        ap.error(f"--two-worker-cpus {args.two_worker_cpus:g} leaves {RAY_CPUS - 2 * args.two_worker_cpus:g} of "
+                 f"{RAY_CPUS} CPUs to the data pipeline, whose read tasks need 1 CPU: the run would hang")
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     work = tempfile.mkdtemp(prefix="dflray-bench-train-")
@@ -392,6 +396,11 @@ def _say_ray(r: RayResult) -> None:
         f"run_train took {r.seconds:.0f} s in all (start, {r.cfg.steps} steps, checkpoint); "
         f"final losses src {m.get('src_loss', float('nan')):.4f} dst {m.get('dst_loss', float('nan')):.4f}"
         + (f"; {m['skipped_steps']} skipped steps" if m.get("skipped_steps") else ""))
+    if m.get("samples_per_s"):
+        loop_s = r.cfg.steps * 2 * r.cfg.batch_size * r.cfg.num_workers / m["samples_per_s"]
+        say(f"      of its {r.seconds:.0f} s, {loop_s:.0f} s in the loop (first batch request to last report, from "
+            f"the reported samples_per_s: {r.cfg.steps} steps, the pipeline's start, the final preview); "
+            f"{r.seconds - loop_s:.0f} s start-up and shut-down (workers, process group, model, checkpoint)")
     say(f"      {r.mon.load()}")
 
 

@@ -25,6 +25,9 @@ SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_
 YAW_BINS = 128  # DFL's uniform_yaw bin count
 MAX_YAW_REPEAT = 16  # a rare yaw is repeated at most this often per epoch (bounds the epoch size)
 CT_REFERENCES = 256  # dst crops kept for colour transfer of src samples
+# Each pass over a Ray dataset costs a pipeline start (seconds); small facesets are repeated so that one
+# pass yields at least this many samples (each repeat is augmented afresh, so nothing is seen twice).
+MIN_EPOCH_SAMPLES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +97,27 @@ def yaw_repeats(yaw_deg: np.ndarray, bins: int = YAW_BINS, max_repeat: int = MAX
     return repeats.astype(np.int64)
 
 
-def _repeat_by_yaw(row: dict[str, Any], repeats: np.ndarray) -> list[dict[str, Any]]:
-    from dflray.train.augment import yaw_bin_index
+def _repeat_rows(row: dict[str, Any], times: int, yaw_repeats: np.ndarray | None) -> list[dict[str, Any]]:
+    if yaw_repeats is not None:
+        from dflray.train.augment import yaw_bin_index
 
-    b = int(yaw_bin_index(np.array([row["yaw"]], dtype=np.float64), len(repeats))[0])
-    return [row] * max(1, int(repeats[b]))
+        b = int(yaw_bin_index(np.array([row["yaw"]], dtype=np.float64), len(yaw_repeats))[0])
+        times *= max(1, int(yaw_repeats[b]))
+    return [row] * times
+
+
+def epoch_plan(info: FacesetInfo, cfg: TrainConfig) -> tuple[int, np.ndarray | None, int]:
+    """How one pass over a faceset's dataset is built: (repeat of every row, per-yaw-bin repeats or
+    None, samples per pass)."""
+    yaw = yaw_repeats(info.yaw) if cfg.augment.uniform_yaw else None
+    if yaw is not None:
+        from dflray.train.augment import yaw_bin_index
+
+        per_pass = int(yaw[yaw_bin_index(info.yaw, len(yaw))].sum())
+    else:
+        per_pass = info.faces
+    times = max(1, -(-MIN_EPOCH_SAMPLES // per_pass))
+    return times, yaw, times * per_pass
 
 
 def _make_samples(batch: dict[str, np.ndarray], *, resolution: int, face_type: str, augment, flip: bool,
@@ -126,8 +145,9 @@ def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.nd
 
     fs, _ = arrow_filesystem(info.uri)
     ds = ray.data.read_parquet(committed_face_files(info.uri), filesystem=fs).select_columns(SAMPLE_COLUMNS)
-    if cfg.augment.uniform_yaw:
-        ds = ds.flat_map(_repeat_by_yaw, fn_kwargs={"repeats": yaw_repeats(info.yaw)}, num_cpus=cfg.augment_cpus)
+    times, yaw, _ = epoch_plan(info, cfg)
+    if times > 1 or yaw is not None:
+        ds = ds.flat_map(_repeat_rows, fn_kwargs={"times": times, "yaw_repeats": yaw}, num_cpus=cfg.augment_cpus)
     ds = ds.random_shuffle()
     flip = cfg.augment.random_src_flip if role == "src" else cfg.augment.random_dst_flip
     return ds.map_batches(
