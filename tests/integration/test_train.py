@@ -91,7 +91,10 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
     src, dst = facesets
     out = str(tmp_path / "ddp")
     common = ["num_workers=2", "cpus_per_worker=0.5", "checkpoint_every=3", "keep_checkpoints=5"]
-    first = run_train(src, dst, out, _cfg(*common, "steps=6", "inject_nan_steps=[4]", arch="df-ud"))
+    # DF with the options that touch every rank's state: true face (a second, hand-synced model), lr
+    # dropout (random update masks), uniform yaw sampling.
+    opts = ["loss.true_face_power=0.01", "optim.lr_dropout=true", "augment.uniform_yaw=true"]
+    first = run_train(src, dst, out, _cfg(*common, *opts, "steps=6", "inject_nan_steps=[4]", arch="df-ud"))
     assert first.steps == 6
     metas = [read_meta(str(d)) for d in sorted(Path(out, "run").glob("checkpoint_0*"))]
     assert [m["step"] for m in metas] == [3, 6]
@@ -101,7 +104,7 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
     assert metas[-1]["counters"]["skipped_steps"] == 1 and metas[-1]["counters"]["rollbacks"] == 0
     assert param_checksum_of(latest_checkpoint(out)) == metas[-1]["rank_checksums"][0]
 
-    second = run_train(src, dst, out, _cfg(*common, "steps=9", arch="df-ud"), resume=True)
+    second = run_train(src, dst, out, _cfg(*common, *opts, "steps=9", arch="df-ud"), resume=True)
     assert (second.started_at, second.steps) == (6, 9)
     assert second.metrics["resumed_from"] == 6
     assert second.metrics["resumed_checksum"] == metas[-1]["rank_checksums"][0]
@@ -123,7 +126,9 @@ def test_repeated_nan_rolls_back_to_last_checkpoint(facesets, tmp_path):
     src, dst = facesets
     out = str(tmp_path / "rollback")
     run_train(src, dst, out, _cfg("steps=6", "checkpoint_every=2", "max_bad_steps=1", "inject_nan_steps=[3,3]",
-                                   "loss.gan_power=0.1", "augment.ct_mode=rct", "loss.eyes_mouth_prio=true"))
+                                   "loss.gan_power=0.1", "augment.ct_mode=rct", "loss.eyes_mouth_prio=true",
+                                   "loss.face_style_power=1", "loss.bg_style_power=1", "loss.blur_out_mask=true",
+                                   "augment.random_hsv_power=0.1", "optim.name=rmsprop", "optim.clipgrad=true"))
     meta = read_meta(latest_checkpoint(out))
     assert meta["step"] == 6
     assert meta["counters"] == {"skipped_steps": 2, "rollbacks": 1}
