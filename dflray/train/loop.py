@@ -192,16 +192,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         m.to(device)
         _broadcast_params(m)
         t.d_opts[k] = build_optimizer(m.parameters(), cfg.optim)
-    resumed_checksum = None
     if resumed is not None:
         t.load(start_payload)
         gen.manual_seed(cfg.seed + t.step)
-        resumed_checksum = param_checksum(t.model)
         if rank == 0:
             print(f"[dflray train] resumed at step {t.step} from {resumed.path}", flush=True)
     elif start_payload is not None and rank == 0:
         print(f"[dflray train] weights initialised from {config['init_from']}", flush=True)
     last_good = copy.deepcopy(t.payload())
+    # What this run started from (fresh init, init_from weights or a resumed checkpoint), for provenance.
+    start_checksum = param_checksum(t.model)
 
     autocast, scaler = _autocast(device, cfg.mixed_precision)
     src_it = _batches("src", cfg.batch_size, device)
@@ -260,8 +260,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "skipped_steps": t.skipped,
                 "rollbacks": t.rollbacks,
                 "samples_per_s": (t.step - steps0) * cfg.batch_size * world * 2 / max(elapsed, 1e-9),
-                "resumed_from": steps0 if resumed_checksum else None,
-                "resumed_checksum": resumed_checksum,
+                "resumed_from": steps0 if resumed is not None else None,
+                "start_checksum": start_checksum,
             }
             window.clear()
             if rank == 0:

@@ -64,6 +64,12 @@ def test_learning_is_real(facesets, tmp_path):
         assert img is not None and img.size > 0, name
     assert Path(out, "train_config.yaml").is_file()
 
+    # A new run initialised from this model starts at step 0 with exactly its weights.
+    ckpt = latest_checkpoint(out)
+    tuned = run_train(src, dst, str(tmp_path / "tuned"), _cfg("steps=2", f"init_from={ckpt}"))
+    assert tuned.started_at == 0 and tuned.steps == 2 and tuned.metrics["resumed_from"] is None
+    assert tuned.metrics["start_checksum"] == param_checksum_of(ckpt)
+
     # Export: TorchScript (and ONNX) load without training code and match the model's swap.
     ts = str(tmp_path / "model.ts")
     lines = export_model(out, ts, onnx=True)
@@ -107,7 +113,7 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
     second = run_train(src, dst, out, _cfg(*common, *opts, "steps=9", arch="df-ud"), resume=True)
     assert (second.started_at, second.steps) == (6, 9)
     assert second.metrics["resumed_from"] == 6
-    assert second.metrics["resumed_checksum"] == metas[-1]["rank_checksums"][0]
+    assert second.metrics["start_checksum"] == metas[-1]["rank_checksums"][0]
     last = read_meta(latest_checkpoint(out))
     assert last["step"] == 9 and last["rank_checksums"][0] == last["rank_checksums"][1]
 
