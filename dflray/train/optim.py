@@ -29,9 +29,16 @@ _EPS = 1e-6  # np.finfo(float32).resolution, DFL's epsilon
 
 
 class _DFLOptimizer(torch.optim.Optimizer):
-    """Shared step logic: global-norm clipping, cosine lr, lr dropout on the update."""
+    """Shared step: global-norm clipping, cosine lr, lr dropout on the update; subclasses give the rule."""
 
-    def _prepare(self, group: dict) -> tuple[float, float]:
+    def __init__(self, params: Iterable, defaults: dict, generator: torch.Generator | None):
+        super().__init__(params, defaults)
+        self.generator = generator
+
+    def _update(self, p: torch.Tensor, g: torch.Tensor, state: dict, group: dict, lr: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _lr_and_clip(self, group: dict) -> tuple[float, float]:
         step = group["step"] = group.get("step", 0) + 1
         lr = group["lr"]
         if group["lr_cos"]:
@@ -44,12 +51,20 @@ class _DFLOptimizer(torch.optim.Optimizer):
                 scale = min(1.0, group["clipnorm"] / max(float(norm), 1e-12))
         return lr, scale
 
-    @staticmethod
-    def _apply(p: torch.Tensor, update: torch.Tensor, keep: float, generator: torch.Generator | None) -> None:
-        if keep < 1.0:
-            mask = torch.empty_like(update).bernoulli_(keep, generator=generator)
-            update = update * mask
-        p.add_(update)
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: D102 - torch's contract
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            lr, scale = self._lr_and_clip(group)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = self._update(p, p.grad * scale, self.state[p], group, lr)
+                if group["lr_dropout"] < 1.0:  # the moments above were updated regardless, as in DFL
+                    update = update * torch.empty_like(update).bernoulli_(group["lr_dropout"],
+                                                                          generator=self.generator)
+                p.add_(update)
+        return loss
 
 
 class AdaBelief(_DFLOptimizer):
@@ -58,28 +73,18 @@ class AdaBelief(_DFLOptimizer):
     def __init__(self, params: Iterable, lr: float = 5e-5, betas: tuple[float, float] = (0.9, 0.999),
                  lr_dropout: float = 1.0, lr_cos: int = 0, clipnorm: float = 0.0,
                  generator: torch.Generator | None = None):
-        super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
-        self.generator = generator
+        super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm),
+                         generator)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch's contract
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            lr, scale = self._prepare(group)
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad * scale
-                state = self.state[p]
-                if not state:
-                    state["m"] = torch.zeros_like(p)
-                    state["s"] = torch.zeros_like(p)
-                m, s = state["m"], state["s"]
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                s.mul_(b2).addcmul_(g - m, g - m, value=1 - b2)
-                self._apply(p, -lr * m / (s.sqrt() + _EPS), group["lr_dropout"], self.generator)
-        return loss
+    def _update(self, p, g, state, group, lr):
+        b1, b2 = group["betas"]
+        if not state:
+            state["m"] = torch.zeros_like(p)
+            state["s"] = torch.zeros_like(p)
+        m, s = state["m"], state["s"]
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        s.mul_(b2).addcmul_(g - m, g - m, value=1 - b2)
+        return -lr * m / (s.sqrt() + _EPS)
 
 
 class RMSprop(_DFLOptimizer):
@@ -87,26 +92,15 @@ class RMSprop(_DFLOptimizer):
 
     def __init__(self, params: Iterable, lr: float = 5e-5, rho: float = 0.9, lr_dropout: float = 1.0,
                  lr_cos: int = 0, clipnorm: float = 0.0, generator: torch.Generator | None = None):
-        super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm))
-        self.generator = generator
+        super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm),
+                         generator)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            lr, scale = self._prepare(group)
-            rho = group["rho"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad * scale
-                state = self.state[p]
-                if not state:
-                    state["a"] = torch.zeros_like(p)
-                a = state["a"]
-                a.mul_(rho).addcmul_(g, g, value=1 - rho)
-                self._apply(p, -lr * g / (a.sqrt() + _EPS), group["lr_dropout"], self.generator)
-        return loss
+    def _update(self, p, g, state, group, lr):
+        if not state:
+            state["a"] = torch.zeros_like(p)
+        a = state["a"]
+        a.mul_(group["rho"]).addcmul_(g, g, value=1 - group["rho"])
+        return -lr * g / (a.sqrt() + _EPS)
 
 
 def build_optimizer(params: Iterable, cfg: OptimConfig, generator: torch.Generator | None = None

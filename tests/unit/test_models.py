@@ -12,6 +12,7 @@ from dflray.models import (CodeDiscriminator, UNetPatchDiscriminator, build_code
                            build_patch_discriminator, count_parameters)
 from dflray.models.discriminators import _receptive_field, unet_layers
 from dflray.models.layers import Activation, pixel_norm
+from dflray.train.export import SwapModule
 
 FLAGS = ["".join(f for f, on in zip("udtc", bits) if on) for bits in itertools.product([0, 1], repeat=4)]
 TINY = dict(resolution=64, ae_dims=32, e_dims=16, d_dims=16, d_mask_dims=4)
@@ -213,17 +214,9 @@ def test_swap_traces_and_matches_eager(arch):
     torch.manual_seed(0)
     model = build_model(_tiny(arch, "udc")).eval()
 
-    class Swap(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.swap(x)
-
     dst = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
-        traced = torch.jit.trace(Swap(model), dst)
+        traced = torch.jit.trace(SwapModule(model), dst)
         other = torch.rand(3, 3, 64, 64)  # a different batch size than traced with
         for got, want in zip(traced(other), model.swap(other)):
             torch.testing.assert_close(got, want)
@@ -269,15 +262,7 @@ def test_swap_exports_with_a_dynamic_batch():
     torch.manual_seed(0)
     model = build_model(_tiny("liae", "ud")).eval()
 
-    class Swap(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x):
-            return self.m.swap(x)
-
-    exported = torch.export.export(Swap(model), (torch.rand(2, 3, 64, 64),),
+    exported = torch.export.export(SwapModule(model), (torch.rand(2, 3, 64, 64),),
                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
     dst = torch.rand(5, 3, 64, 64)
     with torch.no_grad():
