@@ -398,9 +398,11 @@ def _say_ray(r: RayResult) -> None:
         + (f"; {m['skipped_steps']} skipped steps" if m.get("skipped_steps") else ""))
     if m.get("samples_per_s"):
         loop_s = r.cfg.steps * 2 * r.cfg.batch_size * r.cfg.num_workers / m["samples_per_s"]
-        say(f"      of its {r.seconds:.0f} s, {loop_s:.0f} s in the loop (first batch request to last report, from "
-            f"the reported samples_per_s: {r.cfg.steps} steps, the pipeline's start, the final preview); "
-            f"{r.seconds - loop_s:.0f} s start-up and shut-down (workers, process group, model, checkpoint)")
+        extra = loop_s - r.cfg.steps * (r.step + r.wait)
+        say(f"      of its {r.seconds:.0f} s: {loop_s:.0f} s in the loop (from its reported cumulative samples_per_s), "
+            f"which is {extra:.0f} s more than {r.cfg.steps} steps at the last window's pace (the data pipeline's "
+            f"first batch: read + a full random_shuffle of one epoch; first steps; the final preview); "
+            f"{r.seconds - loop_s:.0f} s start-up and shut-down (worker group, process group, model, checkpoint)")
     say(f"      {r.mon.load()}")
 
 

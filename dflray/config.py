@@ -450,6 +450,67 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Merging (per-frame settings; the merge job's root config comes with the merge stage).
+
+MERGE_MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
+MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst")
+MERGE_COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m")
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """How one swapped face is put back into its frame (DFL's merger options, same names and ranges).
+
+    Attributes:
+        mode: ``original`` (frame untouched), ``overlay``, ``hist-match``, ``seamless`` (OpenCV Poisson
+            blending), ``seamless-hist-match``, ``raw-rgb`` (the predicted crop pasted unmasked),
+            ``raw-predict`` (the predicted crop itself, not pasted).
+        mask_mode: ``full`` (the whole crop), ``dst`` (landmark hull of dst), ``learned-prd`` (the model's
+            mask of the swap), ``learned-dst`` (its mask of dst), their product or sum.
+        erode: mask erosion in DFL's units (-400..400; negative dilates).
+        blur: mask blur in DFL's units (0..400).
+        face_scale: output face scale in percent (-50..50).
+        masked_hist_match: histogram matching inside the mask only (hist-match modes).
+        hist_match_threshold: DFL's hist-match threshold (0..255).
+        color_transfer: colour transfer of the swap toward dst (``dflray.merge.color``).
+        sharpen_mode: ``none``, ``box`` or ``gaussian``.
+        sharpen_amount: -100..100 (negative blurs).
+        denoise: image denoise power (0..500).
+        bicubic_degrade: bicubic degrade power (0..100).
+        color_degrade: colour degrade power (0..100).
+        motion_blur: motion blur power from the face's motion between frames (0..100).
+    """
+
+    mode: Literal["original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb",
+                  "raw-predict"] = "overlay"
+    mask_mode: Literal["full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst",
+                       "learned-prd+learned-dst"] = "learned-prd*learned-dst"
+    erode: int = 0
+    blur: int = 0
+    face_scale: int = 0
+    masked_hist_match: bool = True
+    hist_match_threshold: int = 238
+    color_transfer: Literal["none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m"] = "rct"
+    sharpen_mode: Literal["none", "box", "gaussian"] = "none"
+    sharpen_amount: int = 0
+    denoise: int = 0
+    bicubic_degrade: int = 0
+    color_degrade: int = 0
+    motion_blur: int = 0
+
+    def __post_init__(self) -> None:
+        _check(-400 <= self.erode <= 400, "erode", "must be in -400..400")
+        _check(0 <= self.blur <= 400, "blur", "must be in 0..400")
+        _check(-50 <= self.face_scale <= 50, "face_scale", "must be in -50..50")
+        _check(0 <= self.hist_match_threshold <= 255, "hist_match_threshold", "must be in 0..255")
+        _check(-100 <= self.sharpen_amount <= 100, "sharpen_amount", "must be in -100..100")
+        _check(0 <= self.denoise <= 500, "denoise", "must be in 0..500")
+        _check(0 <= self.bicubic_degrade <= 100, "bicubic_degrade", "must be in 0..100")
+        _check(0 <= self.color_degrade <= 100, "color_degrade", "must be in 0..100")
+        _check(0 <= self.motion_blur <= 100, "motion_blur", "must be in 0..100")
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading: dict / YAML / overrides -> dataclass, with errors naming the field.
 
 
