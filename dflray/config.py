@@ -378,7 +378,8 @@ class TrainConfig:
             a pretrained base model; the model config must match.
         num_workers: Ray Train workers (data-parallel ranks).
         use_gpu: one GPU per worker (NCCL); otherwise CPU workers with gloo.
-        cpus_per_worker: CPUs reserved per worker; the rest of the cluster runs the data pipeline.
+        cpus_per_worker: CPUs reserved per worker; the rest of the cluster (at least 1 CPU: Ray Data's
+            Parquet read tasks take one each) runs the data pipeline.
         augment_cpus: CPUs reserved per augmentation task of the data pipeline (at least this much
             must be left free by the workers).
         torch_threads: intra-op threads per CPU worker (0: cpus_per_worker rounded up).

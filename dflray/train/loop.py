@@ -210,7 +210,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     res = cfg.model.resolution
     inject = list(cfg.inject_nan_steps)
     window: list[tuple[float, ...]] = []  # per step: src, dst, total loss, compute s, data wait s
-    t0, steps0 = time.perf_counter(), t.step
+    steps0 = t.step
+    t_win, steps_win = time.perf_counter(), t.step  # samples/s is measured per report window
 
     while t.step < cfg.steps:
         t_wait = time.perf_counter()
@@ -248,7 +249,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if want_preview and previews is not None:
             previews.write(t)
         if want_ckpt or t.step % cfg.log_every == 0:
-            elapsed = time.perf_counter() - t0
+            elapsed = time.perf_counter() - t_win
             metrics = {
                 "step": t.step,
                 "src_loss": float(np.mean([w[0] for w in window])),
@@ -259,11 +260,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "data_wait_s": float(np.mean([w[4] for w in window])),
                 "skipped_steps": t.skipped,
                 "rollbacks": t.rollbacks,
-                "samples_per_s": (t.step - steps0) * cfg.batch_size * world * 2 / max(elapsed, 1e-9),
+                "samples_per_s": (t.step - steps_win) * cfg.batch_size * world * 2 / max(elapsed, 1e-9),
                 "resumed_from": steps0 if resumed is not None else None,
                 "start_checksum": start_checksum,
             }
             window.clear()
+            t_win, steps_win = time.perf_counter(), t.step
             if rank == 0:
                 print(f"[dflray train] step {t.step}/{cfg.steps} src {metrics['src_loss']:.4f} "
                       f"dst {metrics['dst_loss']:.4f} {metrics['samples_per_s']:.1f} samples/s", flush=True)
@@ -329,7 +331,8 @@ def _train_step(t: _Trainer, batch: dict[str, torch.Tensor], autocast, scaler, r
         _average_grads(m)
         if _grads_finite(m):
             t.d_opts[k].step()
-    return {"src_loss": float(terms["src_loss"]), "dst_loss": float(terms["dst_loss"]), "total": float(total)}
+    return {"src_loss": float(terms["src_loss"].detach()), "dst_loss": float(terms["dst_loss"].detach()),
+            "total": float(total.detach())}
 
 
 def _finite_everywhere(loss: torch.Tensor) -> bool:

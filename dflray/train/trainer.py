@@ -117,11 +117,12 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
 
     init_ray(address)
     cpus = ray.cluster_resources().get("CPU", 0)
-    left = cpus - (0 if eff.use_gpu and cpus == 0 else eff.num_workers * eff.cpus_per_worker)
-    if left < eff.augment_cpus:
-        raise ConfigError("cpus_per_worker", f"{eff.num_workers} workers x {eff.cpus_per_worker} CPUs leave "
-                          f"{left:g} of the cluster's {cpus:g} CPUs for the data pipeline, which needs "
-                          f"augment_cpus={eff.augment_cpus:g}")
+    left = cpus - eff.num_workers * eff.cpus_per_worker
+    need = max(1.0, eff.augment_cpus)  # Ray Data's file listing and Parquet read tasks take 1 CPU each
+    if left < need:
+        raise ConfigError("cpus_per_worker", f"{eff.num_workers} workers x {eff.cpus_per_worker:g} CPUs leave "
+                          f"{left:g} of the cluster's {cpus:g} CPUs for the data pipeline, which needs {need:g} "
+                          "(its Parquet read tasks take 1 CPU; augmentation tasks augment_cpus)")
 
     makedirs(out)
     with atomic_write(join(out, "train_config.yaml")) as f:

@@ -175,7 +175,7 @@ def test_bad_inputs_fail_before_workers_start(facesets, tmp_path):
     with pytest.raises(ConfigError, match=r"^src: .*fewer than one global batch"):
         run_train(src, dst, str(tmp_path / "o6"), _cfg("batch_size=40", "num_workers=2", "cpus_per_worker=0.5"))
     with pytest.raises(ConfigError, match=r"^cpus_per_worker: "):
-        run_train(src, dst, str(tmp_path / "o7"), _cfg("num_workers=2", "cpus_per_worker=1"))
+        run_train(src, dst, str(tmp_path / "o7"), _cfg("num_workers=2", "cpus_per_worker=0.75"))  # left 0.5: hung before
     with pytest.raises(ConfigError, match=r"^resume: no checkpoint"):
         run_train(src, dst, str(tmp_path / "o8"), cfg, resume=True)
     for o in ("o1", "o2", "o3", "o4", "o5", "o6", "o7"):
