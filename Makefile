@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 
 # The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported.
 DEMO_TRAIN ?= model.resolution=64 model.ae_dims=128 model.e_dims=32 model.d_dims=32 model.d_mask_dims=16 \
-	batch_size=8 steps=150 optim.lr=0.0005 checkpoint_every=50 preview_every=50
+	batch_size=8 steps=150 optim.lr=1e-4 checkpoint_every=50 preview_every=50
 
 demo: $(STAMP)
 	$(VENV)/bin/dflray sample --out $(OUT)/sample

@@ -551,6 +551,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), path, f"expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "5e-5" (no dot) as a string; users write it that way
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), path,
                f"expected a number, got {value!r}")
         return float(value)

@@ -1,6 +1,7 @@
 """Training previews like DFL's: a grid of src, reconstructions, dst and the swap, and a loss curve.
 
-Columns: src | src→src | dst | dst→dst | swap (dst with the src identity) | swap mask over dst. One row
+Columns: src | src→src | dst | dst→dst | swap (dst with the src identity) | the swap pasted
+onto dst with its predicted mask. One row
 per preview face. Pure numpy/OpenCV and matplotlib (Agg); the training loop writes the PNG bytes.
 """
 
@@ -11,7 +12,8 @@ import io
 import cv2
 import numpy as np
 
-COLUMNS = ("src", "src->src", "dst", "dst->dst", "swap", "swap mask")
+COLUMNS = ("src", "src->src", "dst", "dst->dst", "swap", "pasted")
+HEADER = 44  # two text lines: the step, then the column names
 
 
 def _img(chw: np.ndarray) -> np.ndarray:
@@ -38,12 +40,11 @@ def preview_grid(samples: dict[str, np.ndarray], step: int) -> bytes:
                  samples["src_dst"][i], overlay]
         rows.append(np.concatenate([_img(c) for c in cells], axis=1))
     grid = np.concatenate(rows, axis=0)
-    header = np.full((28, grid.shape[1], 3), 32, np.uint8)
+    header = np.full((HEADER, grid.shape[1], 3), 32, np.uint8)
     scale = 0.4
+    cv2.putText(header, f"step {step}", (4, 16), cv2.FONT_HERSHEY_SIMPLEX, scale, (120, 200, 255), 1, cv2.LINE_AA)
     for j, name in enumerate(COLUMNS):
-        cv2.putText(header, name, (j * r + 4, 19), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
-    cv2.putText(header, f"step {step}", (grid.shape[1] - 90, 19), cv2.FONT_HERSHEY_SIMPLEX, scale, (120, 200, 255),
-                1, cv2.LINE_AA)
+        cv2.putText(header, name, (j * r + 4, 36), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
     out = np.concatenate([header, grid], axis=0)
     ok, png = cv2.imencode(".png", cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
     if not ok:

@@ -80,3 +80,9 @@ def test_pretrain_switches_off_what_dfl_switches_off():
     assert eff.augment.ct_mode == "none" and not eff.augment.random_warp and eff.augment.uniform_yaw
     assert not eff.optim.lr_dropout
     assert TrainConfig().effective == TrainConfig()
+
+
+def test_exponent_floats_without_a_dot():
+    assert load_config(TrainConfig, overrides=["optim.lr=5e-5"]).optim.lr == 5e-5
+    with pytest.raises(ConfigError, match=r"^optim.lr: expected a number"):
+        load_config(TrainConfig, overrides=["optim.lr=fast"])

@@ -74,7 +74,7 @@ def test_preview_grid_and_loss_curve_are_pngs():
     arr = {k: rng.random((3, 3, 64, 64), dtype=np.float32) for k in ("src", "src_src", "dst", "dst_dst", "src_dst")}
     arr["src_dst_mask"] = rng.random((3, 1, 64, 64), dtype=np.float32)
     img = cv2.imdecode(np.frombuffer(preview_grid(arr, 123), np.uint8), cv2.IMREAD_COLOR)
-    assert img.shape == (28 + 3 * 64, 6 * 64, 3)
+    assert img.shape == (44 + 3 * 64, 6 * 64, 3)
     hist = np.stack([np.arange(1, 201), np.linspace(3, 1, 200), np.linspace(4, 1, 200)], axis=1)
     curve = cv2.imdecode(np.frombuffer(loss_curve(hist), np.uint8), cv2.IMREAD_COLOR)
     assert curve is not None and curve.shape[0] > 100
