@@ -20,19 +20,10 @@ from dflray.face.align import get_transform_mat, transform_points
 from dflray.merge.blend import (MASK_MODES, MERGE_MODES, build_mask, color_hist_match, hist_match, merge_face,
                                 output_matrix, paste, prepare_crop, refine_mask)
 from dflray.merge.color import MERGE_CT_MODES
+from tests.media import ASTRONAUT_LM
 
 R = 128
 FACE_TYPE = "whole_face"
-# dlib 68-point landmarks (frontal HOG detector, upsample 1) of skimage.data.astronaut(), frame pixels.
-ASTRONAUT_LM = np.array([
-    [179, 104], [180, 116], [181, 127], [182, 139], [185, 150], [191, 160], [200, 168], [209, 176], [220, 178],
-    [232, 177], [243, 171], [253, 163], [260, 154], [265, 143], [268, 131], [270, 120], [272, 108], [186, 94],
-    [192, 88], [200, 87], [208, 89], [216, 92], [236, 93], [244, 91], [252, 91], [260, 92], [265, 99], [226, 102],
-    [225, 111], [225, 119], [225, 127], [214, 131], [219, 133], [224, 134], [229, 133], [234, 132], [195, 101],
-    [200, 98], [207, 98], [212, 104], [206, 104], [199, 104], [237, 106], [243, 100], [250, 100], [255, 105],
-    [250, 107], [244, 107], [201, 139], [209, 139], [218, 139], [224, 141], [230, 140], [238, 140], [246, 141],
-    [238, 151], [229, 155], [222, 156], [216, 155], [208, 150], [204, 141], [218, 143], [223, 144], [230, 143],
-    [243, 142], [229, 150], [223, 151], [217, 150]], dtype=np.float64)
 _REF = json.loads((Path(__file__).parent / "data" / "dfl_reference.json").read_text())
 _CASES = {c["name"]: c for c in _REF["cases"]}
 

@@ -1,0 +1,53 @@
+"""The swap model at merge time: an exported model (``dflray export``) run on batches of face crops.
+
+Loads the TorchScript file and its contract (face type, resolution, architecture) without any training
+code, and maps crops from ``dflray.merge.blend.prepare_crop`` (R×R×3 float32 RGB in [0,1]) to what
+``paste`` takes: the swapped face, its mask and the dst mask, as numpy arrays.
+
+Example:
+    >>> p = Predictor.load("models/ab.ts")  # doctest: +SKIP
+    >>> faces, face_masks, dst_masks = p(np.stack(crops))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class Predictor:
+    """A loaded swap model; call it on ``N×R×R×3`` crops."""
+
+    def __init__(self, module: torch.jit.ScriptModule, contract: dict[str, Any], device: str = "cpu"):
+        self.module = module.to(device).eval()
+        self.contract = contract
+        self.device = torch.device(device)
+        self.resolution = int(contract["resolution"])
+        self.face_type = str(contract["face_type"])
+
+    @classmethod
+    def load(cls, path: str, device: str | None = None) -> "Predictor":
+        """Loads an exported model; ``device`` defaults to CUDA when available."""
+        from dflray.train.export import load_exported
+
+        module, contract = load_exported(path)
+        return cls(module, contract, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    def check(self, face_type: str, resolution: int) -> None:
+        """Raises ValueError when crops of this face type/resolution do not fit the model."""
+        if (face_type, resolution) != (self.face_type, self.resolution):
+            raise ValueError(f"the model takes {self.face_type} crops of {self.resolution} px, "
+                             f"not {face_type} of {resolution} px")
+
+    @torch.no_grad()
+    def __call__(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Swapped faces ``N×R×R×3``, their masks and the dst masks ``N×R×R`` (float32, [0,1])."""
+        crops = np.asarray(crops, dtype=np.float32)
+        if crops.ndim != 4 or crops.shape[1:] != (self.resolution, self.resolution, 3):
+            raise ValueError(f"expected N x {self.resolution} x {self.resolution} x 3 crops, got {crops.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).to(self.device)
+        face, face_mask, dst_mask = self.module(x)
+        return (face.float().permute(0, 2, 3, 1).cpu().numpy(), face_mask[:, 0].float().cpu().numpy(),
+                dst_mask[:, 0].float().cpu().numpy())
