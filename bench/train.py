@@ -41,7 +41,7 @@ import torch  # noqa: E402
 from extract import Monitor, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.cli import _expand_arch  # noqa: E402
-from dflray.config import ExtractConfig, ModelConfig, TrainConfig, load_config, to_dict  # noqa: E402
+from dflray.config import ExtractConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
 from dflray.models import count_parameters  # noqa: E402
 from dflray.sample import make_sample  # noqa: E402
 from dflray.train.data import SAMPLE_COLUMNS, _make_samples, ct_references, epoch_plan, inspect_faceset  # noqa: E402
@@ -326,7 +326,7 @@ def _main(args, work: str) -> None:
     window = args.steps
 
     # ---- [1] step time: plain loop vs the Ray Train loop, 1 worker
-    say(f"\n[1] step time: plain PyTorch loop vs the Ray Train loop (1 worker), same model, batch and config")
+    say("\n[1] step time: plain PyTorch loop vs the Ray Train loop (1 worker), same model, batch and config")
     say(f"  plain loop: this process, no Ray; _Trainer + build_optimizer + loop._train_step on {PLAIN_BATCHES} "
         f"pre-built batches (augment.make_batch), torch threads = {max(1, math.ceil(one.cpus_per_worker))} "
         f"as a worker with cpus_per_worker={one.cpus_per_worker:g} gets; {args.warmup} warm-up steps, then "
@@ -354,7 +354,7 @@ def _main(args, work: str) -> None:
 
     base_ms = {where: statistics.mean(p.mean for p in runs) for where, runs in plains.items()}
     ref = base_ms["worker thread"]
-    say(f"\n  summary: step time (forward + backward + optimizer), ms; the issue's target: Ray <= plain + 10%")
+    say("\n  summary: step time (forward + backward + optimizer), ms; the issue's target: Ray <= plain + 10%")
     rows = [[f"plain loop, {where}, {nth}", ms(p.mean), "-", f"{p.mean / ref:.3f}", f"{p.mon.other / p.mon.wall:.2f}"]
             for where, runs in plains.items() for nth, p in zip(("1st", "2nd"), runs)]
     rows.append(["Ray Train, 1 worker", ms(r1.step), ms(r1.wait), f"{r1.step / ref:.3f}",

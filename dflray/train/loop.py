@@ -13,7 +13,6 @@ step whose loss or gradients are not finite is skipped on every rank and counted
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 import time
 from contextlib import nullcontext
@@ -165,7 +164,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     cfg = from_dict(TrainConfig, config["train"])
-    out = config["out"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()

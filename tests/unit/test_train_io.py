@@ -1,7 +1,5 @@
 """Checkpoint files (safe loading), yaw balancing and preview images — no Ray, no training."""
 
-import io
-import json
 import os
 import pickle
 
