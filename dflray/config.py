@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -509,6 +510,206 @@ class MergeSettings:
         _check(0 <= self.bicubic_degrade <= 100, "bicubic_degrade", "must be in 0..100")
         _check(0 <= self.color_degrade <= 100, "color_degrade", "must be in 0..100")
         _check(0 <= self.motion_blur <= 100, "motion_blur", "must be in 0..100")
+
+
+# ---------------------------------------------------------------------------------------------
+# The merge job (dflray merge): per-video settings, identity choice, Ray resources, output encoding.
+
+MERGE_SETTING_FIELDS = tuple(f.name for f in dataclasses.fields(MergeSettings))
+
+
+@dataclass(frozen=True)
+class Vary:
+    """One merge setting drawn per video, so a dataset gets varied but reproducible merges.
+
+    Give either ``choices`` (optionally ``weights``) or an integer range ``low``..``high`` (inclusive,
+    uniform). Draws come from the video's seed (recorded in the index), in the order of ``vary``.
+
+    Attributes:
+        field: a ``MergeSettings`` field, e.g. ``mode``, ``erode``, ``color_transfer``.
+        choices: values to pick from.
+        weights: relative probabilities of ``choices`` (default: equal).
+        low: smallest integer of a range.
+        high: largest integer of a range.
+
+    Example (YAML)::
+
+        vary:
+          - {field: mode, choices: [overlay, seamless, hist-match]}
+          - {field: color_transfer, choices: [rct, lct, mkl-m], weights: [2, 1, 1]}
+          - {field: erode, low: -20, high: 40}
+    """
+
+    field: str
+    choices: tuple[bool | int | float | str, ...] = ()
+    weights: tuple[float, ...] = ()
+    low: int | None = None
+    high: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.field in MERGE_SETTING_FIELDS, "field",
+               f"must be a merge setting ({', '.join(MERGE_SETTING_FIELDS)}), got {self.field!r}")
+        ranged = self.low is not None or self.high is not None
+        _check(bool(self.choices) != ranged, self.field, "give either choices or low and high")
+        if ranged:
+            _check(self.low is not None and self.high is not None and self.low <= self.high, self.field,
+                   "needs low <= high")
+            for v in (self.low, self.high):
+                _check_setting(self.field, v)
+        else:
+            for v in self.choices:
+                _check_setting(self.field, v)
+            _check(not self.weights or len(self.weights) == len(self.choices), f"{self.field}.weights",
+                   "needs one weight per choice")
+            _check(all(w >= 0 for w in self.weights) and (not self.weights or sum(self.weights) > 0),
+                   f"{self.field}.weights", "must be >= 0 with a positive sum")
+
+
+def _check_setting(name: str, value: Any) -> None:
+    try:
+        from_dict(MergeSettings, {name: value})
+    except ConfigError as e:
+        raise ConfigError(name, str(e).split(": ", 1)[-1]) from None
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """Which faces of a dst video are swapped.
+
+    Attributes:
+        swap: ``dominant`` (the identity with the most faces in the video, by dlib embedding),
+            ``reference`` (faces matching the identity of the ``reference`` image) or ``all``.
+        reference: an image (any fsspec URL) of the person to swap, for ``swap=reference``.
+        threshold: dlib embedding distance under which two faces are the same person (0.6 is dlib's).
+    """
+
+    swap: Literal["dominant", "reference", "all"] = "dominant"
+    reference: str | None = None
+    threshold: float = 0.6
+
+    def __post_init__(self) -> None:
+        _check((self.swap == "reference") == (self.reference is not None), "reference",
+               "give a reference image exactly when swap=reference")
+        _check(0 < self.threshold < 2, "threshold", "must be in (0, 2)")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """The swap model's actor pool, shared by all merge workers.
+
+    Attributes:
+        concurrency: predictor actors; 0 runs the model inside each merge worker instead.
+        num_gpus: GPUs per predictor actor (fractions allowed).
+        num_cpus: CPUs per predictor actor.
+        batch_size: faces per model call at most.
+        device: ``auto`` (CUDA when the actor has a GPU), ``cpu`` or ``cuda``.
+        threads: torch intra-op threads on CPU (0: num_cpus rounded up).
+    """
+
+    concurrency: int = 1
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    batch_size: int = 32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.concurrency >= 0, "concurrency", "must be >= 0")
+        _check(self.num_gpus >= 0, "num_gpus", "must be >= 0")
+        _check(self.num_cpus > 0, "num_cpus", "must be > 0")
+        _check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
+        _check(self.threads >= 0, "threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MergeWorkersConfig:
+    """The CPU merge workers (decode, crop, blend, encode; one video at a time each).
+
+    Attributes:
+        concurrency: worker actors (None: the cluster's CPUs left after the predictors, at least 1).
+        num_cpus: CPUs per worker.
+        batch_frames: frames decoded and sent to the model together; two such batches are in flight
+            per worker, which bounds its memory for any video length.
+    """
+
+    concurrency: int | None = None
+    num_cpus: float = 1.0
+    batch_frames: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.concurrency is None or self.concurrency >= 1, "concurrency", "must be >= 1 or null")
+        _check(self.num_cpus > 0, "num_cpus", "must be > 0")
+        _check(1 <= self.batch_frames <= 1024, "batch_frames", "must be in 1..1024")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """How merged videos are encoded (H.264 through PyAV).
+
+    Attributes:
+        crf: x264 constant rate factor of the merged video (0..51, lower is better).
+        preset: x264 preset.
+        lossless: encode RGB losslessly (libx264rgb, crf 0): frames without a face are then
+            pixel-identical to the decoded input. Large files; for tests and archival.
+        masks: also write the per-frame manipulation mask video (``masks/``, FaceForensics++ style).
+        mask_crf: crf of the mask video (0: lossless luma).
+    """
+
+    crf: int = 18
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                    "veryslow"] = "medium"
+    lossless: bool = False
+    masks: bool = True
+    mask_crf: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.crf <= 51, "crf", "must be in 0..51")
+        _check(0 <= self.mask_crf <= 51, "mask_crf", "must be in 0..51")
+
+
+@dataclass(frozen=True)
+class MergeConfig:
+    """Root config of ``dflray merge``.
+
+    Attributes:
+        settings: merge settings used for every video (DFL's merger options).
+        vary: settings drawn per video instead (see ``Vary``); each draw is recorded in the index.
+        seed: base seed; each video's seed derives from it and the video id.
+        smooth_window: temporal smoothing of each face track's landmarks over this many frames
+            (Savitzky-Golay, odd, >= 3), so the pasted face does not jitter; 0 is off (as DFL).
+        fill_gaps: frames of a face track missing from the faceset (e.g. it was extracted with
+            ``decode.every_n`` > 1) whose landmarks are interpolated between their neighbours, up to this
+            many in a row (None: the faceset's ``every_n`` − 1).
+        identity: which faces are swapped.
+        predict: the model's actor pool.
+        workers: the CPU merge workers.
+        output: encoding of the outputs.
+        dataset_id: written into each output's provenance metadata (default: derived from ``--out``).
+        extract: extraction config used when ``--dst`` is videos rather than a faceset.
+    """
+
+    settings: MergeSettings = field(default_factory=MergeSettings)
+    vary: tuple[Vary, ...] = ()
+    seed: int = 0
+    smooth_window: int = 0
+    fill_gaps: int | None = None
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    workers: MergeWorkersConfig = field(default_factory=MergeWorkersConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    dataset_id: str = ""
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.smooth_window == 0 or (self.smooth_window >= 3 and self.smooth_window % 2 == 1),
+               "smooth_window", "must be 0 (off) or an odd number >= 3")
+        _check(self.fill_gaps is None or self.fill_gaps >= 0, "fill_gaps", "must be >= 0 or null")
+        _check(0 <= self.seed < 2**63, "seed", "must be in 0..2**63-1")
+        fields = [v.field for v in self.vary]
+        dup = sorted({f for f in fields if fields.count(f) > 1})
+        _check(not dup, "vary", f"draws {', '.join(dup)} more than once")
+        _check(re.fullmatch(r"[A-Za-z0-9._-]{0,128}", self.dataset_id) is not None, "dataset_id",
+               "may only hold letters, digits, '.', '_' and '-' (at most 128)")
 
 
 # ---------------------------------------------------------------------------------------------

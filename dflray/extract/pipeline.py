@@ -160,7 +160,7 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
 
 def _write_manifest(out: str, cfg: ExtractConfig) -> None:
     doc = {"kind": "dflray.faceset", "schema_version": schema.SCHEMA_VERSION, "config": to_dict(cfg),
-           "tables": sorted(schema.TABLES), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+           "tables": ["errors", "faces", "videos"], "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with atomic_write(join(out, "faceset.json"), "wb") as f:
         f.write(json.dumps(doc, indent=2).encode())
 

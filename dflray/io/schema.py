@@ -86,7 +86,69 @@ ERRORS = pa.schema([
     ("schema_version", pa.int16()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"faces": FACES, "videos": VIDEOS, "errors": ERRORS}
+
+def _setting_fields() -> list[tuple[str, pa.DataType]]:
+    """One column per merge setting (``dflray.config.MergeSettings``), typed like the field."""
+    import dataclasses
+    import typing
+
+    from dflray.config import MergeSettings
+
+    hints = typing.get_type_hints(MergeSettings)
+    kinds = {int: pa.int32(), bool: pa.bool_(), float: pa.float32()}
+    return [(f.name, kinds.get(hints[f.name], pa.string())) for f in dataclasses.fields(MergeSettings)]
+
+
+# The merge job's index: one row per output video (the commit record of that video).
+MERGED = pa.schema([
+    ("output_id", pa.string()),
+    ("path", pa.string()),  # merged video, relative to the merge output root
+    ("mask_path", pa.string()),  # manipulation mask video, relative (null when not written)
+    ("label", pa.string()),  # FAKE
+    ("dst_uri", pa.string()),
+    ("dst_video_id", pa.string()),
+    ("model", pa.string()),
+    ("model_sha256", pa.string()),
+    ("arch", pa.string()),
+    ("face_type", pa.string()),
+    ("resolution", pa.int32()),
+    *_setting_fields(),
+    ("smooth_window", pa.int32()),
+    ("identity_mode", pa.string()),
+    ("seed", pa.int64()),
+    ("settings_sha256", pa.string()),
+    ("dataset_id", pa.string()),
+    ("frames", pa.int32()),
+    ("frames_swapped", pa.int32()),
+    ("faces_swapped", pa.int32()),
+    ("fps", pa.float64()),
+    ("duration", pa.float64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("has_audio", pa.bool_()),
+    ("sha256", pa.string()),
+    ("mask_sha256", pa.string()),
+    ("status", pa.string()),  # ok | error
+    ("error", pa.string()),
+    ("seconds", pa.float64()),
+    ("run_id", pa.string()),
+    ("schema_version", pa.int16()),
+])
+
+# Per output frame: whether and where the frame was manipulated.
+MERGED_FRAMES = pa.schema([
+    ("output_id", pa.string()),
+    ("frame_index", pa.int32()),
+    ("timestamp", pa.float64()),
+    ("faces", pa.int16()),  # faces of the faceset in this frame
+    ("faces_swapped", pa.int16()),
+    ("bbox", _f32(4)),  # x1, y1, x2, y2 of the manipulation mask (null when untouched)
+    ("mask_area", pa.float32()),  # fraction of the frame's pixels the mask covers
+    ("schema_version", pa.int16()),
+])
+
+TABLES: dict[str, pa.Schema] = {"faces": FACES, "videos": VIDEOS, "errors": ERRORS, "merged": MERGED,
+                                "merged_frames": MERGED_FRAMES}
 
 # table -> {from_version: function upgrading a table by one version}
 _MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {name: {} for name in TABLES}

@@ -224,3 +224,167 @@ class VideoWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def frame_index(pts: int | None, start: int, time_base, fps: float, fallback: int) -> int:
+    """A frame's index from its presentation timestamp (as ``decode_range`` numbers frames)."""
+    if pts is None or not time_base:
+        return fallback
+    return int(round(float((pts - start) * time_base) * fps))
+
+
+@dataclass
+class SourceFrame:
+    """A decoded frame of a ``Transcoder``'s input: its index, timestamp and upright RGB pixels."""
+
+    index: int
+    pts: int | None
+    time: float
+    rgb: np.ndarray
+
+
+def _luma_frame(mask: np.ndarray) -> av.VideoFrame:
+    """A full-range yuv420p frame whose luma is ``mask`` exactly (chroma neutral)."""
+    h, w = mask.shape
+    planes = np.full((h * 3 // 2, w), 128, np.uint8)
+    planes[:h] = mask
+    frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+    frame.color_range = 2
+    return frame
+
+
+def read_masks(uri: str) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields ``(frame_index, mask)`` of a manipulation mask video (the luma plane, uint8 0..255)."""
+    with open_container(uri) as c:
+        s = _video_stream(c, uri)
+        fps, tb, t0 = _rate(s), s.time_base, s.start_time or 0
+        for seq, frame in enumerate(c.decode(s)):
+            y = frame.to_ndarray(format="yuv420p")[:frame.height]
+            yield frame_index(frame.pts, t0, tb, fps, seq), np.ascontiguousarray(y)
+
+
+class Transcoder:
+    """Re-encodes a video frame by frame, keeping its timestamps and copying its audio through.
+
+    Iterate ``frames()`` for the input's upright RGB frames, in order; hand each (possibly changed)
+    back with ``write(frame, rgb, mask)`` in the same order. Audio packets are copied to the output
+    as the input is demuxed (no re-encode), and every output frame keeps its input frame's
+    presentation timestamp, so frame count, fps, timestamps and audio sync are the input's. An
+    optional second output gets a grey mask per frame (the manipulation mask video).
+
+    Outputs are local files (upload them afterwards); the container carries ``metadata``
+    (arbitrary keys are stored as MP4 user-data tags).
+
+    Example:
+        >>> with Transcoder("in.mp4", "/tmp/out.mp4", mask_path="/tmp/mask.mp4") as t:  # doctest: +SKIP
+        ...     for f in t.frames():
+        ...         t.write(f, f.rgb, np.zeros(f.rgb.shape[:2], np.uint8))
+    """
+
+    def __init__(self, uri: str, out_path: str, *, mask_path: str | None = None, crf: int = 18,
+                 preset: str = "medium", lossless: bool = False, mask_crf: int = 0,
+                 metadata: dict[str, str] | None = None):
+        self.uri = uri
+        self._stack = contextlib.ExitStack()
+        try:
+            self._in = self._stack.enter_context(open_container(uri))
+            self._vs = _video_stream(self._in, uri)
+            self._as = self._in.streams.audio[0] if self._in.streams.audio else None
+            self._vs.thread_type = "AUTO"
+            self.fps = _rate(self._vs)
+            if self.fps <= 0:
+                raise VideoError("video stream has no frame rate")
+            self._tb = self._vs.time_base
+            self._t0 = self._vs.start_time or 0
+            self._opts = dict(crf=crf, preset=preset, lossless=lossless, mask_crf=mask_crf)
+            self._out = self._stack.enter_context(
+                av.open(out_path, "w", format="mp4", options={"movflags": "+use_metadata_tags+faststart"}))
+            for k, v in (metadata or {}).items():
+                self._out.metadata[k] = str(v)
+            self._oa = self._out.add_stream_from_template(self._as) if self._as is not None else None
+            self._mask = self._stack.enter_context(av.open(mask_path, "w", format="mp4")) if mask_path else None
+            if self._mask is not None:
+                for k, v in (metadata or {}).items():
+                    self._mask.metadata[k] = str(v)
+            self._ov = self._om = None
+            self._pending: list = []
+            self.frames_written = 0
+            self.size: tuple[int, int] | None = None  # (width, height) of the output, once written
+        except Exception:
+            self._stack.close()
+            raise
+
+    @property
+    def has_audio(self) -> bool:
+        return self._as is not None
+
+    def _stream(self, container, codec: str, pix_fmt: str, crf: int, size: tuple[int, int]):
+        s = container.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
+        s.width, s.height = size
+        s.pix_fmt = pix_fmt
+        s.codec_context.time_base = self._tb  # the input's, so every pts carries over exactly
+        s.options = {"crf": str(crf), "preset": self._opts["preset"]}
+        return s
+
+    def frames(self) -> Iterator[SourceFrame]:
+        """The input's frames in presentation order (audio is copied through meanwhile)."""
+        streams = [self._vs] + ([self._as] if self._as is not None else [])
+        seq = -1
+        try:
+            for packet in self._in.demux(*streams):
+                if packet.stream is self._as:
+                    if packet.dts is not None:
+                        packet.stream = self._oa
+                        if self._ov is None:  # the header is written with the first packet: video first
+                            self._pending.append(packet)
+                        else:
+                            self._out.mux(packet)
+                    continue
+                for frame in packet.decode():
+                    seq += 1
+                    idx = frame_index(frame.pts, self._t0, self._tb, self.fps, seq)
+                    t = float((frame.pts - self._t0) * self._tb) if frame.pts is not None and self._tb else seq / self.fps
+                    yield SourceFrame(idx, frame.pts, t, _upright(frame))
+        except av.FFmpegError as e:
+            raise VideoError(f"decode failed near frame {seq}: {e}") from e
+
+    def write(self, frame: SourceFrame, rgb: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Encodes the output (and mask) of one input frame, at the input frame's timestamp."""
+        h, w = rgb.shape[:2]
+        if self._ov is None:
+            self.size = (w, h)
+            lossless = self._opts["lossless"]
+            self._ov = self._stream(self._out, "libx264rgb" if lossless else "libx264",
+                                    "rgb24" if lossless else "yuv420p", 0 if lossless else self._opts["crf"], (w, h))
+            if self._mask is not None:
+                self._om = self._stream(self._mask, "libx264", "yuv420p", self._opts["mask_crf"], (w, h))
+                self._om.codec_context.color_range = 2  # full range: luma 0..255 is the mask itself
+        out = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        out.pts, out.time_base = frame.pts, self._tb
+        for packet in self._ov.encode(out):
+            self._out.mux(packet)
+        if self._pending:
+            self._out.mux(self._pending)
+            self._pending = []
+        if self._om is not None:
+            m = _luma_frame(mask if mask is not None else np.zeros((h, w), np.uint8))
+            m.pts, m.time_base = frame.pts, self._tb
+            for packet in self._om.encode(m):
+                self._mask.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flushes the encoders and closes every file."""
+        try:
+            for stream, container in ((self._ov, self._out), (self._om, self._mask)):
+                if stream is not None:
+                    for packet in stream.encode():
+                        container.mux(packet)
+        finally:
+            self._stack.close()
+
+    def __enter__(self) -> "Transcoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

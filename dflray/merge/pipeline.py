@@ -1,0 +1,584 @@
+"""The merge job on Ray: a swap model and dst videos in, finished fake videos and their index out.
+
+Layout of a merge output at ``OUT``::
+
+    OUT/merge.json                   model, config and dataset id of this output (reruns must match)
+    OUT/model.ts                     the exported model, when --model was a training checkpoint
+    OUT/videos/<name>.mp4            merged video: H.264, the dst's frame count, timestamps and audio
+    OUT/masks/<name>.mp4             per-frame manipulation mask (luma 0..255, lossless by default)
+    OUT/frames/<output_id>.parquet   per-frame table (dflray.io.schema.MERGED_FRAMES)
+    OUT/records/<output_id>.parquet  the video's index row: its commit record, written last
+    OUT/index.parquet                all records (dflray.io.schema.MERGED), rebuilt at the end of a run
+    OUT/errors.parquet               one row per failure (dflray.io.schema.ERRORS)
+    OUT/_faceset/                    the dst faceset, when --dst was videos (extracted first)
+
+How it runs: one Ray Data row per dst video goes to a pool of CPU merge actors
+(``MergeConfig.workers``); each decodes its video, crops the faces, and sends the crops of
+``batch_frames`` frames at a time to a pool of predictor actors (``MergeConfig.predict``, on GPUs when
+given) that every merge actor shares; it pastes, encodes frames in order and uploads the outputs under
+temporary names before renaming them. A video is done when its record exists: a rerun skips done
+videos, and a killed run leaves no half-written file under a final name.
+
+Each output carries provenance in its container metadata (MP4 user data): ``dflray_synthetic``,
+``dflray_dataset_id``, ``dflray_settings_sha256``, ``dflray_model_sha256``, ``dflray_output_id`` and a
+human-readable ``comment``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+from ray.data import ActorPoolStrategy
+
+import dflray
+from dflray.config import MergeConfig, to_dict
+from dflray.extract.faceset import committed_face_files, read_videos
+from dflray.extract.pipeline import init_ray, run_extract, video_id
+from dflray.io import schema
+from dflray.io.storage import (
+    arrow_filesystem,
+    atomic_write,
+    exists,
+    expand_inputs,
+    fs_and_path,
+    join,
+    list_files,
+    makedirs,
+    open_uri,
+    protocol,
+    remove,
+)
+from dflray.io.video import Transcoder, VideoError
+
+log = logging.getLogger("dflray.merge")
+
+_FACE_COLUMNS = ["frame_index", "face_index", "landmarks", "embedding"]
+
+
+class MergeInputError(RuntimeError):
+    """A dst video cannot be merged for a reason in its inputs (faceset rows, model contract)."""
+
+
+@dataclass
+class MergeSummary:
+    """What a merge run did (printed at the end, returned to callers)."""
+
+    out: str
+    videos: int = 0
+    skipped: int = 0
+    frames: int = 0
+    frames_swapped: int = 0
+    seconds: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        status = ", ".join(f"{k} {v}" for k, v in sorted(self.by_status.items()))
+        lines = [f"merge → {self.out}: {self.videos} videos ({status or 'none'}; {self.skipped} already done), "
+                 f"{self.frames} frames ({self.frames_swapped} with a swapped face), {self.seconds:.1f} s, "
+                 f"{self.frames_per_second:.1f} frames/s"]
+        lines += [f"  failed: {f}" for f in self.failures[:20]]
+        if len(self.failures) > 20:
+            lines.append(f"  ... and {len(self.failures) - 20} more (see errors.parquet)")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ names and files
+
+
+def output_name(uri: str, output_id: str) -> str:
+    """A file stem for a dst video that is safe on every store and cannot leave the output folder.
+
+    Example:
+        >>> output_name("s3://b/clips/../../x y.mp4", "0123456789abcdef")
+        'x_y_01234567'
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", uri.rstrip("/").rsplit("/", 1)[-1].rsplit(".", 1)[0])
+    stem = stem.strip("._-")[:80] or "video"
+    return f"{stem}_{output_id[:8]}"
+
+
+def _sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _publish(local: str, uri: str) -> str:
+    """Moves a finished local file to ``uri`` under a temporary name then its own; returns its sha256."""
+    digest = _sha256_file(local)
+    if protocol(uri) in ("file", "local"):
+        path = fs_and_path(uri)[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+        try:
+            shutil.move(local, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        with atomic_write(uri) as f, open(local, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 22)
+    return digest
+
+
+def _write_table(name: str, rows: list[dict[str, Any]], uri: str) -> None:
+    with atomic_write(uri) as f:
+        pq.write_table(schema.table_from_rows(name, rows), f)
+
+
+def _read_dir(name: str, uri: str) -> Any:
+    fs, _ = arrow_filesystem(uri)
+    files = [fs_and_path(u)[1] for u in list_files(uri, ".parquet")]
+    return schema.read_table(name, files, filesystem=fs)
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def _load_contract(uri: str) -> dict[str, Any] | None:
+    from dflray.train.export import load_exported
+
+    try:
+        return load_exported(uri)[1]
+    except Exception:  # noqa: BLE001 - not a TorchScript export: maybe a checkpoint
+        return None
+
+
+def resolve_model(model: str, out: str) -> tuple[str, dict[str, Any], str, str]:
+    """The exported model to merge with: ``model`` itself, or ``OUT/model.ts`` exported from a checkpoint.
+
+    Returns:
+        (model URI, contract, sha256 of the model file, description of the source).
+
+    Raises:
+        ValueError: when ``model`` is neither an exported model nor a training checkpoint.
+    """
+    from dflray.train.checkpoint import latest_checkpoint, read_meta
+
+    fs, path = fs_and_path(model)
+    if fs.isfile(path):
+        contract = _load_contract(model)
+        if contract is not None:
+            with open_uri(model) as f:
+                return model, contract, hashlib.sha256(f.read()).hexdigest(), model
+    ckpt = latest_checkpoint(model)
+    if ckpt is None:
+        raise ValueError(f"--model: {model} is neither an exported model (dflray export) nor a training checkpoint")
+    meta = read_meta(ckpt) or {}
+    source = f"{ckpt} (step {meta.get('step', '?')})"
+    target = join(out, "model.ts")
+    recorded = join(out, "model.source")
+    if not (exists(target) and exists(recorded) and open_uri(recorded).read().decode() == source):
+        from dflray.train.export import export_model
+
+        export_model(ckpt, target)
+        with atomic_write(recorded) as f:
+            f.write(source.encode())
+    with open_uri(target) as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return target, _load_contract(target), digest, source
+
+
+def check_model(uri: str, contract: dict[str, Any]) -> None:
+    """Runs the model once on a blank crop of its contract's size; a mismatch fails before any work."""
+    from dflray.config import FACE_TYPES
+    from dflray.merge.predict import Predictor
+
+    if contract.get("face_type") not in FACE_TYPES:
+        raise ValueError(f"--model: unknown face type {contract.get('face_type')!r} in the model's contract")
+    p = Predictor.load(uri, "cpu")
+    r = p.resolution
+    try:
+        faces, fm, dm = p(np.zeros((1, r, r, 3), np.float32))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"--model: the model does not run on {r} px crops as its contract says: {e}") from e
+    if faces.shape != (1, r, r, 3) or fm.shape != (1, r, r) or dm.shape != (1, r, r):
+        raise ValueError(f"--model: the model returns {faces.shape}, {fm.shape}, {dm.shape} for 1 crop of {r} px; "
+                         f"expected (1, {r}, {r}, 3) and two (1, {r}, {r}) masks")
+
+
+# ------------------------------------------------------------------------------ the actors
+
+
+class _PredictActor:
+    """Holds the swap model; every merge worker sends it crops (on a GPU when it has one)."""
+
+    def __init__(self, uri: str, device: str, threads: int):
+        import torch
+
+        from dflray.merge.predict import Predictor
+
+        torch.set_num_threads(max(1, threads))
+        self.predictor = Predictor.load(uri, None if device == "auto" else device)
+
+    def predict(self, crops: np.ndarray):
+        return self.predictor(crops)
+
+
+class _PoolPredict:
+    """``PredictFn`` over the shared predictor actors, round robin from a per-worker offset."""
+
+    def __init__(self, actors: list, batch_size: int):
+        self.actors = actors
+        self.batch_size = batch_size
+        self.i = int.from_bytes(os.urandom(2), "big")
+
+    def submit(self, crops: np.ndarray):
+        actor = self.actors[self.i % len(self.actors)]
+        self.i += 1
+        return actor.predict.remote(crops)
+
+    def result(self, ref):
+        return ray.get(ref)
+
+
+class MergeStage:
+    """Ray Data actor: merges one dst video per row and commits its outputs and record.
+
+    Rows in: one task dict per video (see ``run_merge``). Rows out: a small status row per video.
+    """
+
+    def __init__(self, cfg: MergeConfig, out: str, model_uri: str, contract: dict[str, Any], model_sha: str,
+                 predictors: list, reference: np.ndarray | None, run_id: str, dataset_id: str):
+        from dflray.merge.video import InlinePredict
+
+        self.cfg, self.out, self.contract = cfg, out, contract
+        self.model_uri, self.model_sha, self.reference = model_uri, model_sha, reference
+        self.run_id, self.dataset_id = run_id, dataset_id
+        if predictors:
+            self.predict = _PoolPredict(predictors, cfg.predict.batch_size)
+        else:
+            import torch
+
+            from dflray.merge.predict import Predictor
+
+            torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
+            device = None if cfg.predict.device == "auto" else cfg.predict.device
+            self.predict = InlinePredict(Predictor.load(model_uri, device), cfg.predict.batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [self._one({k: v[i] for k, v in batch.items()}) for i in range(len(batch["output_id"]))]
+        return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+    def _one(self, task: dict[str, Any]) -> dict[str, Any]:
+        task = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in task.items()}
+        record, error = merge_one(task, self.cfg, self.out, self.predict, contract=self.contract,
+                                  model_uri=self.model_uri, model_sha=self.model_sha, reference=self.reference,
+                                  run_id=self.run_id, dataset_id=self.dataset_id)
+        return {"output_id": record["output_id"], "status": record["status"], "frames": record["frames"] or 0,
+                "frames_swapped": record["frames_swapped"] or 0, "error": record.get("error") or "",
+                "dst_uri": record["dst_uri"], "seconds": record["seconds"]}
+
+
+def _read_faces(task: dict[str, Any]):
+    files = json.loads(task["face_files"])
+    if not files:
+        return None
+    import pyarrow.dataset as pads
+
+    fs, _ = arrow_filesystem(task["faceset"])
+    ds = pads.dataset([fs_and_path(f)[1] for f in files], filesystem=fs, format="parquet")
+    return ds.to_table(columns=_FACE_COLUMNS, filter=pads.field("video_id") == task["dst_video_id"])
+
+
+def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: dict[str, Any], model_uri: str,
+              model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str) -> tuple[dict, dict | None]:
+    """Merges one dst video and commits it (outputs, frames table, then the record); never raises.
+
+    Returns:
+        (record row, error row or None).
+    """
+    from dflray.merge.video import draw_settings, merge_video, plan_faces, select_faces, settings_sha256
+
+    t0 = time.perf_counter()
+    seed = int(task["seed"])
+    settings = draw_settings(cfg.settings, cfg.vary, seed)
+    digest = settings_sha256(settings, smooth_window=cfg.smooth_window, identity=to_dict(cfg.identity),
+                             model=model_sha)
+    name = output_name(task["dst_uri"], task["output_id"])
+    fake = settings.mode != "original"
+    record: dict[str, Any] = {
+        "output_id": task["output_id"], "label": "FAKE" if fake else "REAL", "dst_uri": task["dst_uri"],
+        "dst_video_id": task["dst_video_id"], "model": task["model_source"], "model_sha256": model_sha,
+        "arch": contract.get("arch"), "face_type": contract["face_type"], "resolution": contract["resolution"],
+        **to_dict(settings), "smooth_window": cfg.smooth_window, "identity_mode": cfg.identity.swap, "seed": seed,
+        "settings_sha256": digest, "dataset_id": dataset_id, "run_id": run_id, "frames": 0, "frames_swapped": 0,
+        "faces_swapped": 0}
+    error = None
+    tmp = tempfile.mkdtemp(prefix="dflray-merge-")
+    try:
+        if task.get("input_error"):
+            raise MergeInputError(task["input_error"])
+        faces = _read_faces(task)
+        if faces is None or faces.num_rows == 0:
+            raise MergeInputError("the faceset has no face rows for this video (missing or not extracted)")
+        frame_idx = np.asarray(faces.column("frame_index").to_numpy(), np.int64)
+        lms = schema.landmarks_of(faces)
+        emb_col = faces.column("embedding")
+        embeddings = None
+        if emb_col.null_count < faces.num_rows:
+            flat = emb_col.combine_chunks().fill_null([np.nan] * 128) if emb_col.null_count else emb_col.combine_chunks()
+            embeddings = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, 128).astype(np.float64)
+        selected = select_faces(frame_idx, embeddings, cfg.identity.swap, reference=reference,
+                                threshold=cfg.identity.threshold)
+        plan = plan_faces(frame_idx, lms, selected, smooth_window=cfg.smooth_window,
+                          fill_gaps=int(task["fill_gaps"])) if fake else {}
+        counts = dict(zip(*np.unique(frame_idx, return_counts=True)))
+        meta = {"comment": (f"SYNTHETIC: face swap made by dflray {dflray.__version__} for deepfake-detection "
+                            "research" if fake else f"re-encoded by dflray {dflray.__version__}, not manipulated"),
+                "dflray_synthetic": "1" if fake else "0", "dflray_dataset_id": dataset_id,
+                "dflray_settings_sha256": digest, "dflray_model_sha256": model_sha,
+                "dflray_output_id": task["output_id"]}
+        video_local = os.path.join(tmp, name + ".mp4")
+        mask_local = os.path.join(tmp, name + "_mask.mp4") if cfg.output.masks else None
+        o = cfg.output
+        with Transcoder(task["dst_uri"], video_local, mask_path=mask_local, crf=o.crf, preset=o.preset,
+                        lossless=o.lossless, mask_crf=o.mask_crf, metadata=meta) as tr:
+            rows = merge_video(tr, plan, predict, settings, face_type=contract["face_type"],
+                               resolution=int(contract["resolution"]), seed=seed,
+                               batch_frames=cfg.workers.batch_frames, faces_per_frame={int(k): int(v) for k, v in counts.items()})
+            has_audio, fps, size = tr.has_audio, tr.fps, tr.size
+        if not rows:
+            raise VideoError("the video has no decodable frames")
+        w, h = size
+        record.update(path=f"videos/{name}.mp4", sha256=_publish(video_local, join(out, "videos", f"{name}.mp4")))
+        if mask_local:
+            record.update(mask_path=f"masks/{name}.mp4",
+                          mask_sha256=_publish(mask_local, join(out, "masks", f"{name}.mp4")))
+        for r in rows:
+            r["output_id"] = task["output_id"]
+        _write_table("merged_frames", rows, join(out, "frames", f"{task['output_id']}.parquet"))
+        record.update(status="ok", frames=len(rows), frames_swapped=sum(r["faces_swapped"] > 0 for r in rows),
+                      faces_swapped=sum(r["faces_swapped"] for r in rows), fps=fps, has_audio=has_audio,
+                      duration=rows[-1]["timestamp"] - rows[0]["timestamp"] + 1.0 / fps, width=w, height=h)
+    except Exception as e:  # noqa: BLE001 - one bad video is an error row, never a dead job
+        kind = type(e).__name__
+        message = str(e).strip() or repr(e)
+        stage = "input" if isinstance(e, (MergeInputError, ValueError)) else \
+            "decode" if isinstance(e, VideoError) else "write" if isinstance(e, OSError) else "merge"
+        record.update(status="error", error=f"{kind}: {message}")
+        error = {"uri": task["dst_uri"], "video_id": task["dst_video_id"], "stage": stage, "type": kind,
+                 "message": message, "run_id": run_id}
+        log.warning("merge failed for %s: %s: %s", task["dst_uri"], kind, message)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record["seconds"] = time.perf_counter() - t0
+    try:
+        if error is not None:
+            _write_table("errors", [error], join(out, "errors", f"{task['output_id']}.parquet"))
+        else:
+            remove(join(out, "errors", f"{task['output_id']}.parquet"))
+        _write_table("merged", [record], join(out, "records", f"{task['output_id']}.parquet"))
+    except Exception as e:  # noqa: BLE001 - the output store itself failed: report, the job goes on
+        record.update(status="error", error=f"cannot write the record: {type(e).__name__}: {e}")
+    return record, error
+
+
+# ------------------------------------------------------------------------------ the driver
+
+
+def _config_key(cfg: MergeConfig) -> dict[str, Any]:
+    """What shapes the outputs (resources and extraction excluded): a rerun must match it."""
+    d = to_dict(cfg)
+    for k in ("predict", "workers", "extract"):
+        d.pop(k)
+    return d
+
+
+def _check_manifest(out: str, doc: dict[str, Any]) -> None:
+    uri = join(out, "merge.json")
+    if exists(uri):
+        with open_uri(uri) as f:
+            old = json.load(f)
+        for key in ("model_sha256", "config", "dataset_id"):
+            if old.get(key) != doc[key]:
+                raise ValueError(f"--out {out} holds a merge made with another {key.replace('_sha256', '')}; "
+                                 "use a new --out (or the same model and settings to finish it)")
+    with atomic_write(uri) as f:
+        f.write(json.dumps(doc, indent=2, default=str).encode())
+
+
+def _check_writable(out: str) -> None:
+    try:
+        makedirs(out)
+        probe = join(out, f".write-test-{uuid.uuid4().hex}")
+        with atomic_write(probe) as f:
+            f.write(b"ok")
+        remove(probe)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"--out: cannot write to {out}: {type(e).__name__}: {e}") from e
+
+
+def reference_embedding(uri: str) -> np.ndarray:
+    """dlib descriptor of the largest face in a reference image (for ``identity.swap=reference``)."""
+    import cv2
+
+    from dflray.config import DetectConfig, LandmarkConfig
+    from dflray.detect import build_detector, build_landmarker
+    from dflray.detect.dlib_models import IdentityEmbedder
+
+    with open_uri(uri) as f:
+        data = np.frombuffer(f.read(), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"identity.reference: {uri} is not a readable image")
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    dets = build_detector(DetectConfig()).detect([rgb])[0]
+    if len(dets) == 0:
+        raise ValueError(f"identity.reference: no face found in {uri}")
+    i = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
+    lm = build_landmarker(LandmarkConfig()).landmarks(rgb, dets.boxes[i:i + 1])
+    return IdentityEmbedder().embed(rgb, lm)[0].astype(np.float64)
+
+
+def _dst_faceset(dst: list[str], out: str, cfg: MergeConfig, address: str | None) -> str:
+    """The faceset of the dst videos: ``dst`` itself, or one extracted into ``OUT/_faceset``."""
+    if len(dst) == 1 and exists(join(dst[0], "faceset.json")):
+        return dst[0]
+    target = join(out, "_faceset")
+    run_extract(dst, target, cfg.extract, address=address)
+    return target
+
+
+def _tasks(faceset: str, dst: list[str], cfg: MergeConfig, model_sha: str, model_source: str) -> list[dict[str, Any]]:
+    videos = read_videos(faceset)
+    only = None
+    if not (len(dst) == 1 and dst[0] == faceset):
+        only = {video_id(u) for u in expand_inputs(dst)}
+    with open_uri(join(faceset, "faceset.json")) as f:
+        every_n = int(json.load(f).get("config", {}).get("decode", {}).get("every_n", 1))
+    fill = cfg.fill_gaps if cfg.fill_gaps is not None else every_n - 1
+    files = json.dumps(committed_face_files(faceset))
+    tasks: dict[str, dict[str, Any]] = {}
+    for row in videos.to_pylist():
+        vid = row["video_id"]
+        if only is not None and vid not in only:
+            continue
+        out_id = hashlib.sha1(f"{vid}:{model_sha}".encode()).hexdigest()[:16]
+        problem = ""
+        if row["status"] == "error":
+            problem = f"extraction of this video failed: {row['error']}"
+        elif row["status"] == "no_faces":
+            problem = "no face was found in this video at extraction"
+        tasks[out_id] = {"output_id": out_id, "dst_uri": row["uri"], "dst_video_id": vid, "faceset": faceset,
+                         "face_files": files, "seed": 0, "fill_gaps": fill, "model_source": model_source,
+                         "width": row["width"] or 0, "height": row["height"] or 0, "input_error": problem}
+    return sorted(tasks.values(), key=lambda t: t["dst_uri"])
+
+
+def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: str | None = None) -> MergeSummary:
+    """Merges every dst video with the model into ``out`` on the current Ray cluster.
+
+    Args:
+        model: an exported model (``dflray export``) or a training output/checkpoint (exported into
+            ``OUT/model.ts`` first), any fsspec URL.
+        dst: a faceset written by ``dflray extract``, or videos (files, folders, globs, manifests),
+            which are extracted into ``OUT/_faceset`` first.
+        out: output root (any fsspec URL).
+        cfg: the validated merge config.
+        address: Ray address (None: RAY_ADDRESS, or a local cluster).
+
+    Returns:
+        The run's summary.
+
+    Raises:
+        ValueError: for a bad model, output or option, before any video is merged.
+
+    Example:
+        >>> run_merge("model.ts", ["facesets/dst"], "s3://bucket/fakes", MergeConfig())  # doctest: +SKIP
+    """
+    from dflray.merge.video import video_seed
+
+    t0 = time.perf_counter()
+    if cfg.settings.mode == "raw-predict" or any("raw-predict" in v.choices for v in cfg.vary if v.field == "mode"):
+        raise ValueError("settings.mode: raw-predict gives face crops, not frames; the video merge cannot use it")
+    _check_writable(out)
+    model_uri, contract, model_sha, source = resolve_model(model, out)
+    check_model(model_uri, contract)
+    dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
+    reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
+    _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
+                          "model_sha256": model_sha, "contract": contract, "config": _config_key(cfg),
+                          "dataset_id": dataset_id, "dflray": dflray.__version__})
+    init_ray(address)
+    faceset = _dst_faceset(dst, out, cfg, address)
+    tasks = _tasks(faceset, dst, cfg, model_sha, source)
+    if not tasks:
+        raise ValueError(f"--dst: no videos found in {dst}")
+    for t in tasks:
+        t["seed"] = video_seed(cfg.seed, t["dst_video_id"])
+    done = {r["output_id"] for r in _read_dir("merged", join(out, "records")).to_pylist() if r["status"] == "ok"}
+    todo = [t for t in tasks if t["output_id"] not in done]
+    summary = MergeSummary(out=out, videos=len(todo), skipped=len(tasks) - len(todo))
+    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    if todo:
+        _run_tasks(todo, cfg, out, model_uri, contract, model_sha, reference, run_id, dataset_id, summary)
+    _consolidate(out)
+    summary.seconds = time.perf_counter() - t0
+    log.info("%s", summary)
+    return summary
+
+
+def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, reference, run_id, dataset_id,
+               summary: MergeSummary) -> None:
+    p = cfg.predict
+    predictors = []
+    if p.concurrency:
+        actor = ray.remote(_PredictActor).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus or None,
+                                                  max_restarts=2, max_task_retries=2)
+        threads = p.threads or int(np.ceil(p.num_cpus))
+        predictors = [actor.remote(model_uri, p.device, threads) for _ in range(p.concurrency)]
+    workers = cfg.workers.concurrency
+    if workers is None:
+        free = ray.cluster_resources().get("CPU", 1) - (p.num_cpus * p.concurrency if not p.num_gpus else 0)
+        workers = max(1, int(free // cfg.workers.num_cpus))
+    workers = min(workers, len(todo))
+    try:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+            MergeStage, batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=cfg.workers.num_cpus,
+            fn_constructor_kwargs={"cfg": cfg, "out": out, "model_uri": model_uri, "contract": contract,
+                                   "model_sha": model_sha, "predictors": predictors, "reference": reference,
+                                   "run_id": run_id, "dataset_id": dataset_id})
+        for row in ds.iter_rows():
+            status = str(row["status"])
+            summary.by_status[status] = summary.by_status.get(status, 0) + 1
+            summary.frames += int(row["frames"])
+            summary.frames_swapped += int(row["frames_swapped"])
+            if status != "ok":
+                summary.failures.append(f"{row['dst_uri']}: {row['error']}")
+            log.info("merged %s: %s, %d frames, %.1f s", row["dst_uri"], status, int(row["frames"]),
+                     float(row["seconds"]))
+    finally:
+        for a in predictors:
+            ray.kill(a)
+
+
+def _consolidate(out: str) -> None:
+    """Rebuilds ``index.parquet`` and ``errors.parquet`` from the per-video records."""
+    records = _read_dir("merged", join(out, "records"))
+    with atomic_write(join(out, "index.parquet")) as f:
+        pq.write_table(records.sort_by("output_id"), f)
+    errors = _read_dir("errors", join(out, "errors"))
+    with atomic_write(join(out, "errors.parquet")) as f:
+        pq.write_table(errors, f)
