@@ -12,7 +12,15 @@ import logging
 import re
 import sys
 
-from dflray.config import ConfigError, ExtractConfig, ModelConfig, TrainConfig, load_config
+from dflray.config import (
+    MERGE_SETTING_FIELDS,
+    ConfigError,
+    ExtractConfig,
+    MergeConfig,
+    ModelConfig,
+    TrainConfig,
+    load_config,
+)
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
 
@@ -62,6 +70,42 @@ when it exports cleanly). The model maps dst faces (N x 3 x R x R, float32 RGB i
 checkpoint's face type and resolution) to (swapped face, swapped face mask, dst mask). Its face
 type, resolution and architecture are stored in the file (TorchScript extra file dflray.json; ONNX
 metadata) and printed."""
+
+MERGE_HELP = """\
+Put the src face of a trained model onto every dst face and write finished videos, their
+manipulation-mask videos and a Parquet index, as a Ray Data job over many videos at once.
+
+--model is an exported model (dflray export) or a training --out/checkpoint (exported into
+OUT/model.ts). --dst is a faceset written by dflray extract, or videos (files, folders, globs,
+manifests), which are extracted into OUT/_faceset first. Each dst video gives OUT/videos/<name>.mp4
+(H.264, the dst's frame count, fps, timestamps and audio; frames without a face untouched; provenance
+tags in its metadata), OUT/masks/<name>.mp4 (per-frame manipulation mask), OUT/frames/ (per-frame
+table), a row in OUT/index.parquet and, on failure, rows in OUT/errors.parquet. Re-running the same
+command skips finished videos. Trailing key.path=value arguments override the config; DFL's merger
+options may be given by name (mode=seamless is settings.mode=seamless), e.g.:
+
+  dflray merge --model runs/ab --dst facesets/b --out fakes/ab mode=seamless-hist-match \\
+      color_transfer=mkl-m erode=20 blur=40 smooth_window=7 predict.num_gpus=1
+
+Settings (DFL's): mode=original|overlay|hist-match|seamless|seamless-hist-match|raw-rgb,
+mask_mode=full|dst|learned-prd|learned-dst|learned-prd*learned-dst|learned-prd+learned-dst, erode
+(-400..400), blur (0..400), face_scale (-50..50), masked_hist_match, hist_match_threshold,
+color_transfer=none|rct|lct|mkl|mkl-m|idt|idt-m|sot-m|mix-m, sharpen_mode=none|box|gaussian,
+sharpen_amount, denoise, bicubic_degrade, color_degrade, motion_blur. Per-video draws:
+vary='[{field: mode, choices: [overlay, seamless]}, {field: erode, low: -20, high: 40}]' with seed.
+Config: smooth_window (0 or odd >= 3), fill_gaps, identity (swap=dominant|reference|all, reference,
+threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, threads), workers
+(concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), dataset_id,
+extract (the ExtractConfig used for video --dst)."""
+
+
+def _merge_overrides(overrides: list[str]) -> list[str]:
+    """DFL merger option names given bare (``mode=seamless``) go to ``settings.``."""
+    out = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        out.append(f"settings.{item}" if key in MERGE_SETTING_FIELDS else item)
+    return out
 
 
 def _expand_arch(overrides: list[str], arch: str | None) -> list[str]:
@@ -127,6 +171,16 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, metavar="PATH", help="output file, e.g. model.ts (ONNX beside it "
                    "as .onnx)")
     x.add_argument("--onnx", action="store_true", help="also export ONNX and check it against TorchScript")
+
+    m = sub.add_parser("merge", help="model + dst videos → swapped videos, mask videos, index.parquet",
+                       description=MERGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    m.add_argument("inputs", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. mode=seamless")
+    m.add_argument("--model", required=True, metavar="MODEL", help="exported model (.ts) or training output/checkpoint")
+    m.add_argument("--dst", required=True, nargs="+", metavar="DST", help="dst faceset, or videos/folders/globs/manifests")
+    m.add_argument("--out", required=True, metavar="URI", help="output root (any fsspec URL)")
+    m.add_argument("--config", metavar="FILE", help="YAML config (MergeConfig); overrides apply on top")
+    m.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    m.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
@@ -197,6 +251,27 @@ def _run(args, parser) -> int:
         summary = run_train(args.src, args.dst, args.out, cfg, resume=args.resume, address=args.address)
         print(summary)
         return 0
+    if args.command == "merge":
+        dst, more = _split_overrides(args.dst)  # `--dst a b mode=x`: nargs swallows trailing overrides
+        inputs, overrides = _split_overrides(args.inputs)
+        if inputs:
+            raise ConfigError(inputs[0], "merge takes no positional inputs other than key.path=value overrides")
+        if not dst:
+            raise ConfigError("--dst", "give a dst faceset or videos")
+        args.dst, overrides = dst, more + overrides
+        cfg = load_config(MergeConfig, args.config, _merge_overrides(overrides))
+        if args.print_config:
+            import yaml
+
+            from dflray.config import to_dict
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        from dflray.merge.pipeline import run_merge
+
+        summary = run_merge(args.model, args.dst, args.out, cfg, address=args.address)
+        print(summary)
+        return 1 if summary.videos and not summary.by_status.get("ok") else 0  # some failures: see errors
     if args.command == "export":
         from dflray.train.export import export_model
 

@@ -70,7 +70,7 @@ def corrupt_middle(src: str, dst, seed=0) -> str:
     return str(dst)
 
 
-__all__ = ["SHARED_MEDIA", "shared_media", "write_video", "numbered_frames", "read_number", "truncate",
+__all__ = ["SHARED_MEDIA", "shared_media", "write_video", "write_av_clip", "numbered_frames", "read_number", "truncate",
            "corrupt_middle", "os"]
 
 
@@ -84,3 +84,33 @@ ASTRONAUT_LM = np.array([
     [250, 107], [244, 107], [201, 139], [209, 139], [218, 139], [224, 141], [230, 140], [238, 140], [246, 141],
     [238, 151], [229, 155], [222, 156], [216, 155], [208, 150], [204, 141], [218, 143], [223, 144], [230, 143],
     [243, 142], [229, 150], [223, 151], [217, 150]], dtype=np.float64)
+
+
+def write_av_clip(path, frames, fps=25, sample_rate=16000, codec="libx264", pix_fmt="yuv420p", crf=None) -> str:
+    """Encodes RGB frames plus a 440 Hz AAC tone as long as the video (a clip with real audio packets)."""
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=fps)
+    h, w = frames[0].shape[:2]
+    s.width, s.height, s.pix_fmt = w, h, pix_fmt
+    if crf is not None:
+        s.options = {"crf": str(crf)}
+    a = c.add_stream("aac", rate=sample_rate)
+    a.layout = "mono"
+    n = int(len(frames) / fps * sample_rate)
+    t = np.arange(n) / sample_rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+    frame_size = a.codec_context.frame_size or 1024
+    for i, f in enumerate(frames):
+        for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+            c.mux(p)
+    for k in range(0, n, frame_size):
+        chunk = tone[:, k:k + frame_size]
+        af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
+        af.sample_rate, af.pts = sample_rate, k
+        for p in a.encode(af):
+            c.mux(p)
+    for st in (s, a):
+        for p in st.encode():
+            c.mux(p)
+    c.close()
+    return str(path)
