@@ -96,6 +96,7 @@ vary='[{field: mode, choices: [overlay, seamless]}, {field: erode, low: -20, hig
 Config: smooth_window (0 or odd >= 3), fill_gaps, identity (swap=dominant|reference|all, reference,
 threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, threads), workers
 (concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), dataset_id,
+retry_errors (a rerun skips failed videos too unless true),
 extract (the ExtractConfig used for video --dst)."""
 
 

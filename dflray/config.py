@@ -685,6 +685,8 @@ class MergeConfig:
         workers: the CPU merge workers.
         output: encoding of the outputs.
         dataset_id: written into each output's provenance metadata (default: derived from ``--out``).
+        retry_errors: a rerun also retries videos that failed (by default it skips every video that
+            has a record, failed or not, so a finished run reruns as a no-op).
         extract: extraction config used when ``--dst`` is videos rather than a faceset.
     """
 
@@ -698,6 +700,7 @@ class MergeConfig:
     workers: MergeWorkersConfig = field(default_factory=MergeWorkersConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     dataset_id: str = ""
+    retry_errors: bool = False
     extract: ExtractConfig = field(default_factory=ExtractConfig)
 
     def __post_init__(self) -> None:

@@ -185,18 +185,22 @@ def resolve_model(model: str, out: str) -> tuple[str, dict[str, Any], str, str]:
     ckpt = latest_checkpoint(model)
     if ckpt is None:
         raise ValueError(f"--model: {model} is neither an exported model (dflray export) nor a training checkpoint")
-    meta = read_meta(ckpt) or {}
+    meta = (read_meta(ckpt) if not ckpt.endswith(".pt") else None) or {}
     source = f"{ckpt} (step {meta.get('step', '?')})"
+    # The model's identity is its checkpoint's bytes: TorchScript files of one model differ run to run.
+    h = hashlib.sha256()
+    with open_uri(ckpt if ckpt.endswith(".pt") else join(ckpt, "model.pt")) as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
     target = join(out, "model.ts")
     recorded = join(out, "model.source")
-    if not (exists(target) and exists(recorded) and open_uri(recorded).read().decode() == source):
+    if not (exists(target) and exists(recorded) and open_uri(recorded).read().decode() == digest):
         from dflray.train.export import export_model
 
         export_model(ckpt, target)
         with atomic_write(recorded) as f:
-            f.write(source.encode())
-    with open_uri(target) as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+            f.write(digest.encode())
     return target, _load_contract(target), digest, source
 
 
@@ -401,13 +405,14 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
 def _config_key(cfg: MergeConfig) -> dict[str, Any]:
     """What shapes the outputs (resources and extraction excluded): a rerun must match it."""
     d = to_dict(cfg)
-    for k in ("predict", "workers", "extract"):
+    for k in ("predict", "workers", "extract", "retry_errors"):
         d.pop(k)
     return d
 
 
 def _check_manifest(out: str, doc: dict[str, Any]) -> None:
     uri = join(out, "merge.json")
+    doc = json.loads(json.dumps(doc, default=str))  # as it reads back (tuples become lists)
     if exists(uri):
         with open_uri(uri) as f:
             old = json.load(f)
@@ -415,6 +420,7 @@ def _check_manifest(out: str, doc: dict[str, Any]) -> None:
             if old.get(key) != doc[key]:
                 raise ValueError(f"--out {out} holds a merge made with another {key.replace('_sha256', '')}; "
                                  "use a new --out (or the same model and settings to finish it)")
+        return
     with atomic_write(uri) as f:
         f.write(json.dumps(doc, indent=2, default=str).encode())
 
@@ -528,7 +534,8 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
         raise ValueError(f"--dst: no videos found in {dst}")
     for t in tasks:
         t["seed"] = video_seed(cfg.seed, t["dst_video_id"])
-    done = {r["output_id"] for r in _read_dir("merged", join(out, "records")).to_pylist() if r["status"] == "ok"}
+    done = {r["output_id"] for r in _read_dir("merged", join(out, "records")).to_pylist()
+            if r["status"] == "ok" or not cfg.retry_errors}
     todo = [t for t in tasks if t["output_id"] not in done]
     summary = MergeSummary(out=out, videos=len(todo), skipped=len(tasks) - len(todo))
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
