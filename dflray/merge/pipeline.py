@@ -302,7 +302,7 @@ def _read_faces(task: dict[str, Any]):
     import pyarrow.dataset as pads
 
     fs, _ = arrow_filesystem(task["faceset"])
-    ds = pads.dataset([fs_and_path(f)[1] for f in files], filesystem=fs, format="parquet")
+    ds = pads.dataset(files, filesystem=fs, format="parquet")  # paths inside the faceset's filesystem
     return ds.to_table(columns=_FACE_COLUMNS, filter=pads.field("video_id") == task["dst_video_id"])
 
 

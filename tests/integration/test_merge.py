@@ -247,3 +247,23 @@ def test_real_clips_keep_audio_and_swap_the_dominant_identity(ray_local, inputs,
     frames = pq.read_table(os.path.join(out, "frames", f"{index['multiface_cuts_hamilton.mp4']['output_id']}.parquet"))
     multi = [f for f in frames.to_pylist() if f["faces"] > 1]
     assert multi and all(f["faces_swapped"] <= 1 for f in multi)  # one identity, not everyone
+
+
+def test_missing_faceset_rows_are_an_error_row(inputs, tmp_path):
+    """A video the faceset lists as fine but whose face rows are gone fails alone, with the reason."""
+    import shutil
+
+    import pyarrow.compute as pc
+
+    from dflray.extract.pipeline import video_id
+
+    faceset = tmp_path / "dst"
+    shutil.copytree(inputs["dst"], faceset)
+    for f in (faceset / "faces").glob("*.parquet"):
+        t = pq.read_table(f)
+        pq.write_table(t.filter(pc.not_equal(t["video_id"], video_id(inputs["grace"]))), f)
+    s = run_merge(inputs["model"], [str(faceset)], str(tmp_path / "out"), _cfg("output.masks=false",
+                                                                             "output.preset=ultrafast"))
+    assert s.by_status == {"ok": 1, "error": 2}
+    errors = {e["uri"]: e for e in pq.read_table(str(tmp_path / "out" / "errors.parquet")).to_pylist()}
+    assert "no face rows" in errors[inputs["grace"]]["message"] and errors[inputs["grace"]]["stage"] == "input"

@@ -97,3 +97,38 @@ def test_train_on_s3_checkpoints_previews_resume_export(ray_s3, sample_clips, tm
     lines = export_model(out, str(tmp_path / "a.ts"))
     module, meta = load_exported(str(tmp_path / "a.ts"))
     assert meta["step"] == 6 and lines[0].startswith("torchscript:")
+
+
+def test_merge_s3_to_s3(ray_s3, sample_clips, tmp_path):
+    """Model (a training output on S3), dst faceset and every merge output through S3."""
+    import pyarrow.parquet as pq
+    import s3fs
+
+    from dflray.config import MergeConfig, TrainConfig
+    from dflray.extract import run_extract
+    from dflray.io.video import probe
+    from dflray.merge.pipeline import run_merge
+    from dflray.train import run_train
+
+    fs = s3fs.S3FileSystem()
+    faceset, run = "s3://clips/facesets/a", "s3://clips/runs/a"
+    if not fs.exists("clips/facesets/a/videos"):
+        fs.mkdir("clips")
+        fs.put(sample_clips[0], "clips/raw/a.mp4")
+        run_extract(["s3://clips/raw/"], faceset, load_config(ExtractConfig, overrides=[
+            "align.size=96", "landmarks.embedding=false", "decode.segment_frames=25"]))
+    if not fs.exists("clips/runs/a/run"):
+        run_train(faceset, None, run, load_config(TrainConfig, overrides=[
+            "model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
+            "batch_size=4", "checkpoint_every=2", "preview_every=0", "pretrain=true", "steps=2"]))
+    out = "s3://clips/fakes/a"
+    cfg = load_config(MergeConfig, overrides=["output.preset=ultrafast"])
+    s = run_merge(run, [faceset], out, cfg)
+    assert s.by_status == {"ok": 1} and s.frames == 50, str(s)
+    with fs.open("clips/fakes/a/index.parquet", "rb") as f:
+        row = pq.read_table(f).to_pylist()[0]
+    assert row["status"] == "ok" and row["dst_uri"] == "s3://clips/raw/a.mp4" and fs.exists("clips/fakes/a/model.ts")
+    info = probe(f"{out}/{row['path']}")
+    assert info.frame_count == 50 and info.fps == 25
+    assert fs.exists(f"clips/fakes/a/{row['mask_path']}") and not fs.glob("clips/fakes/a/videos/.tmp-*")
+    assert run_merge(run, [faceset], out, cfg).skipped == 1

@@ -253,3 +253,17 @@ def test_merge_video_streams_in_order_with_the_model_one_batch_behind(clip, tmp_
 def test_source_frame_is_plain_data():
     f = SourceFrame(3, 300, 0.12, np.zeros((2, 2, 3), np.uint8))
     assert (f.index, f.pts, f.time) == (3, 300, 0.12)
+
+
+def test_reference_image_identity_from_real_photos():
+    """dlib descriptors of reference photos: the same person is under the threshold, another is not."""
+    from dflray.merge.pipeline import reference_embedding
+    from tests.media import shared_media
+
+    a1, a2, b = (reference_embedding(shared_media(n)) for n in ("obama_1.jpg", "obama_2.jpg", "biden.jpg"))
+    assert np.linalg.norm(a1 - a2) < 0.6 < np.linalg.norm(a1 - b)
+    frame_idx = np.array([0, 0, 1, 1])
+    sel = select_faces(frame_idx, np.stack([a2, b, b, a2]), "reference", reference=a1)
+    assert sel.tolist() == [True, False, False, True]
+    with pytest.raises(ValueError, match="not a readable image"):
+        reference_embedding(__file__)
