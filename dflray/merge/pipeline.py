@@ -475,7 +475,12 @@ def _tasks(faceset: str, dst: list[str], cfg: MergeConfig, model_sha: str, model
     with open_uri(join(faceset, "faceset.json")) as f:
         every_n = int(json.load(f).get("config", {}).get("decode", {}).get("every_n", 1))
     fill = cfg.fill_gaps if cfg.fill_gaps is not None else every_n - 1
-    files = json.dumps(committed_face_files(faceset))
+    # Which committed faces files hold each video (read once here: a worker then opens only its own).
+    fs, _ = arrow_filesystem(faceset)
+    holders: dict[str, list[str]] = {}
+    for f in committed_face_files(faceset):
+        for vid in pq.read_table(f, columns=["video_id"], filesystem=fs).column(0).unique().to_pylist():
+            holders.setdefault(vid, []).append(f)
     tasks: dict[str, dict[str, Any]] = {}
     for row in videos.to_pylist():
         vid = row["video_id"]
@@ -488,7 +493,7 @@ def _tasks(faceset: str, dst: list[str], cfg: MergeConfig, model_sha: str, model
         elif row["status"] == "no_faces":
             problem = "no face was found in this video at extraction"
         tasks[out_id] = {"output_id": out_id, "dst_uri": row["uri"], "dst_video_id": vid, "faceset": faceset,
-                         "face_files": files, "seed": 0, "fill_gaps": fill, "model_source": model_source,
+                         "face_files": json.dumps(holders.get(vid, [])), "seed": 0, "fill_gaps": fill, "model_source": model_source,
                          "width": row["width"] or 0, "height": row["height"] or 0, "input_error": problem}
     return sorted(tasks.values(), key=lambda t: t["dst_uri"])
 
@@ -558,7 +563,7 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
         predictors = [actor.remote(model_uri, p.device, threads) for _ in range(p.concurrency)]
     workers = cfg.workers.concurrency
     if workers is None:
-        free = ray.cluster_resources().get("CPU", 1) - (p.num_cpus * p.concurrency if not p.num_gpus else 0)
+        free = ray.cluster_resources().get("CPU", 1) - p.num_cpus * p.concurrency
         workers = max(1, int(free // cfg.workers.num_cpus))
     workers = min(workers, len(todo))
     try:
