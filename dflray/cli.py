@@ -234,7 +234,7 @@ def _run(args, parser) -> int:
 
         summary = run_extract(inputs, args.out, cfg, address=args.address)
         print(summary)
-        return 0
+        return 1 if summary.videos and summary.by_status.get("error", 0) == summary.videos else 0
     if args.command == "train":
         inputs, overrides = _split_overrides(args.inputs)
         if inputs:
