@@ -228,13 +228,17 @@ def check_model(uri: str, contract: dict[str, Any]) -> None:
 class _PredictActor:
     """Holds the swap model; every merge worker sends it crops (on a GPU when it has one)."""
 
-    def __init__(self, uri: str, device: str, threads: int):
+    def __init__(self, uri: str, device: str, threads: int, precision: str = "fp32"):
         import torch
 
         from dflray.merge.predict import Predictor
 
-        torch.set_num_threads(max(1, threads))
-        self.predictor = Predictor.load(uri, None if device == "auto" else device)
+        self.predictor = Predictor.load(uri, None if device == "auto" else device, precision)
+        # On CPU every core of the node by default (Ray caps actors at OMP_NUM_THREADS=num_cpus): the
+        # model is the bottleneck there, and the merge workers' decode/paste/encode interleave with it.
+        if not threads:
+            threads = 1 if self.predictor.device.type == "cuda" else len(os.sched_getaffinity(0))
+        torch.set_num_threads(threads)
 
     def predict(self, crops: np.ndarray):
         return self.predictor(crops)
@@ -279,7 +283,8 @@ class MergeStage:
 
             torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
             device = None if cfg.predict.device == "auto" else cfg.predict.device
-            self.predict = InlinePredict(Predictor.load(model_uri, device), cfg.predict.batch_size)
+            self.predict = InlinePredict(Predictor.load(model_uri, device, cfg.predict.precision),
+                                         cfg.predict.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._one({k: v[i] for k, v in batch.items()}) for i in range(len(batch["output_id"]))]
@@ -524,6 +529,8 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
     t0 = time.perf_counter()
     if cfg.settings.mode == "raw-predict" or any("raw-predict" in v.choices for v in cfg.vary if v.field == "mode"):
         raise ValueError("settings.mode: raw-predict gives face crops, not frames; the video merge cannot use it")
+    if cfg.predict.precision == "fp16" and not cfg.predict.num_gpus:
+        raise ValueError("predict.precision: fp16 runs on GPUs only (set predict.num_gpus, or use bf16 on CPU)")
     _check_writable(out)
     model_uri, contract, model_sha, source = resolve_model(model, out)
     check_model(model_uri, contract)
@@ -559,16 +566,18 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
     if p.concurrency:
         actor = ray.remote(_PredictActor).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus or None,
                                                   max_restarts=2, max_task_retries=2)
-        threads = p.threads or int(np.ceil(p.num_cpus))
-        predictors = [actor.remote(model_uri, p.device, threads) for _ in range(p.concurrency)]
-    workers = cfg.workers.concurrency
+        predictors = [actor.remote(model_uri, p.device, p.threads, p.precision) for _ in range(p.concurrency)]
+    workers, cpus = cfg.workers.concurrency, cfg.workers.num_cpus
     if workers is None:
-        free = ray.cluster_resources().get("CPU", 1) - p.num_cpus * p.concurrency
-        workers = max(1, int(free // cfg.workers.num_cpus))
+        # At least two workers per predictor, so one has crops waiting while another pastes and encodes
+        # (one worker per predictor leaves the model idle between videos); they share the CPUs left.
+        free = max(0.5, ray.cluster_resources().get("CPU", 1) - p.num_cpus * p.concurrency)
+        workers = max(2 * max(1, p.concurrency), int(free // cpus))
+        cpus = min(cpus, free / workers)
     workers = min(workers, len(todo))
     try:
         ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
-            MergeStage, batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=cfg.workers.num_cpus,
+            MergeStage, batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
             fn_constructor_kwargs={"cfg": cfg, "out": out, "model_uri": model_uri, "contract": contract,
                                    "model_sha": model_sha, "predictors": predictors, "reference": reference,
                                    "run_id": run_id, "dataset_id": dataset_id})

@@ -285,10 +285,10 @@ def _frame_row(frame: SourceFrame, faces: int, swapped: int, mask: np.ndarray | 
     row = {"frame_index": frame.index, "timestamp": frame.time, "faces": faces, "faces_swapped": swapped,
            "bbox": None, "mask_area": 0.0}
     if mask is not None:
-        ys, xs = np.nonzero(mask)
-        if ys.size:
-            row["bbox"] = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-            row["mask_area"] = float(ys.size / mask.size)
+        cols, rows_ = np.flatnonzero(mask.any(axis=0)), np.flatnonzero(mask.any(axis=1))
+        if cols.size:
+            row["bbox"] = np.array([cols[0], rows_[0], cols[-1] + 1, rows_[-1] + 1], np.float32)
+            row["mask_area"] = float(np.count_nonzero(mask) / mask.size)
     return row
 
 

@@ -59,3 +59,16 @@ def test_exported_model_merges_into_a_frame(exported):
     assert out.frame.shape == frame.shape and out.frame.dtype == np.uint8
     changed = np.any(out.frame != frame, axis=2)
     assert changed.any() and not changed[out.mask == 0].any()
+
+
+def test_bf16_predictions_stay_within_an_8_bit_step_of_fp32(exported):
+    _, path = exported
+    r = Predictor.load(path, "cpu").resolution
+    crops = np.random.default_rng(0).random((4, r, r, 3), dtype=np.float32)
+    fp32 = Predictor.load(path, "cpu")(crops)
+    bf16 = Predictor.load(path, "cpu", precision="bf16")(crops)
+    for a, b in zip(fp32, bf16):
+        assert b.dtype == np.float32 and a.shape == b.shape
+        assert np.abs(a - b).max() < 1.5 / 255 and np.abs(a - b).mean() < 0.5 / 255
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        Predictor.load(path, "cpu", precision="fp16")
