@@ -46,6 +46,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/extract.py
 	$(VENV)/bin/python bench/train.py
+	$(VENV)/bin/python bench/merge.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -94,7 +94,8 @@ color_transfer=none|rct|lct|mkl|mkl-m|idt|idt-m|sot-m|mix-m, sharpen_mode=none|b
 sharpen_amount, denoise, bicubic_degrade, color_degrade, motion_blur. Per-video draws:
 vary='[{field: mode, choices: [overlay, seamless]}, {field: erode, low: -20, high: 40}]' with seed.
 Config: smooth_window (0 or odd >= 3), fill_gaps, identity (swap=dominant|reference|all, reference,
-threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, threads), workers
+threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, precision=fp32|bf16|fp16,
+threads), workers
 (concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), dataset_id,
 retry_errors (a rerun skips failed videos too unless true),
 extract (the ExtractConfig used for video --dst)."""
