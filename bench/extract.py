@@ -329,13 +329,22 @@ def main(argv: list[str] | None = None) -> None:
                     help="where generated clips are kept between runs")
     args = ap.parse_args(argv)
 
+    run_in_workdir("dflray-bench-", _main, args)
+
+
+def run_in_workdir(prefix: str, body, args) -> None:
+    """Runs ``body(args, work)`` in a fresh temporary folder, removed afterwards with any Ray started."""
+    import ray
+
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    work = tempfile.mkdtemp(prefix="dflray-bench-")
+    work = tempfile.mkdtemp(prefix=prefix)
     t_all = time.perf_counter()
     try:
-        _main(args, work)
+        body(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if ray.is_initialized():
+            ray.shutdown()
     say(f"\ntotal benchmark time {time.perf_counter() - t_all:.0f} s")
 
 
@@ -398,7 +407,7 @@ def _main(args, work: str) -> None:
 
     # ---- Ray
     t = time.perf_counter()
-    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray", "ray.data"):  # Ray Data's per-dataset INFO lines and deprecation notes drown the figures
         logging.getLogger(name).setLevel(logging.ERROR)

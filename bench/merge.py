@@ -26,7 +26,6 @@ import platform
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 
@@ -40,7 +39,7 @@ import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from extract import Monitor, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
+from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 import dflray.merge.video as merge_mod  # noqa: E402
 from dflray.config import ExtractConfig, MergeConfig, ModelConfig, load_config  # noqa: E402
@@ -416,16 +415,7 @@ def main(argv: list[str] | None = None) -> None:
         args.frames = args.frames or 48
         args.videos = min(args.videos, 10)
 
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    work = tempfile.mkdtemp(prefix="dflray-bench-merge-")
-    t_all = time.perf_counter()
-    try:
-        _main(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if ray.is_initialized():
-            ray.shutdown()
-    say(f"\ntotal benchmark time {time.perf_counter() - t_all:.0f} s")
+    run_in_workdir("dflray-bench-merge-", _main, args)
 
 
 def _quiet_ray() -> None:

@@ -38,7 +38,7 @@ import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from extract import Monitor, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
+from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.cli import _expand_arch  # noqa: E402
 from dflray.config import ExtractConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
@@ -270,20 +270,11 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"--two-worker-cpus {args.two_worker_cpus:g} leaves {RAY_CPUS - 2 * args.two_worker_cpus:g} of "
                  f"{RAY_CPUS} CPUs to the data pipeline, whose read tasks need 1 CPU (run_train refuses it)")
 
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
-    work = tempfile.mkdtemp(prefix="dflray-bench-train-")
-    t_all = time.perf_counter()
-    try:
-        _main(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if ray.is_initialized():
-            ray.shutdown()
-    say(f"\ntotal benchmark time {time.perf_counter() - t_all:.0f} s")
+    run_in_workdir("dflray-bench-train-", _main, args)
 
 
 def _quiet_ray() -> None:
-    ray.init(num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
