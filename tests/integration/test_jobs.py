@@ -68,6 +68,18 @@ def head(tmp_path_factory):
         log.close()
 
 
+def _submit(client, **kwargs) -> str:
+    """submit_job, retried while the head's job agent is still starting (it comes up after the API)."""
+    deadline = time.time() + 120
+    while True:
+        try:
+            return client.submit_job(**kwargs)
+        except RuntimeError as e:
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(2)
+
+
 def _wait(client, job_id: str, timeout: float = 600):
     from ray.job_submission import JobStatus
 
@@ -103,7 +115,7 @@ def test_client_submit_bad_argument_fails_with_the_error_in_its_logs(head):
     from ray.job_submission import JobStatus
 
     client = head["client"]
-    job_id = client.submit_job(entrypoint="python jobs/extract.py nowhere.mp4 --out /tmp/x detect.batch_size=0",
+    job_id = _submit(client, entrypoint="python jobs/extract.py nowhere.mp4 --out /tmp/x detect.batch_size=0",
                                runtime_env={"working_dir": str(ROOT)})
     assert _wait(client, job_id) == JobStatus.FAILED
     logs = client.get_job_logs(job_id)
@@ -129,8 +141,8 @@ def test_client_submit_merge_job(head, sample_clips, tmp_path):
                              "model": build_model(mc).state_dict(), "run_config": {}})
     out = tmp_path / "merged"
     client = head["client"]
-    job_id = client.submit_job(
-        entrypoint=f"python jobs/merge.py --model {ckpt} --dst {sample_clips[1]} --out {out} "
+    job_id = _submit(
+        client, entrypoint=f"python jobs/merge.py --model {ckpt} --dst {sample_clips[1]} --out {out} "
                    "extract.align.size=96 extract.landmarks.embedding=false output.preset=ultrafast",
         runtime_env={"working_dir": str(ROOT)})
     status = _wait(client, job_id)
