@@ -66,6 +66,13 @@ def head(tmp_path_factory):
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        # A killed head leaves its address in Ray's address file, where a later plain ray.init() (any
+        # dflray command) would try to join the dead cluster: remove it if it is ours.
+        from ray._common.utils import get_ray_address_file
+
+        address_file = Path(get_ray_address_file(None))
+        if address_file.is_file() and address_file.read_text().strip().endswith(f":{port}"):
+            address_file.unlink()
 
 
 def _submit(client, **kwargs) -> str:
