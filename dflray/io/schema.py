@@ -147,8 +147,88 @@ MERGED_FRAMES = pa.schema([
     ("schema_version", pa.int16()),
 ])
 
+
+# The generated dataset's plan: one row per real video and per planned fake (``plan.parquet``).
+PLAN = pa.schema([
+    ("item_id", pa.string()),  # real: the real video's id; fake: a hash of (target video, source identity)
+    ("kind", pa.string()),  # REAL | FAKE
+    ("video_id", pa.string()),  # the real video (for a fake, its target/destination video)
+    ("uri", pa.string()),
+    ("identity", pa.string()),  # the real video's person (for a fake: the target identity)
+    ("identity_source", pa.string()),  # label | cluster
+    ("split", pa.string()),  # train | val | test
+    ("source_identity", pa.string()),  # fakes: the person put onto the video
+    ("model_key", pa.string()),  # fakes: the model that makes it (source identity, or source__target)
+    ("seed", pa.int64()),
+    ("attributes", pa.string()),  # JSON of the manifest's attribute columns
+    ("schema_version", pa.int16()),
+])
+
+# The generated dataset's index (``index.parquet``): one row per published video, real and fake, per
+# compression level. Paths are relative to the dataset root.
+DATASET = pa.schema([
+    ("video_id", pa.string()),  # unique over the dataset (the file name's stem in the flat and dfdc layouts)
+    ("name", pa.string()),  # the key of metadata.json
+    ("path", pa.string()),
+    ("mask_path", pa.string()),  # FAKE: manipulation mask video (null for REAL)
+    ("label", pa.string()),  # REAL | FAKE
+    ("split", pa.string()),
+    ("original", pa.string()),  # FAKE: video_id of the REAL row it was made from (same compression)
+    ("original_name", pa.string()),  # FAKE: that row's name (metadata.json's "original")
+    ("source_uri", pa.string()),  # the real input video (a fake's target video)
+    ("source_identity", pa.string()),  # FAKE: the person put onto the video
+    ("target_identity", pa.string()),  # the person in the real video
+    ("method", pa.string()),  # FAKE: e.g. dflray-liae-ud
+    ("arch", pa.string()),
+    ("model_id", pa.string()),  # sha256 of the model's weights
+    ("item_id", pa.string()),  # the plan row
+    ("compression", pa.string()),  # c0 | c23 | c40
+    ("crf", pa.int32()),  # CRF of the final encode
+    ("perturbation", pa.string()),  # e.g. "blur:3+noise:2", or "none"
+    ("perturbation_values", pa.string()),  # JSON {kind: parameter value}
+    *_setting_fields(),
+    ("smooth_window", pa.int32()),
+    ("seed", pa.int64()),
+    ("settings_sha256", pa.string()),
+    ("id_distance_source", pa.float32()),  # dlib distance of the swapped face to the source identity
+    ("id_distance_target", pa.float32()),  # ... to the destination identity (the real face it replaced)
+    ("pose_error", pa.float32()),  # mean |yaw|,|pitch|,|roll| difference vs the destination frame, degrees
+    ("expression_error", pa.float32()),  # landmark distance after similarity alignment / inter-ocular
+    ("flicker", pa.float32()),  # temporal change inside the mask, fake minus real (grey levels)
+    ("seam", pa.float32()),  # gradient energy on the mask boundary, fake over real
+    ("quality_pass", pa.bool_()),
+    ("quality_reasons", pa.string()),  # the failed gates, "; "-separated
+    ("frames", pa.int32()),
+    ("frames_swapped", pa.int32()),
+    ("fps", pa.float64()),
+    ("duration", pa.float64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("has_audio", pa.bool_()),
+    ("sha256", pa.string()),
+    ("mask_sha256", pa.string()),
+    ("status", pa.string()),  # ok | dropped (failed a gate with quality.action=drop) | error
+    ("error", pa.string()),
+    ("dataset_id", pa.string()),
+    ("run_id", pa.string()),
+    ("schema_version", pa.int16()),
+])
+
+# Per frame of each published fake (``frames.parquet``): where it was manipulated.
+DATASET_FRAMES = pa.schema([
+    ("video_id", pa.string()),
+    ("frame_index", pa.int32()),
+    ("timestamp", pa.float64()),
+    ("faces_swapped", pa.int16()),
+    ("bbox", _f32(4)),  # x1, y1, x2, y2 of the manipulation mask (null when untouched)
+    ("mask_area", pa.float32()),
+    ("mask_path", pa.string()),  # the mask video; its frame at frame_index is this frame's mask
+    ("schema_version", pa.int16()),
+])
+
 TABLES: dict[str, pa.Schema] = {"faces": FACES, "videos": VIDEOS, "errors": ERRORS, "merged": MERGED,
-                                "merged_frames": MERGED_FRAMES}
+                                "merged_frames": MERGED_FRAMES, "plan": PLAN, "dataset": DATASET,
+                                "dataset_frames": DATASET_FRAMES}
 
 # table -> {from_version: function upgrading a table by one version}
 _MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {name: {} for name in TABLES}
