@@ -1,0 +1,689 @@
+"""Quality metrics of a fake video, and the gates that flag or drop fakes that fail them.
+
+A face swap should carry the source identity, remove the destination identity, keep the destination's
+head pose and expression, be as temporally stable as the real video and leave no visible edge where the
+swapped face was pasted. Face-swapping papers (FaceShifter, SimSwap and their successors) score the first
+four as identity retrieval, pose error and expression error against the target frame; we measure them
+with the models the faceset already uses (dlib's 68 landmarks and 128-D descriptor), and add two
+artefact scores over the manipulation mask:
+
+- ``id_distance_source``: dlib descriptor distance of the swapped face to the source identity's mean
+  descriptor (dlib's convention: < 0.6 is the same person), so low is good.
+- ``id_distance_target``: distance of the swapped face to the destination face it replaced (the same
+  frame of the real video), so high is good.
+- ``pose_error``: mean of ``|Δyaw|, |Δpitch|, |Δroll|`` (degrees) between the swapped and the real face.
+- ``expression_error``: normalised landmark distance (the NME of landmark papers) after a least-squares
+  similarity alignment, in inter-ocular distances; 0 means the same expression.
+- ``flicker``: mean ``|ΔY|`` between consecutive frames inside the mask, fake minus real (grey levels);
+  ~0 is as stable as the real video, > 0 flickers.
+- ``seam``: Sobel gradient magnitude in a thin band around the mask edge, fake over real; ~1 is no
+  visible seam, > 1 a seam.
+
+Identity, pose and expression are measured on up to ``sample_frames`` frames per fake, evenly spaced
+among the frames with a swap; landmarks are re-detected with the same landmarker in both the fake and
+the real frame (inside the destination face's box), so a landmarker's own bias cancels out. Flicker and
+seam use every frame. ``FaceMeasurer.measure_fake`` streams the three videos (fake, real, mask) in step,
+so memory does not grow with video length.
+
+Example:
+    >>> m = FaceMeasurer()  # doctest: +SKIP
+    >>> metrics = m.measure_fake("fake.mp4", "real.mp4", "mask.mp4", dst_faces, src_embedding)  # doctest: +SKIP
+    >>> ok, reasons = apply_gates(metrics, QualityConfig(gates=(QualityGate("seam", max=1.5),)).gates)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import zip_longest
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+
+from dflray.config import QUALITY_METRICS, DetectConfig, LandmarkConfig, QualityGate
+from dflray.face.align import get_transform_mat, transform_points
+from dflray.face.pose import estimate_pitch_yaw_roll
+
+__all__ = [
+    "MASK_THRESHOLD",
+    "FaceMeasurer",
+    "apply_gates",
+    "band",
+    "flicker",
+    "head_pose",
+    "identity_distance",
+    "image_embedding",
+    "luma",
+    "pose_error",
+    "seam",
+    "seam_ratio",
+    "similarity_nme",
+]
+
+# A mask pixel at or above half grey is inside the manipulation (masks are 0..255, feathered at the edge).
+MASK_THRESHOLD = 128
+# Gradient floor (grey levels per pixel) added to both sides of the seam ratio, so a flat real band
+# (zero gradient) gives a finite score.
+_SEAM_EPS = 1.0
+# Band kernel side at a face (mask) of 256 pixels; scaled with the mask's size.
+_SEAM_WIDTH_AT_256 = 5
+# The pose estimate's mirror solution reports a roll clipped to exactly ±90° (see tests/unit/test_pose.py).
+_FLIPPED_ROLL = 89.99
+_OUTER_EYE_CORNERS = (36, 45)
+
+
+# ------------------------------------------------------------------------------------ pure metrics
+
+
+def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Euclidean distance between two identity descriptors (dlib: < 0.6 is the same person).
+
+    Args:
+        a: (128,) descriptor.
+        b: (128,) descriptor.
+
+    Returns:
+        The distance, >= 0.
+
+    Raises:
+        ValueError: if the descriptors differ in shape or are not 1-D.
+
+    Example:
+        >>> identity_distance(np.zeros(128), np.full(128, 0.1)) > 0.6
+        True
+    """
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"descriptors must be 1-D and of equal length, got {a.shape} and {b.shape}")
+    return float(np.linalg.norm(a - b))
+
+
+def _landmarks(lm: np.ndarray, name: str) -> np.ndarray:
+    lm = np.asarray(lm, np.float64)
+    if lm.shape == (136,):
+        lm = lm.reshape(68, 2)
+    if lm.shape != (68, 2):
+        raise ValueError(f"{name} must be (68, 2) landmarks, got shape {lm.shape}")
+    if not np.isfinite(lm).all():
+        raise ValueError(f"{name} must be finite")
+    return lm
+
+
+def _pose(landmarks: np.ndarray, face_type: str, size: int) -> tuple[float, float, float, bool]:
+    """(yaw, pitch, frame roll) in degrees, and whether solvePnP took the mirror solution."""
+    lm = _landmarks(landmarks, "landmarks")
+    mat = get_transform_mat(lm, size, face_type)
+    pitch, yaw, roll = estimate_pitch_yaw_roll(transform_points(lm, mat).astype(np.float32), size)
+    flipped = abs(math.degrees(roll)) >= _FLIPPED_ROLL
+    # mat maps frame to crop; its rotation angle is the frame tilt the crop took out.
+    align_angle = math.atan2(mat[1, 0], mat[0, 0])
+    roll_frame = (math.degrees(roll - align_angle) + 180.0) % 360.0 - 180.0
+    return math.degrees(yaw), math.degrees(pitch), (180.0 if roll_frame == -180.0 else roll_frame), flipped
+
+
+def head_pose(landmarks: np.ndarray, face_type: str = "whole_face", size: int = 512) -> tuple[float, float, float]:
+    """Head pose of a face in a frame, in degrees: ``(yaw, pitch, roll)``.
+
+    Yaw and pitch are the faceset's (DFL's solvePnP on the aligned crop, ``extract.stages.face_rows``).
+    The aligned crop has the in-plane rotation taken out, so its roll is only the residual; here the
+    alignment's own rotation is added back, so roll is the head's tilt in the frame. (Rotating the image
+    about the crop camera's principal point composes a rotation about the optical axis with the head's
+    rotation, which changes the z Euler angle by exactly that angle and leaves x and y alone.)
+
+    Args:
+        landmarks: (68, 2) landmarks in frame pixels.
+        face_type: crop type the pose is estimated in (the faceset's ``align.face_type``).
+        size: crop side (the faceset's ``align.size``).
+
+    Returns:
+        ``(yaw, pitch, roll)`` in degrees; roll in (-180, 180].
+
+    Raises:
+        ValueError: for landmarks that are not a finite (68, 2) array or degenerate.
+
+    Example:
+        >>> yaw, pitch, roll = head_pose(landmarks)  # doctest: +SKIP
+    """
+    return _pose(landmarks, face_type, size)[:3]
+
+
+def _angle_diff(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def pose_error(lm_a: np.ndarray, lm_b: np.ndarray, face_type: str = "whole_face", size: int = 512) -> float:
+    """Mean absolute yaw, pitch and roll difference (degrees) between two faces given by frame landmarks.
+
+    Args:
+        lm_a: (68, 2) landmarks of one face (the fake's), frame pixels.
+        lm_b: (68, 2) landmarks of the other (the real destination face).
+        face_type: crop type the pose is estimated in, see ``head_pose``.
+        size: crop side, see ``head_pose``.
+
+    Returns:
+        ``mean(|Δyaw|, |Δpitch|, |Δroll|)`` in degrees (angles compared on the circle).
+
+    Raises:
+        ValueError: for bad landmarks.
+
+    Example:
+        >>> pose_error(lm, lm)  # doctest: +SKIP
+        0.0
+    """
+    pa_, pb = head_pose(lm_a, face_type, size), head_pose(lm_b, face_type, size)
+    return float(np.mean([_angle_diff(x, y) for x, y in zip(pa_, pb)]))
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) least-squares similarity (Umeyama 1991, no reflection) taking src points onto dst."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s_c, d_c = src - mu_s, dst - mu_d
+    var = (s_c ** 2).sum() / len(src)
+    if var <= 0:
+        raise ValueError("landmarks are degenerate: all points coincide")
+    u, sv, vt = np.linalg.svd(d_c.T @ s_c / len(src))
+    sign = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = u @ np.diag(sign) @ vt
+    scale = float((sv * sign).sum() / var)
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def similarity_nme(lm_a: np.ndarray, lm_b: np.ndarray) -> float:
+    """Expression difference: landmark distance after a similarity alignment, in inter-ocular distances.
+
+    ``lm_a`` is aligned onto ``lm_b`` by the least-squares similarity (rotation, uniform scale,
+    translation) over all 68 points, so where the face is and how big it is do not count, only its
+    shape. The mean point-to-point distance is divided by ``lm_b``'s outer-eye-corner distance
+    (points 36 and 45), the normalised mean error (NME) of the 300-W landmark benchmark.
+
+    Args:
+        lm_a: (68, 2) landmarks (the fake face's).
+        lm_b: (68, 2) reference landmarks (the destination face's).
+
+    Returns:
+        The NME, >= 0; 0 when the two differ by a similarity transform.
+
+    Raises:
+        ValueError: for landmarks that are not finite (68, 2) arrays, or coinciding eye corners.
+
+    Example:
+        >>> lm = np.random.default_rng(0).uniform(0, 100, (68, 2))
+        >>> round(similarity_nme(lm * 2 + 5, lm), 6)
+        0.0
+    """
+    a = _landmarks(lm_a, "lm_a")
+    b = _landmarks(lm_b, "lm_b")
+    iod = float(np.linalg.norm(b[_OUTER_EYE_CORNERS[0]] - b[_OUTER_EYE_CORNERS[1]]))
+    if iod <= 0:
+        raise ValueError("lm_b: outer eye corners (36, 45) coincide")
+    m = _similarity(a, b)
+    aligned = a @ m[:, :2].T + m[:, 2]
+    return float(np.linalg.norm(aligned - b, axis=1).mean() / iod)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` as float32 grey levels (a 2-D input is returned as float32).
+
+    Raises:
+        ValueError: for an array that is not H×W or H×W×3/4.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim == 2:
+        return rgb.astype(np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] not in (3, 4):
+        raise ValueError(f"rgb must be H×W or H×W×3, got shape {rgb.shape}")
+    x = rgb[..., :3].astype(np.float32)
+    return x[..., 0] * 0.299 + x[..., 1] * 0.587 + x[..., 2] * 0.114
+
+
+def _binary(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be H×W, got shape {mask.shape}")
+    if mask.dtype == bool:
+        return mask
+    if np.issubdtype(mask.dtype, np.floating) and mask.max(initial=0) <= 1.0:
+        return mask >= 0.5
+    return mask >= MASK_THRESHOLD
+
+
+def band(mask: np.ndarray, width: int) -> np.ndarray:
+    """The pixels near a mask's edge: dilation minus erosion with a ``width``-pixel elliptical kernel.
+
+    Args:
+        mask: H×W mask (bool; uint8 0..255 thresholded at ``MASK_THRESHOLD``; float 0..1 at 0.5).
+        width: kernel side in pixels (made odd); the band reaches about ``width // 2`` pixels to each
+            side of the edge.
+
+    Returns:
+        H×W bool mask of the band (empty for an empty or full mask).
+
+    Raises:
+        ValueError: for a mask that is not 2-D or a width < 1.
+
+    Example:
+        >>> m = np.zeros((20, 20), bool); m[5:15, 5:15] = True
+        >>> int(band(m, 3).sum())
+        76
+    """
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    m = _binary(mask).astype(np.uint8)
+    k = int(width) | 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    # Border value 0 on erosion too: a mask that touches the frame edge has no seam there.
+    grown = cv2.dilate(m, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    shrunk = cv2.erode(m, kernel, borderType=cv2.BORDER_REPLICATE)
+    return (grown > 0) & ~(shrunk > 0)
+
+
+def _bbox(m: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x1, y1, x2, y2), exclusive, of a bool mask's true pixels; None when empty."""
+    rows = np.flatnonzero(m.any(1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _seam_width(m: np.ndarray) -> int:
+    side = math.sqrt(float(m.sum()))  # the side of a square of the mask's area: a rotation-free face size
+    return max(3, int(round(_SEAM_WIDTH_AT_256 * side / 256.0)))
+
+
+def _check_pair(fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> None:
+    if fake.shape[:2] != real.shape[:2] or fake.shape[:2] != np.shape(mask)[:2]:
+        raise ValueError(f"fake, real and mask sizes differ: {fake.shape[:2]}, {real.shape[:2]}, "
+                         f"{np.shape(mask)[:2]}")
+
+
+def seam_ratio(fake: np.ndarray, real: np.ndarray, mask: np.ndarray, width: int | None = None) -> float | None:
+    """Seam score of one frame: Sobel gradient magnitude of the fake's luma over the real's, on the mask edge.
+
+    Args:
+        fake: H×W×3 RGB (or H×W grey) fake frame.
+        real: the same frame of the real video.
+        mask: H×W manipulation mask (see ``band``).
+        width: band kernel side; default ``5`` pixels at a 256-pixel mask (the side of a square of the
+            mask's area), scaled with it, at least 3.
+
+    Returns:
+        ``(mean |∇Y_fake| + 1) / (mean |∇Y_real| + 1)`` over the band (the +1 grey level keeps a flat
+        real band finite); ~1 means no visible edge. None when the mask is empty or covers the frame.
+
+    Raises:
+        ValueError: when the three sizes differ.
+    """
+    _check_pair(fake, real, mask)
+    m = _binary(mask)
+    if not m.any() or m.all():
+        return None
+    w = width if width is not None else _seam_width(m)
+    x1, y1, x2, y2 = _bbox(m)
+    pad = (w | 1) // 2 + 2  # the band and the 3×3 Sobel reach this far past the mask
+    h_, w_ = m.shape
+    x1, y1, x2, y2 = max(0, x1 - pad), max(0, y1 - pad), min(w_, x2 + pad), min(h_, y2 + pad)
+    b = band(m[y1:y2, x1:x2], w)
+    if not b.any():
+        return None
+    grads = []
+    for img in (fake, real):
+        y = luma(np.asarray(img)[y1:y2, x1:x2])
+        gx = cv2.Sobel(y, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(y, cv2.CV_32F, 0, 1, ksize=3)
+        grads.append(float(np.sqrt(gx * gx + gy * gy)[b].mean()))
+    return (grads[0] + _SEAM_EPS) / (grads[1] + _SEAM_EPS)
+
+
+def seam(fakes: Iterable[np.ndarray], reals: Iterable[np.ndarray], masks: Iterable[np.ndarray]) -> float | None:
+    """Mean ``seam_ratio`` over frames (streamed; frames whose mask is empty or full are skipped).
+
+    Args:
+        fakes: fake frames, in order.
+        reals: the real video's frames, in the same order.
+        masks: manipulation masks, one per frame.
+
+    Returns:
+        The mean ratio (~1: no seam, > 1: a seam), or None when no frame had a mask edge.
+
+    Raises:
+        ValueError: when the three sequences differ in length or a frame's sizes differ.
+
+    Example:
+        >>> seam(fake_frames, real_frames, masks)  # doctest: +SKIP
+        1.02
+    """
+    acc = _SeamAcc()
+    for fake, real, m in _in_step(fakes, reals, masks):
+        acc.add(fake, real, m)
+    return acc.value()
+
+
+def flicker(fakes: Iterable[np.ndarray], reals: Iterable[np.ndarray], masks: Iterable[np.ndarray]) -> float | None:
+    """Temporal instability inside the mask, fake minus real, in grey levels (streamed; keeps one frame).
+
+    For each pair of consecutive frames, over the union of both frames' masks, the mean ``|ΔY|`` (luma
+    change) of the fake minus that of the real video on the same pixels; the pairs are averaged.
+    Camera and face motion change both videos alike and cancel; what remains is the swap's own
+    frame-to-frame change (a model's output that wobbles or flickers). Pixels outside the mask do not
+    count.
+
+    Args:
+        fakes: fake frames (H×W×3 RGB or H×W grey), in order.
+        reals: the real video's frames, same order.
+        masks: manipulation masks, one per frame.
+
+    Returns:
+        ~0 for a fake as stable as the real video, > 0 for flicker; None when no consecutive pair has a
+        non-empty mask.
+
+    Raises:
+        ValueError: when the sequences differ in length or a frame's sizes differ.
+
+    Example:
+        >>> frames = [np.full((8, 8, 3), v, np.uint8) for v in (10, 20, 30)]
+        >>> masks = [np.full((8, 8), 255, np.uint8)] * 3
+        >>> flicker(frames, frames, masks)
+        0.0
+    """
+    acc = _FlickerAcc()
+    for fake, real, m in _in_step(fakes, reals, masks):
+        acc.add(fake, real, m)
+    return acc.value()
+
+
+def _in_step(*seqs: Iterable[Any], error: str = "fakes, reals and masks differ in length"):
+    for items in zip_longest(*seqs):
+        if any(x is None for x in items):
+            raise ValueError(error)
+        yield items
+
+
+class _FlickerAcc:
+    """Running flicker: keeps the previous frame's lumas and mask only."""
+
+    def __init__(self):
+        self._prev: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._sum = 0.0
+        self._n = 0
+
+    def add(self, fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> None:
+        _check_pair(fake, real, mask)
+        cur = (luma(fake), luma(real), _binary(mask))
+        if self._prev is not None:
+            yf0, yr0, m0 = self._prev
+            union = m0 | cur[2]
+            box = _bbox(union)
+            if box is not None:
+                x1, y1, x2, y2 = box
+                u = union[y1:y2, x1:x2]
+                df = np.abs(cur[0][y1:y2, x1:x2] - yf0[y1:y2, x1:x2])[u].mean()
+                dr = np.abs(cur[1][y1:y2, x1:x2] - yr0[y1:y2, x1:x2])[u].mean()
+                self._sum += float(df - dr)
+                self._n += 1
+        self._prev = cur
+
+    def value(self) -> float | None:
+        return self._sum / self._n if self._n else None
+
+
+class _SeamAcc:
+    def __init__(self):
+        self._sum = 0.0
+        self._n = 0
+
+    def add(self, fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> None:
+        r = seam_ratio(fake, real, mask)
+        if r is not None:
+            self._sum += r
+            self._n += 1
+
+    def value(self) -> float | None:
+        return self._sum / self._n if self._n else None
+
+
+# ------------------------------------------------------------------------------------ gates
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or (
+        isinstance(v, (np.floating, np.integer)) and math.isnan(float(v)))
+
+
+def apply_gates(metrics: Mapping[str, float | None], gates: Sequence[QualityGate]) -> tuple[bool, list[str]]:
+    """Checks a fake's metrics against quality gates.
+
+    Args:
+        metrics: metric name → value (None or NaN: not measured).
+        gates: the bounds (``QualityConfig.gates``); a gate with both ``min`` and ``max`` checks both.
+
+    Returns:
+        ``(passed, reasons)``: one reason per failed bound, e.g. ``"seam 2.31 > max 1.5"``, or
+        ``"pose_error not measured"`` for a gate on a metric that is missing, None or NaN.
+
+    Raises:
+        ValueError: for a gate on a metric outside ``QUALITY_METRICS``.
+
+    Example:
+        >>> apply_gates({"seam": 2.31}, [QualityGate("seam", max=1.5)])
+        (False, ['seam 2.31 > max 1.5'])
+    """
+    reasons: list[str] = []
+    for g in gates:
+        if g.metric not in QUALITY_METRICS:
+            raise ValueError(f"quality.gates: unknown metric {g.metric!r} (known: {', '.join(QUALITY_METRICS)})")
+        v = metrics.get(g.metric)
+        if _missing(v):
+            reasons.append(f"{g.metric} not measured")
+            continue
+        v = float(v)
+        if g.max is not None and v > g.max:
+            reasons.append(f"{g.metric} {v:.3g} > max {g.max:g}")
+        if g.min is not None and v < g.min:
+            reasons.append(f"{g.metric} {v:.3g} < min {g.min:g}")
+    return not reasons, reasons
+
+
+# ------------------------------------------------------------------------------------ videos
+
+
+def _column(faces: Any, name: str, width: int | None) -> np.ndarray | None:
+    """A column of a pyarrow Table or a dict of arrays as a numpy array ((N,) or (N, width)); None if absent."""
+    if isinstance(faces, Mapping):
+        if name not in faces:
+            return None
+        col = faces[name]
+        if width is None:
+            return np.asarray(col)
+        return np.asarray([np.full(width, np.nan) if v is None else np.asarray(v, np.float64).reshape(-1)
+                           for v in col], np.float64).reshape(-1, width)
+    if name not in faces.column_names:
+        return None
+    col = faces.column(name)
+    if width is None:
+        return col.to_numpy()
+    return np.asarray([np.full(width, np.nan) if v is None else v for v in col.to_pylist()],
+                      np.float64).reshape(-1, width)
+
+
+def _iou(a: np.ndarray, b: tuple[int, int, int, int]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _pick_samples(mask_boxes: dict[int, tuple[int, int, int, int]], frame_index: np.ndarray, bbox: np.ndarray,
+                  n: int) -> dict[int, np.ndarray]:
+    """frame → dst bbox of up to ``n`` frames evenly spaced among those with a mask and an overlapping dst face."""
+    by_frame: dict[int, list[int]] = {}
+    for row, f in enumerate(frame_index.tolist()):
+        by_frame.setdefault(int(f), []).append(row)
+    candidates: list[tuple[int, np.ndarray]] = []
+    for f in sorted(mask_boxes):
+        rows = by_frame.get(f)
+        if not rows:
+            continue
+        ious = [_iou(bbox[r], mask_boxes[f]) for r in rows]
+        best = int(np.argmax(ious))
+        if ious[best] > 0 and np.isfinite(bbox[rows[best]]).all():
+            candidates.append((f, bbox[rows[best]]))
+    if not candidates:
+        return {}
+    picks = np.unique(np.round(np.linspace(0, len(candidates) - 1, min(n, len(candidates)))).astype(int))
+    return {candidates[i][0]: candidates[i][1] for i in picks}
+
+
+class FaceMeasurer:
+    """Measures fakes: the landmarker and identity model are loaded once (one per worker).
+
+    Args:
+        landmarks: landmarker config (``dlib68`` by default, the faceset's).
+        detect: detector config, used only by ``image_embedding`` (built on first use).
+        face_type: crop type poses are estimated in (the faceset's ``align.face_type``).
+        pose_size: crop side poses are estimated in (the faceset's ``align.size``).
+
+    Example:
+        >>> m = FaceMeasurer()  # doctest: +SKIP
+        >>> m.measure_fake(fake_uri, real_uri, mask_uri, dst_faces, source_embedding)  # doctest: +SKIP
+        {'id_distance_source': 0.41, 'id_distance_target': 0.83, 'pose_error': 1.9, ...}
+    """
+
+    def __init__(self, landmarks: LandmarkConfig | None = None, detect: DetectConfig | None = None,
+                 face_type: str = "whole_face", pose_size: int = 512):
+        from dflray.detect import build_landmarker
+        from dflray.detect.dlib_models import IdentityEmbedder
+
+        self.landmarker = build_landmarker(landmarks or LandmarkConfig())
+        self.embedder = IdentityEmbedder()
+        self._detect_cfg = detect or DetectConfig()
+        self._detector = None
+        self.face_type = face_type
+        self.pose_size = pose_size
+
+    # -------------------------------------------------------------- photos
+
+    def image_embedding(self, rgb: np.ndarray) -> np.ndarray | None:
+        """The (128,) descriptor of the largest face in an RGB photo, or None when no face is found."""
+        if self._detector is None:
+            from dflray.detect import build_detector
+
+            self._detector = build_detector(self._detect_cfg)
+        rgb = np.ascontiguousarray(rgb)
+        dets = self._detector.detect([rgb])[0]
+        if len(dets.boxes) == 0:
+            return None
+        b = dets.boxes
+        i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
+        p5 = dets.points5[i:i + 1] if dets.points5 is not None else None
+        lm = self.landmarker.landmarks(rgb, b[i:i + 1], p5)
+        return self.embedder.embed(rgb, lm)[0]
+
+    def face_at(self, rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Landmarks (68, 2) and descriptor (128,) of the face inside ``box`` (x1, y1, x2, y2) of a frame."""
+        lm = self.landmarker.landmarks(rgb, np.asarray(box, np.float32).reshape(1, 4))
+        return lm[0], self.embedder.embed(rgb, lm)[0]
+
+    # -------------------------------------------------------------- videos
+
+    def measure_fake(self, fake_uri: str, real_uri: str, mask_uri: str, dst_faces: Any,
+                     source_embedding: np.ndarray | None, sample_frames: int = 8) -> dict[str, float | None]:
+        """The six quality metrics of one fake video.
+
+        The mask video is read once first (only its per-frame boxes are kept) to choose the sample
+        frames; then the fake, the real video and the mask are decoded in step, keeping only the previous
+        frame, so memory stays bounded for long videos.
+
+        Args:
+            fake_uri: the fake video.
+            real_uri: the real (destination) video it was made from; same frame count and timestamps.
+            mask_uri: its manipulation mask video (``Transcoder(..., mask_path=...)``).
+            dst_faces: the destination video's faceset rows (pyarrow Table or dict of arrays) with
+                ``frame_index`` and ``bbox`` (x1, y1, x2, y2); other columns are ignored. In each sampled
+                frame the face whose box overlaps the mask's box most is the one that was swapped.
+            source_embedding: the source identity's mean descriptor (128,), or several (N, 128) to be
+                averaged; None leaves ``id_distance_source`` unmeasured.
+            sample_frames: frames (evenly spaced among frames with a non-empty mask and a dst face) the
+                identity, pose and expression metrics are measured on.
+
+        Returns:
+            ``{metric: value}`` for every name in ``QUALITY_METRICS``; None where not measurable (no
+            sampled frame, no mask edge, a one-frame video, no source embedding).
+
+        Raises:
+            ValueError: for ``sample_frames < 1``, a ``dst_faces`` without ``frame_index``/``bbox``, a bad
+                ``source_embedding``, or videos whose frame counts, indices or sizes differ.
+            dflray.io.video.VideoError: when a video cannot be decoded.
+        """
+        from dflray.io.video import decode_range, read_masks
+
+        if sample_frames < 1:
+            raise ValueError(f"sample_frames must be >= 1, got {sample_frames}")
+        frame_index = _column(dst_faces, "frame_index", None)
+        bbox = _column(dst_faces, "bbox", 4)
+        if frame_index is None or bbox is None:
+            raise ValueError("dst_faces must have frame_index and bbox columns")
+        src = None
+        if source_embedding is not None:
+            src = np.asarray(source_embedding, np.float64)
+            src = src.reshape(-1, src.shape[-1]).mean(0) if src.ndim == 2 else src
+            if src.shape != (128,) or not np.isfinite(src).all():
+                raise ValueError(f"source_embedding must be a finite (128,) descriptor, got shape {src.shape}")
+
+        mask_boxes = {}
+        for idx, m in read_masks(mask_uri):
+            box = _bbox(m >= MASK_THRESHOLD)
+            if box is not None:
+                mask_boxes[idx] = box
+        samples = _pick_samples(mask_boxes, frame_index, bbox, sample_frames)
+
+        flick, seams = _FlickerAcc(), _SeamAcc()
+        d_src, d_dst, poses, exprs = [], [], [], []
+        streams = (decode_range(fake_uri), decode_range(real_uri), read_masks(mask_uri))
+        for (fi, fake), (ri, real), (mi, mask) in _in_step(
+                *streams, error="fake, real and mask videos differ in frame count"):
+            if not fi == ri == mi:
+                raise ValueError(f"fake, real and mask videos are out of step: frame indices {fi}, {ri}, {mi}")
+            flick.add(fake, real, mask)
+            seams.add(fake, real, mask)
+            if fi in samples:
+                lm_f, emb_f = self.face_at(fake, samples[fi])
+                lm_r, emb_r = self.face_at(real, samples[fi])
+                d_dst.append(identity_distance(emb_f, emb_r))
+                if src is not None:
+                    d_src.append(identity_distance(emb_f, src))
+                try:
+                    exprs.append(similarity_nme(lm_f, lm_r))
+                    # A mirror pose solution (roll pinned at ±90°) is not a measurement; skip that frame.
+                    pf = _pose(lm_f, self.face_type, self.pose_size)
+                    pr = _pose(lm_r, self.face_type, self.pose_size)
+                    if not (pf[3] or pr[3]):
+                        poses.append(float(np.mean([_angle_diff(a, b) for a, b in zip(pf[:3], pr[:3])])))
+                except ValueError:  # degenerate landmarks (all points on one pixel): not measurable
+                    pass
+
+        return {
+            "id_distance_source": float(np.median(d_src)) if d_src else None,
+            "id_distance_target": float(np.median(d_dst)) if d_dst else None,
+            "pose_error": float(np.mean(poses)) if poses else None,
+            "expression_error": float(np.mean(exprs)) if exprs else None,
+            "flicker": flick.value(),
+            "seam": seams.value(),
+        }
+
+
+def image_embedding(rgb: np.ndarray, measurer: FaceMeasurer | None = None) -> np.ndarray | None:
+    """The (128,) identity descriptor of the largest face in an RGB photo, or None when it has no face.
+
+    Args:
+        rgb: H×W×3 RGB uint8 photo.
+        measurer: a loaded ``FaceMeasurer`` to reuse (a new one is built otherwise: slow, models load).
+
+    Example:
+        >>> d = identity_distance(image_embedding(photo_a), image_embedding(photo_b))  # doctest: +SKIP
+    """
+    return (measurer or FaceMeasurer()).image_embedding(rgb)
