@@ -16,6 +16,7 @@ from dflray.config import (
     MERGE_SETTING_FIELDS,
     ConfigError,
     ExtractConfig,
+    GenerateConfig,
     MergeConfig,
     ModelConfig,
     TrainConfig,
@@ -123,6 +124,32 @@ def _expand_arch(overrides: list[str], arch: str | None) -> list[str]:
             out.append(item)
     return out
 
+GENERATE_HELP = """\
+Turn a plan of real videos into a labelled, quality-measured forgery dataset for deepfake-detection
+research, as one resumable Ray job: extract every video once; give unlabelled videos an identity
+(clustering dlib embeddings); split identities into train/val/test (no person in two splits); pair
+source identities with target videos (random, nearest in appearance, or within a group); train the
+models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
+merge every fake with settings drawn per video; measure each fake (identity distance to source and
+target, pose and expression error, flicker, seam) and apply quality gates; perturb real and fake videos
+alike (DeeperForensics-1.0's 7 distortions x 5 levels, mixes of 2-4) and write them at FaceForensics++
+compression levels (c0, c23, c40); write index.parquet, frames.parquet, metadata.json (DFDC format),
+errors.parquet and report.html.
+
+PLAN.yaml is a GenerateConfig, e.g.:
+
+  videos: [clips/a.mp4, {uri: clips/b.mp4, identity: bob, attributes: {gender: m}}]  # or manifest: FILE
+  splits: {train: 0.8, val: 0.1, test: 0.1}
+  pairing: {policy: nearest, fakes_per_video: 2, exclude: [[alice, bob]]}
+  models: {per: source, base: pretrain, concurrency: 4, train: {steps: 20000, model: {resolution: 128}}}
+  merge: {vary: [{field: mode, choices: [overlay, seamless]}, {field: erode, low: -10, high: 30}]}
+  perturb: {compression: [c0, c23, c40], fraction: 0.5, mix_fraction: 0.3}
+  quality: {gates: [{metric: id_distance_source, max: 0.6}], action: flag}
+
+Relative paths are relative to the working directory (manifest entries: to the manifest's folder).
+Re-running the same command finishes what is missing; another plan into the same --out is refused.
+Trailing key.path=value arguments override the plan (e.g. models.train.steps=500)."""
+
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     plain = [x for x in items if not _OVERRIDE.match(x)]
@@ -184,12 +211,33 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
     m.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
+    g = sub.add_parser("generate", help="plan of real videos → labelled, measured, perturbed forgery dataset",
+                       description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("inputs", nargs="+", metavar="PLAN", help="PLAN.yaml, then key.path=value overrides")
+    g.add_argument("--out", required=True, metavar="URI", help="dataset root (any fsspec URL)")
+    g.add_argument("--layout", choices=["flat", "dfdc", "ffpp"], help="published structure (default: the plan's "
+                   "layout, flat): dfdc = dfdc_<split>_part_<n>/ with metadata.json each; ffpp = "
+                   "original_sequences/ + manipulated_sequences/")
+    g.add_argument("--no-report", action="store_true", help="skip report.html")
+    g.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    g.add_argument("--print-config", action="store_true", help="print the resolved plan as YAML and exit")
+
+    r = sub.add_parser("report", help="self-contained HTML report of a generated dataset",
+                       description="Write a self-contained HTML page about a dataset made by dflray generate: "
+                       "counts per split and label, metric histograms, and a sortable table of fakes with real/fake "
+                       "thumbnails side by side and their quality metrics.")
+    r.add_argument("dataset", metavar="DATASET", help="dataset root (holds index.parquet)")
+    r.add_argument("--out", required=True, metavar="HTML", help="output file, e.g. report.html")
+    r.add_argument("--max-rows", type=int, default=500, help="fakes in the table at most (default 500)")
+
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
                        "by scikit-image and matplotlib) as H.264 videos.")
     s.add_argument("--out", required=True, metavar="DIR", help="folder for <name>.mp4 (any fsspec URL)")
     s.add_argument("--seconds", type=float, default=4.0, help="clip length (default 4)")
     s.add_argument("--size", type=int, default=384, help="frame side in pixels (default 384)")
+    s.add_argument("--variants", type=int, default=1, help="clips per portrait, each a different camera move "
+                   "(<name>.mp4, <name>_2.mp4, ...; default 1)")
     return p
 
 
@@ -274,6 +322,31 @@ def _run(args, parser) -> int:
         summary = run_merge(args.model, args.dst, args.out, cfg, address=args.address)
         print(summary)
         return 1 if summary.videos and not summary.by_status.get("ok") else 0  # some failures: see errors
+    if args.command == "generate":
+        inputs, overrides = _split_overrides(args.inputs)
+        if len(inputs) != 1:
+            raise ConfigError("PLAN", "give exactly one PLAN.yaml (then key.path=value overrides)")
+        if args.layout:
+            overrides = [*overrides, f"layout={args.layout}"]
+        cfg = load_config(GenerateConfig, inputs[0], overrides)
+        if args.print_config:
+            import yaml
+
+            from dflray.config import to_dict
+
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
+        from dflray.dataset.pipeline import run_generate
+
+        summary = run_generate(cfg, args.out, address=args.address, report=not args.no_report)
+        print(summary)
+        return 1 if summary.published and not summary.published.get("ok") else 0
+    if args.command == "report":
+        from dflray.dataset.report import build_report
+
+        info = build_report(args.dataset, args.out, max_rows=args.max_rows)
+        print(f"report: {info} → {args.out}")
+        return 0
     if args.command == "export":
         from dflray.train.export import export_model
 
@@ -289,7 +362,7 @@ def _run(args, parser) -> int:
     if args.command == "sample":
         from dflray.sample import make_sample
 
-        for uri in make_sample(args.out, seconds=args.seconds, size=args.size):
+        for uri in make_sample(args.out, seconds=args.seconds, size=args.size, variants=args.variants):
             print(uri)
         return 0
     parser.error(f"unknown command {args.command}")

@@ -76,23 +76,30 @@ def animate(still: np.ndarray, face_center: tuple[float, float], face_size: floa
 
 
 def make_sample(out_dir: str, seconds: float = 4.0, fps: int = 25, size: int = 384,
-                names: tuple[str, ...] = SAMPLE_NAMES, overwrite: bool = False) -> list[str]:
+                names: tuple[str, ...] = SAMPLE_NAMES, overwrite: bool = False, variants: int = 1) -> list[str]:
     """Writes the sample clips as ``<out_dir>/<name>.mp4`` and returns their URIs (existing ones are reused).
+
+    With ``variants`` > 1 each portrait also gets ``<name>_2.mp4`` … : the same person under another
+    camera move (another animation seed), so a plan has several videos per identity.
 
     Example:
         >>> uris = make_sample("/tmp/dflray-sample", seconds=2)  # doctest: +SKIP
     """
+    if variants < 1:
+        raise ValueError("variants: must be >= 1")
     makedirs(out_dir)
     uris = []
     by_name = {p.name: p for p in _PORTRAITS}
     for name in names:
         p = by_name[name]
-        uri = join(out_dir, f"{name}.mp4")
-        if overwrite or not exists(uri):
-            still = load_portrait(name)
-            n = int(round(seconds * fps))
-            with VideoWriter(uri, fps=fps, size=(size, size), metadata={"comment": f"dflray sample: {name}"}) as w:
-                for frame in animate(still, p.face_center, p.face_size, n, size=size):
-                    w.write(frame)
-        uris.append(uri)
+        for v in range(variants):
+            clip = name if v == 0 else f"{name}_{v + 1}"
+            uri = join(out_dir, f"{clip}.mp4")
+            if overwrite or not exists(uri):
+                still = load_portrait(name)
+                n = int(round(seconds * fps))
+                with VideoWriter(uri, fps=fps, size=(size, size), metadata={"comment": f"dflray sample: {clip}"}) as w:
+                    for frame in animate(still, p.face_center, p.face_size, n, size=size, seed=v):
+                        w.write(frame)
+            uris.append(uri)
     return uris
