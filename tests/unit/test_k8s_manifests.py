@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 import shlex
 import shutil
@@ -50,7 +51,7 @@ K8S = REPO / "k8s"
 CRDS = REPO.parent / "shared" / "kuberay"
 CRD_FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml"}
 MANIFESTS = sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
-STAGES = ("extract", "train", "merge")
+STAGES = ("extract", "train", "merge", "generate")
 
 TOKEN_SECRET, TOKEN_KEY = "dflray-ray-token", "auth_token"  # KubeRay's key (RAY_AUTH_TOKEN_SECRET_KEY)
 STORAGE_SECRET = "dflray-s3"
@@ -525,10 +526,14 @@ def entrypoint_problems(docs) -> list[str]:
         for a in argv[2:]:
             if "://" in a and not a.startswith("s3://"):
                 p.append(f"{name}: {a} should be an s3:// URI (object storage the cluster reads)")
+        cwd = os.getcwd()
+        os.chdir(REPO)  # the job's working dir is the repository (a plan file given by relative path)
         try:
             code = main([stage, *argv[2:], "--print-config"])
         except SystemExit as e:
             code = e.code
+        finally:
+            os.chdir(cwd)
         if code != 0:
             p.append(f"{name}: `dflray {stage}` rejects the entrypoint's arguments (exit {code})")
     return p
