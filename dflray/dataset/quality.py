@@ -42,7 +42,7 @@ import numpy as np
 
 from dflray.config import QUALITY_METRICS, DetectConfig, LandmarkConfig, QualityGate
 from dflray.face.align import get_transform_mat, transform_points
-from dflray.face.pose import estimate_pitch_yaw_roll
+from dflray.face.pose import estimate_pitch_yaw_roll_robust
 
 __all__ = [
     "MASK_THRESHOLD",
@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 # A mask pixel at or above half grey is inside the manipulation (masks are 0..255, feathered at the edge).
+# A weak mask (a model's learned mask that never reaches full weight) is cut at half its own peak instead,
+# so the manipulated region is never empty while pixels were changed.
 MASK_THRESHOLD = 128
 # Gradient floor (grey levels per pixel) added to both sides of the seam ratio, so a flat real band
 # (zero gradient) gives a finite score.
@@ -114,7 +116,7 @@ def _pose(landmarks: np.ndarray, face_type: str, size: int) -> tuple[float, floa
     """(yaw, pitch, frame roll) in degrees, and whether solvePnP took the mirror solution."""
     lm = _landmarks(landmarks, "landmarks")
     mat = get_transform_mat(lm, size, face_type)
-    pitch, yaw, roll = estimate_pitch_yaw_roll(transform_points(lm, mat).astype(np.float32), size)
+    pitch, yaw, roll = estimate_pitch_yaw_roll_robust(transform_points(lm, mat).astype(np.float32), size)
     flipped = abs(math.degrees(roll)) >= _FLIPPED_ROLL
     # mat maps frame to crop; its rotation angle is the frame tilt the crop took out.
     align_angle = math.atan2(mat[1, 0], mat[0, 0])
@@ -245,16 +247,18 @@ def _binary(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask must be H×W, got shape {mask.shape}")
     if mask.dtype == bool:
         return mask
-    if np.issubdtype(mask.dtype, np.floating) and mask.max(initial=0) <= 1.0:
-        return mask >= 0.5
-    return mask >= MASK_THRESHOLD
+    peak = float(mask.max(initial=0))
+    if np.issubdtype(mask.dtype, np.floating) and peak <= 1.0:
+        return mask >= min(0.5, peak / 2) if peak > 0 else np.zeros(mask.shape, bool)
+    return mask >= max(1.0, min(MASK_THRESHOLD, peak / 2))
 
 
 def band(mask: np.ndarray, width: int) -> np.ndarray:
     """The pixels near a mask's edge: dilation minus erosion with a ``width``-pixel elliptical kernel.
 
     Args:
-        mask: H×W mask (bool; uint8 0..255 thresholded at ``MASK_THRESHOLD``; float 0..1 at 0.5).
+        mask: H×W mask (bool; uint8 0..255 thresholded at ``MASK_THRESHOLD``, or at half its peak when
+            weaker; float 0..1 at 0.5, likewise).
         width: kernel side in pixels (made odd); the band reaches about ``width // 2`` pixels to each
             side of the edge.
 
@@ -636,7 +640,7 @@ class FaceMeasurer:
 
         mask_boxes = {}
         for idx, m in read_masks(mask_uri):
-            box = _bbox(m >= MASK_THRESHOLD)
+            box = _bbox(_binary(m))
             if box is not None:
                 mask_boxes[idx] = box
         samples = _pick_samples(mask_boxes, frame_index, bbox, sample_frames)

@@ -112,3 +112,36 @@ def estimate_pitch_yaw_roll(landmarks: np.ndarray, size: int = 256) -> tuple[flo
     pitch, yaw, roll = (float(np.clip(a, -half_pi, half_pi)) for a in (pitch, yaw, roll))
     # DFL reports the model's x rotation with the opposite sign (camera y points down).
     return -pitch, yaw, roll
+
+
+def estimate_pitch_yaw_roll_robust(landmarks: np.ndarray, size: int = 256) -> tuple[float, float, float]:
+    """``estimate_pitch_yaw_roll``, except where DFL's solvePnP takes the mirror solution.
+
+    DFL's iterative solvePnP starts from nothing and on some real faces settles on the mirror solution
+    behind the camera, reported as roll clipped to ±π/2 (the faceset keeps DFL's values as DFL computes
+    them). For measuring pose (the dataset job's quality metrics) that answer is useless, so this solves
+    again from a frontal head in front of the camera (``useExtrinsicGuess``), which converges to the
+    physical solution.
+
+    Returns:
+        ``(pitch, yaw, roll)`` in radians, as ``estimate_pitch_yaw_roll``.
+    """
+    pitch, yaw, roll = estimate_pitch_yaw_roll(landmarks, size)
+    if abs(roll) < math.pi / 2 - 1e-4:
+        return pitch, yaw, roll
+    landmarks = np.asarray(landmarks, np.float64)
+    focal = float(size)
+    camera = np.array([[focal, 0.0, size / 2.0], [0.0, focal, size / 2.0], [0.0, 0.0, 1.0]])
+    model = _LANDMARKS_68_3D[_PNP_INDICES].astype(np.float64)
+    # Start in front of the camera at the distance where the model's width matches the landmarks'.
+    span = float(np.ptp(landmarks[_PNP_INDICES, 0])) or 1.0
+    z = focal * float(np.ptp(model[:, 0])) / span
+    rvec, tvec = np.zeros((3, 1)), np.array([[0.0], [0.0], [z]])
+    ok, rvec, tvec = cv2.solvePnP(model, landmarks[_PNP_INDICES], camera, np.zeros((4, 1)), rvec, tvec,
+                                  useExtrinsicGuess=True, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok or float(tvec[2, 0]) <= 0:
+        return pitch, yaw, roll
+    p, y, r = _euler_xyz(cv2.Rodrigues(rvec)[0])
+    half_pi = math.pi / 2.0
+    p, y, r = (float(np.clip(a, -half_pi, half_pi)) for a in (p, y, r))
+    return -p, y, r

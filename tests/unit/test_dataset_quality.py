@@ -344,3 +344,18 @@ def test_measure_fake_rejects_videos_out_of_step(swapped, measurer, tmp_path):
     short = write_video(tmp_path / "short.mp4", [np.zeros((256, 256, 3), np.uint8)] * 5)
     with pytest.raises(ValueError, match="differ in frame count"):
         measurer.measure_fake(short, real, mask, dst, None)
+
+
+def test_weak_mask_still_defines_the_manipulated_region():
+    """A tiny model's learned mask may never reach half grey; the region is then cut at half its peak."""
+    from dflray.dataset.quality import band, seam_ratio
+
+    m = np.zeros((64, 64), np.uint8)
+    m[16:48, 16:48] = 100  # peak 100 < MASK_THRESHOLD
+    m[20:44, 20:44] = 118
+    assert band(m, 3).sum() > 0
+    real = np.full((64, 64, 3), 120, np.uint8)
+    fake = real.copy()
+    fake[16:48, 16:48] += 40
+    assert seam_ratio(fake, real, m) > 1.5
+    assert band(np.zeros((64, 64), np.uint8), 3).sum() == 0

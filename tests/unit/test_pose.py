@@ -91,3 +91,20 @@ def test_bad_inputs_raise():
         estimate_pitch_yaw_roll(np.zeros((5, 2)))
     with pytest.raises(ValueError, match="size"):
         estimate_pitch_yaw_roll(_crop_landmarks(CASES[0], "full"), size=0)
+
+
+def test_robust_pose_leaves_dfl_alone_and_fixes_the_mirror_solution():
+    from dflray.face.pose import estimate_pitch_yaw_roll_robust
+
+    flipped = 0
+    for case in CASES:
+        for face_type in ("whole_face", "full"):
+            lm = _crop_landmarks(case, face_type)
+            dfl = np.asarray(estimate_pitch_yaw_roll(lm, 256))
+            robust = np.asarray(estimate_pitch_yaw_roll_robust(lm, 256))
+            if abs(dfl[2]) < math.pi / 2 - 1e-4:
+                assert np.array_equal(dfl, robust)
+            else:  # upright real faces: the physical solution has a small roll and a similar yaw
+                flipped += 1
+                assert abs(math.degrees(robust[2])) < 10 and abs(robust[1] - dfl[1]) < math.radians(6)
+    assert flipped > 0  # the reference cases include DFL's mirror solutions
