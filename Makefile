@@ -29,23 +29,15 @@ $(STAMP): pyproject.toml Makefile
 	  else echo "no root/apt-get: install chromium and chromium-driver for the report's browser test"; fi; }
 	touch $(STAMP)
 
-# The pipeline so far on the built-in sample: two facesets, a small LIAE model trained on them, exported,
-# and merged onto the dst clip.
-DEMO_TRAIN ?= model.resolution=64 model.ae_dims=128 model.e_dims=32 model.d_dims=32 model.d_mask_dims=16 \
-	batch_size=8 steps=150 optim.lr=1e-4 checkpoint_every=50 preview_every=50
-
-DEMO_MERGE ?= mode=seamless-hist-match color_transfer=rct erode=10 blur=30 smooth_window=5
+# The main job on the built-in sample: two public-domain portraits, two camera moves each, turned into a
+# labelled dataset by `dflray generate` (extract, identities, pairing, two small LIAE models, merge,
+# quality metrics, perturbations, index, metadata.json, report.html). The plan: examples/sample_plan.yaml.
+SAMPLE_VIDEOS = [$(OUT)/sample/astronaut.mp4, $(OUT)/sample/astronaut_2.mp4, $(OUT)/sample/grace_hopper.mp4, $(OUT)/sample/grace_hopper_2.mp4]
 
 demo: $(STAMP)
-	$(VENV)/bin/dflray sample --out $(OUT)/sample
-	$(VENV)/bin/dflray extract $(OUT)/sample/astronaut.mp4 --out $(OUT)/src align.size=256
-	$(VENV)/bin/dflray extract $(OUT)/sample/grace_hopper.mp4 --out $(OUT)/dst align.size=256
-	$(VENV)/bin/dflray preview $(OUT)/src --out $(OUT)/src_preview.png
-	$(VENV)/bin/dflray train --src $(OUT)/src --dst $(OUT)/dst --out $(OUT)/train --arch liae-ud $(DEMO_TRAIN)
-	$(VENV)/bin/dflray export $(OUT)/train --out $(OUT)/model.ts --onnx
-	$(VENV)/bin/dflray merge --model $(OUT)/model.ts --dst $(OUT)/dst --out $(OUT)/merged $(DEMO_MERGE)
-	@echo "facesets: $(OUT)/src $(OUT)/dst   training: $(OUT)/train (preview.png, loss.png)   model: $(OUT)/model.ts"
-	@echo "merged: $(OUT)/merged/videos/ (masks/, index.parquet)"
+	$(VENV)/bin/dflray sample --out $(OUT)/sample --seconds 3 --variants 2
+	$(VENV)/bin/dflray generate examples/sample_plan.yaml --out $(OUT)/dataset "videos=$(SAMPLE_VIDEOS)"
+	@echo "dataset: $(OUT)/dataset (index.parquet, metadata.json, frames.parquet, videos/, masks/); open $(OUT)/dataset/report.html"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -ra tests
@@ -54,6 +46,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/extract.py
 	$(VENV)/bin/python bench/train.py
 	$(VENV)/bin/python bench/merge.py
+	$(VENV)/bin/python bench/generate.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
