@@ -119,6 +119,19 @@ def _json_read(uri: str) -> Any:
         return json.load(f)
 
 
+def sweep_temporaries(out: str) -> int:
+    """Deletes the ``.tmp-*`` files a killed run left under ``out`` (one job per output at a time)."""
+    fs, path = fs_and_path(out)
+    if not fs.exists(path):
+        return 0
+    stale = [p for p in fs.find(path) if p.rsplit("/", 1)[-1].startswith(".tmp-")]
+    for p in stale:
+        fs.rm(p)
+    if stale:
+        log.info("removed %d temporary files a killed run left behind", len(stale))
+    return len(stale)
+
+
 def _config_key(cfg: GenerateConfig) -> dict[str, Any]:
     """What shapes the dataset (resources and concurrency excluded): a rerun must match it."""
     d = json.loads(json.dumps(to_dict(cfg), default=str))
@@ -479,7 +492,8 @@ def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], 
 
 
 class _QualityWorker(_Stage):
-    """Measures fakes against their originals and gates them; writes ``_work/quality/<item>.json``."""
+    """Measures fakes against their originals; writes ``_work/quality/<item>.json`` (the gates are
+    applied when the dataset is published, from the plan's current ``quality``)."""
 
     def __init__(self, cfg: GenerateConfig, work: str):
         from dflray.dataset.quality import FaceMeasurer
@@ -489,8 +503,6 @@ class _QualityWorker(_Stage):
 
     def run(self, task: dict[str, Any]) -> dict[str, Any]:
         import pyarrow.dataset as pads
-
-        from dflray.dataset.quality import apply_gates
 
         fs, _ = arrow_filesystem(task["faceset"])
         files = json.loads(task["face_files"])
@@ -506,11 +518,7 @@ class _QualityWorker(_Stage):
             metrics = {m: None for m in ("id_distance_source", "id_distance_target", "pose_error",
                                          "expression_error", "flicker", "seam")}
             note = f"not measured: {type(e).__name__}: {e}"
-        ok, reasons = apply_gates(metrics, self.cfg.quality.gates)
-        if note:
-            reasons = [note, *reasons]
-        doc = {"id": task["id"], "status": "ok", "metrics": metrics, "quality_pass": bool(ok),
-               "quality_reasons": "; ".join(reasons)}
+        doc = {"id": task["id"], "status": "ok", "metrics": metrics, "note": note}
         _json_write(join(self.work, "quality", f"{task['id']}.json"), doc)
         return doc
 
@@ -585,6 +593,7 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                     dataset_id: str, run_id: str) -> list[dict[str, Any]]:
     """One DATASET row (plus how to make it) per planned video and compression level."""
     from dflray.dataset.perturb import distortion_values, draw_distortions, final_crf, spec_string
+    from dflray.dataset.quality import apply_gates
     from dflray.dataset.plan import plan_seed
 
     videos_of: dict[str, list[str]] = {}
@@ -635,6 +644,10 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                     row.update(model_id=rec.get("model_sha256"))
                 row.update(q.get("metrics") or {})
                 if q:
+                    passed, reasons = apply_gates(q["metrics"], cfg.quality.gates)
+                    if q.get("note"):
+                        reasons = [q["note"], *reasons]
+                    q = {**q, "quality_pass": bool(passed), "quality_reasons": "; ".join(reasons)}
                     row.update(quality_pass=q["quality_pass"], quality_reasons=q["quality_reasons"])
                 if not model.get("ok", False):
                     row.update(status="error", error=f"model {r['model_key']}: {model.get('error', 'not trained')}")
@@ -770,6 +783,7 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
                              "same plan to finish it)")
     else:
         _json_write(uri, doc)
+    sweep_temporaries(out)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
     init_ray(address)
 

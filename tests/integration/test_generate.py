@@ -9,6 +9,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import av
@@ -20,6 +24,7 @@ from dflray.cli import main
 from dflray.config import GenerateConfig, load_config
 from dflray.dataset.perturb import encoded_crf
 from dflray.dataset.pipeline import run_generate
+from tests.media import shared_media
 
 TINY = ["models.train.model.resolution=64", "models.train.model.ae_dims=64", "models.train.model.e_dims=16",
         "models.train.model.d_dims=16", "models.train.model.d_mask_dims=8", "models.train.batch_size=4",
@@ -52,13 +57,42 @@ def _plan(clips, *extra) -> GenerateConfig:
                                                    *TINY, *extra])
 
 
+DATASET_EXTRA = ["perturb.compression=[c0, c23]", "perturb.fraction=1.0", "perturb.mix_fraction=0.5",
+                 "quality.gates=[{metric: seam, max: 1000.0}, {metric: pose_error, max: 0.001}]"]
+
+
 @pytest.fixture(scope="module")
 def dataset(ray_local, clips, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("gen") / "ds")
-    cfg = _plan(clips, "perturb.compression=[c0, c23]", "perturb.fraction=1.0", "perturb.mix_fraction=0.5",
-                "quality.gates=[{metric: seam, max: 1000.0}, {metric: pose_error, max: 0.001}]")
-    summary = run_generate(cfg, out)
-    return out, cfg, summary
+    """The flat dataset, made the hard way: `dflray generate` in a subprocess (a driver joined to the
+    test's Ray cluster) is SIGKILLed once its first fake is merged; the rerun finishes it."""
+    root = tmp_path_factory.mktemp("gen")
+    out = root / "ds"
+    plan = root / "plan.yaml"
+    plan.write_text(json.dumps({"videos": clips}))
+    cfg = _plan(clips, *DATASET_EXTRA)
+    overrides = ["dataset_id=test-ds", "splits={train: 1.0, val: 0.0, test: 0.0}", "perturb.preset=ultrafast",
+                 "quality.sample_frames=3", "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY,
+                 *DATASET_EXTRA]
+    address = ray_local.get_runtime_context().gcs_address
+    log = open(root / "killed_run.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "dflray.cli", "generate", str(plan), "--out", str(out),
+                             "--address", address, *overrides], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True, cwd=str(root))
+    records = out / "_work" / "fakes" / "records"
+    deadline = time.monotonic() + 900
+    while proc.poll() is None and time.monotonic() < deadline and not list(records.glob("*.parquet")):
+        time.sleep(0.2)
+    finished_first = proc.poll() is not None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log.close()
+    state = {"finished_first": finished_first, "index_at_kill": (out / "index.parquet").exists(),
+             "merged_at_kill": len(list(records.glob("*.parquet"))),
+             "models": {p: p.stat().st_mtime_ns for p in (out / "_work" / "models").glob("*/model.json")},
+             "faceset": {p: p.stat().st_mtime_ns for p in (out / "_work" / "faceset" / "videos").glob("*.parquet")},
+             "log": (root / "killed_run.log").read_text(errors="replace")[-3000:]}
+    summary = run_generate(cfg, str(out))
+    return str(out), cfg, summary, state
 
 
 def _index(out):
@@ -66,7 +100,7 @@ def _index(out):
 
 
 def test_plan_identities_and_splits(dataset, clips):
-    out, cfg, summary = dataset
+    out, cfg, summary, _ = dataset
     plan = pq.read_table(os.path.join(out, "plan.parquet")).to_pylist()
     reals = {Path(r["uri"]).stem: r for r in plan if r["kind"] == "REAL"}
     assert set(reals) == {"astronaut", "astronaut_2", "grace_hopper", "grace_hopper_2", "broken"}
@@ -84,8 +118,23 @@ def test_plan_identities_and_splits(dataset, clips):
     assert len({f["model_key"] for f in fakes}) == 2  # one model per source identity
 
 
+def test_killed_run_resumes_without_redoing_work(dataset):
+    out, cfg, summary, state = dataset
+    assert not state["finished_first"], "the first run ended before it was killed:\n" + state["log"]
+    assert not state["index_at_kill"] and 1 <= state["merged_at_kill"] <= 4
+    # the rerun reused the faceset and the trained models (their commit files were not rewritten)
+    assert len(state["models"]) == 2 and len(state["faceset"]) >= 1
+    for p, t in {**state["models"], **state["faceset"]}.items():
+        assert p.stat().st_mtime_ns == t, p
+    assert summary.merged == {"ok": 4} and summary.published == {"ok": 16, "error": 2}
+    rows = _index(out)
+    assert len({r["video_id"] for r in rows}) == len(rows) == 18
+    assert len(list(Path(out, "_work", "fakes", "videos").glob("*.mp4"))) == 4  # no duplicate fakes
+    assert not list(Path(out).rglob(".tmp-*"))  # no temporary file left behind
+
+
 def test_index_metadata_and_files_agree(dataset):
-    out, cfg, summary = dataset
+    out, cfg, summary, _ = dataset
     rows = _index(out)
     meta = json.loads(Path(out, "metadata.json").read_text())
     ok = [r for r in rows if r["status"] == "ok"]
@@ -128,7 +177,7 @@ def test_index_metadata_and_files_agree(dataset):
 
 
 def test_quality_metrics_filled_and_gated(dataset):
-    out, cfg, summary = dataset
+    out, cfg, summary, _ = dataset
     fakes = [r for r in _index(out) if r["label"] == "FAKE" and r["status"] == "ok"]
     for r in fakes:
         for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam"):
@@ -138,7 +187,7 @@ def test_quality_metrics_filled_and_gated(dataset):
 
 
 def test_frames_table_references_masks(dataset):
-    out, cfg, summary = dataset
+    out, cfg, summary, _ = dataset
     frames = pq.read_table(os.path.join(out, "frames.parquet")).to_pylist()
     fakes = {r["video_id"]: r for r in _index(out) if r["label"] == "FAKE" and r["status"] == "ok"}
     assert {f["video_id"] for f in frames} == set(fakes)
@@ -149,13 +198,13 @@ def test_frames_table_references_masks(dataset):
 
 
 def test_report_written(dataset):
-    out, _, _ = dataset
+    out, _, _, _ = dataset
     html = Path(out, "report.html").read_text()
     assert "<table" in html and "FAKE" in html
 
 
 def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
-    out, cfg, _ = dataset
+    out, cfg, _, _ = dataset
     before = {r["video_id"]: r for r in _index(out)}
     work = Path(out, "_work")
     # The state a kill leaves: a fake's merge record, a quality result and two published records gone,
@@ -176,6 +225,7 @@ def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
     for vid in (fake["video_id"], real["video_id"]):
         assert after[vid]["status"] == "ok" and Path(out, after[vid]["path"]).is_file()
         assert _sha(Path(out, after[vid]["path"])) == after[vid]["sha256"]
+    assert not list(Path(out).rglob(".tmp-*"))  # the temporary file is swept
     # a real video's re-encode is deterministic: the same bytes as before the kill
     assert after[real["video_id"]]["sha256"] == before[real["video_id"]]["sha256"]
     # nothing finished was redone
@@ -192,6 +242,13 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
     fakes, quality results) is copied from the flat dataset, so these runs only plan, perturb, publish and
     index: the layout is a property of those stages alone."""
     src_out = dataset[0]
+    # dfdc also drops the fakes whose swap is farther from the source identity than the median
+    flat_fakes = {r["item_id"]: r for r in _index(src_out) if r["label"] == "FAKE" and r["status"] == "ok"}
+    limit = float(np.median([r["id_distance_source"] for r in flat_fakes.values()]))
+    to_drop = {i for i, r in flat_fakes.items() if r["id_distance_source"] > limit}
+    assert 0 < len(to_drop) < 4
+    gates = {"dfdc": [f"quality.gates=[{{metric: id_distance_source, max: {limit!r}}}]", "quality.action=drop"],
+             "ffpp": []}
     for layout, levels in (("dfdc", "[c23]"), ("ffpp", "[c0, c40]")):
         out = tmp_path / layout
         shutil.copytree(Path(src_out, "_work"), out / "_work", ignore=shutil.ignore_patterns("published"))
@@ -200,10 +257,20 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
                                     "splits": {"train": 1.0, "val": 0.0, "test": 0.0}}))
         extra = [f"perturb.compression={levels}", "perturb.fraction=0.0", "dfdc_part_size=4",
                  "quality.sample_frames=3", "perturb.preset=ultrafast",
-                 "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY]
+                 "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY, *gates[layout]]
         assert main(["generate", str(plan), "--out", str(out), "--layout", layout, "--no-report", *extra]) == 0
-        rows = [r for r in _index(str(out)) if r["status"] == "ok"]
-        assert sum(r["label"] == "FAKE" for r in rows) == 4 * len(levels.split(","))
+        everything = _index(str(out))
+        rows = [r for r in everything if r["status"] == "ok"]
+        dropped = [r for r in everything if r["status"] == "dropped"]
+        if layout == "dfdc":
+            assert {r["item_id"] for r in dropped} == to_drop
+            for r in dropped:
+                assert not (out / r["path"]).exists() and "id_distance_source" in r["quality_reasons"]
+                assert r["quality_pass"] is False and "quality gates" in r["error"]
+            assert all(r["quality_pass"] for r in rows if r["label"] == "FAKE")
+        else:
+            assert not dropped
+        assert sum(r["label"] == "FAKE" for r in rows) == (4 - len(dropped)) * len(levels.split(","))
         meta = json.loads((out / "metadata.json").read_text())
         assert {r["name"] for r in rows} == set(meta)
         for r in rows:
@@ -240,3 +307,46 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
             assert {r["compression"] for r in rows} == {"c0", "c40"}
             c0 = next(r for r in fakes if r["compression"] == "c0")
             assert encoded_crf(str(out / c0["path"])) == 0.0
+
+
+@pytest.mark.media
+def test_shared_media_two_real_people(ray_local, tmp_path):
+    """Real footage: two men (../shared/media), a CSV manifest with identity labels and an attribute,
+    pairing within the group, every third frame extracted (the merge fills the gaps), audio kept."""
+    a, b = shared_media("src_man_a.mp4"), shared_media("dst_man_glasses_b.mp4")
+    manifest = tmp_path / "real.csv"
+    manifest.write_text(f"uri,identity,gender\n{a},man_a,m\n{b},man_b,m\n")
+    cfg = load_config(GenerateConfig, overrides=[
+        f"manifest={manifest}", "splits={train: 1.0, val: 0.0, test: 0.0}", "pairing.policy=group",
+        "pairing.group_by=gender", "extract.decode.every_n=3", "perturb.compression=[c23]",
+        "perturb.fraction=0.0", "perturb.preset=ultrafast", "quality.sample_frames=4",
+        "merge.settings.mode=seamless", *TINY, "models.base=pretrain", "models.pretrain_steps=4"])
+    out = tmp_path / "ds"
+    summary = run_generate(cfg, str(out), report=False)
+    assert summary.models == 2 and summary.models_failed == 0
+    # both models were fine-tuned from the one shared base, pretrained on the train split's faces
+    import yaml
+
+    base = json.loads((out / "_work" / "models" / "_base" / "model.json").read_text())
+    assert base["ok"] and base["steps"] == 4
+    for d in (out / "_work" / "models").iterdir():
+        if d.name != "_base":
+            trained = yaml.safe_load((d / "train" / "train_config.yaml").read_text())
+            assert trained["config"]["init_from"] == base["checkpoint"]
+    rows = _index(str(out))
+    assert all(r["status"] == "ok" for r in rows) and len(rows) == 4
+    by_id = {r["video_id"]: r for r in rows}
+    for r in rows:
+        facts = {"frames": 216 if r["source_uri"] == a else 250}
+        assert r["frames"] == facts["frames"] and r["has_audio"]
+        with av.open(str(out / r["path"])) as c:
+            assert c.streams.audio and c.streams.video[0].frames in (0, facts["frames"])
+        if r["label"] == "FAKE":
+            assert {r["source_identity"], r["target_identity"]} == {"man_a", "man_b"}
+            assert by_id[r["original"]]["source_uri"] == r["source_uri"]
+            # gaps between extracted frames are filled: (nearly) every frame has its face swapped
+            assert r["frames_swapped"] >= 0.9 * r["frames"]
+            for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam"):
+                assert r[m] is not None and np.isfinite(r[m])
+            # the swap sits on the destination's face: landmarks re-found in the fake agree in pose
+            assert r["pose_error"] < 15
