@@ -51,7 +51,7 @@ from ray.data import ActorPoolStrategy
 import dflray
 from dflray.config import ConfigError, GenerateConfig, MergeConfig, TrainConfig, from_dict, to_dict
 from dflray.dataset import layout as lay
-from dflray.extract.faceset import committed_face_files, read_faces, read_videos
+from dflray.extract.faceset import committed_face_files, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
 from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, open_uri
@@ -244,26 +244,50 @@ def subset_faceset(faceset: str, video_ids: list[str], out: str) -> str:
 # ------------------------------------------------------------------------------ stage 2: the plan
 
 
-def build_plan(cfg: GenerateConfig, manifest: list[dict[str, Any]], faceset: str) -> tuple[list[dict], dict]:
+def _dominant_task(faceset: str, videos: list[tuple[str, list[str]]], threshold: float) -> dict[str, list[float]]:
+    """Dominant identity embedding of each video (a Ray task over a chunk of videos)."""
+    import pyarrow.dataset as pads
+
+    from dflray.dataset.plan import dominant_embedding
+
+    fs, _ = arrow_filesystem(faceset)
+    out = {}
+    for vid, files in videos:
+        if not files:
+            continue
+        t = pads.dataset(files, filesystem=fs, format="parquet").to_table(
+            columns=["frame_index", "embedding"], filter=pads.field("video_id") == vid)
+        emb = dominant_embedding({"frame_index": t.column("frame_index").to_numpy(),
+                                  "embedding": t.column("embedding").to_pylist()}, threshold)
+        if emb is not None:
+            out[vid] = emb.tolist()
+    return out
+
+
+def video_embeddings(faceset: str, holders: dict[str, list[str]], threshold: float,
+                     chunk: int = 64) -> dict[str, np.ndarray]:
+    """video_id → the mean dlib embedding of the video's dominant person, computed by Ray tasks over
+    chunks of videos, so the driver never holds the faces (its memory follows videos, not faces)."""
+    items = sorted(holders.items())
+    task = ray.remote(_dominant_task).options(num_cpus=0.5)
+    refs = [task.remote(faceset, items[i:i + chunk], threshold) for i in range(0, len(items), chunk)]
+    out: dict[str, np.ndarray] = {}
+    for part in ray.get(refs):
+        out.update({k: np.asarray(v, np.float64) for k, v in part.items()})
+    return out
+
+
+def build_plan(cfg: GenerateConfig, manifest: list[dict[str, Any]], faceset: str,
+               holders: dict[str, list[str]]) -> tuple[list[dict], dict]:
     """The plan: one REAL row per manifest video and one FAKE row per pairing (schema ``plan``).
 
     Returns:
         (plan rows, identity → mean dlib embedding as a list).
     """
-    from dflray.dataset.plan import assign_splits, cluster_identities, dominant_embedding, pair, plan_seed
+    from dflray.dataset.plan import assign_splits, cluster_identities, pair, plan_seed
 
     status = {r["video_id"]: r["status"] for r in read_videos(faceset).select(["video_id", "status"]).to_pylist()}
-    faces = read_faces(faceset, columns=["video_id", "frame_index", "embedding"])  # sorted by video
-    embeddings: dict[str, np.ndarray] = {}
-    vids = faces.column("video_id").to_numpy(zero_copy_only=False)
-    frames = faces.column("frame_index").to_numpy(zero_copy_only=False)
-    emb_col = faces.column("embedding").to_pylist()
-    bounds = np.flatnonzero(np.r_[True, vids[1:] != vids[:-1], True]) if len(vids) else np.array([0])
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        emb = dominant_embedding({"frame_index": frames[a:b], "embedding": emb_col[a:b]},
-                                 cfg.merge.identity.threshold)
-        if emb is not None:
-            embeddings[str(vids[a])] = emb
+    embeddings = video_embeddings(faceset, holders, cfg.merge.identity.threshold)
     unlabelled = {m["video_id"]: embeddings[m["video_id"]] for m in manifest
                   if not m["identity"] and m["video_id"] in embeddings}
     clustered = cluster_identities(unlabelled, cfg.identity.threshold, cfg.identity.prefix)
@@ -382,7 +406,7 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         train_vids = sorted({r["video_id"] for r in fakes if r["split"] == "train"} |
                             {v for r in fakes if r["split"] == "train" for v in videos_of[r["source_identity"]]})
         base_cfg = {**train, "steps": cfg.models.pretrain_steps}
-        res = ray.get(ray.remote(_train_model).options(num_cpus=0, max_retries=0).remote(
+        res = ray.get(ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_model).remote(
             "_base", train_vids or sorted({r["video_id"] for r in fakes}), None, faceset, work, base_cfg, None, True))
         if not res["ok"]:
             raise RuntimeError(f"models.base=pretrain: the shared base model failed to train: {res['error']}")
@@ -392,7 +416,10 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
 
         init_from = latest_checkpoint(cfg.models.base)
     jobs = model_jobs(plan)
-    remote = ray.remote(_train_model).options(num_cpus=0, max_retries=0)
+    # max_calls=1: each model's task runs in a worker process that exits after it, and takes with it the
+    # actors its Ray Train run created (controller, dataset split coordinators: ~0.4 GB each), which a
+    # reused worker would keep alive for the rest of the job.
+    remote = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_model)
     results: dict[str, dict[str, Any]] = {}
     pending: dict[Any, str] = {}
     queue = sorted(jobs)
@@ -457,13 +484,13 @@ def _merge_config(cfg: GenerateConfig, dataset_id: str) -> MergeConfig:
     return dataclasses.replace(cfg.merge, output=out, dataset_id=dataset_id)
 
 
-def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str, work: str,
-                dataset_id: str, run_id: str, summary: GenerateSummary) -> dict[str, dict[str, Any]]:
+def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,
+                holders: dict[str, list[str]], work: str, dataset_id: str, run_id: str,
+                summary: GenerateSummary) -> dict[str, dict[str, Any]]:
     """Merges every planned fake whose model trained; returns item_id → merge record (as a dict)."""
     mcfg = _merge_config(cfg, dataset_id)
     fakes_out = join(work, "fakes")
     done = {r["output_id"]: r for r in _read_dir("merged", join(fakes_out, "records")).to_pylist()}
-    holders = face_holders(faceset)
     fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
     todo = []
     for r in plan:
@@ -523,13 +550,13 @@ class _QualityWorker(_Stage):
         return doc
 
 
-def measure_fakes(cfg: GenerateConfig, plan: list[dict], merged: dict[str, dict], faceset: str, work: str,
+def measure_fakes(cfg: GenerateConfig, plan: list[dict], merged: dict[str, dict], faceset: str,
+                  holders: dict[str, list[str]], work: str,
                   identity_embeddings: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     """Quality metrics and gate results of every merged fake; returns item_id → result."""
     from dflray.io.storage import list_files
 
     have = {u.rsplit("/", 1)[-1].removesuffix(".json") for u in list_files(join(work, "quality"), ".json")}
-    holders = face_holders(faceset)
     fakes_out = join(work, "fakes")
     todo = []
     for r in plan:
@@ -718,24 +745,23 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
     for path, doc in lay.metadata_files(cfg.layout, rows).items():
         with atomic_write(join(out, path)) as f:
             f.write(lay.dumps(doc))
-    # Per frame of every published fake: the merge's frame table, keyed by the published video.
+    # Per frame of every published fake: the merge's frame table, keyed by the published video; written
+    # one fake at a time, so the driver never holds the whole table.
     fs, _ = arrow_filesystem(work)
-    parts = []
-    for r in rows:
-        if r["label"] != "FAKE" or r["status"] != "ok":
-            continue
-        uri = join(work, "fakes", "frames", f"{r['item_id']}.parquet")
-        t = schema.read_table("merged_frames", [fs_and_path(uri)[1]], filesystem=fs)
-        n = t.num_rows
-        parts.append(pa.table({"video_id": pa.array([r["video_id"]] * n), "frame_index": t.column("frame_index"),
-                               "timestamp": t.column("timestamp"), "faces_swapped": t.column("faces_swapped"),
-                               "bbox": t.column("bbox"), "mask_area": t.column("mask_area"),
-                               "mask_path": pa.array([r["mask_path"]] * n, pa.string())}))
-    frames = schema.table_from_rows("dataset_frames", []) if not parts else \
-        schema.conform("dataset_frames", pa.concat_tables(parts).append_column(
-            "schema_version", pa.array([schema.SCHEMA_VERSION] * sum(p.num_rows for p in parts), pa.int16())))
-    with atomic_write(join(out, "frames.parquet")) as f:
-        pq.write_table(frames, f)
+    target = schema.with_version(schema.DATASET_FRAMES)
+    with atomic_write(join(out, "frames.parquet")) as f, pq.ParquetWriter(f, target) as writer:
+        for r in rows:
+            if r["label"] != "FAKE" or r["status"] != "ok":
+                continue
+            uri = join(work, "fakes", "frames", f"{r['item_id']}.parquet")
+            t = schema.read_table("merged_frames", [fs_and_path(uri)[1]], filesystem=fs)
+            n = t.num_rows
+            writer.write_table(pa.table({
+                "video_id": pa.array([r["video_id"]] * n, pa.string()), "frame_index": t.column("frame_index"),
+                "timestamp": t.column("timestamp"), "faces_swapped": t.column("faces_swapped"),
+                "bbox": t.column("bbox"), "mask_area": t.column("mask_area"),
+                "mask_path": pa.array([r["mask_path"]] * n, pa.string()),
+                "schema_version": pa.array([schema.SCHEMA_VERSION] * n, pa.int16())}).cast(target))
     errors = [{"uri": r["path"], "video_id": r["video_id"], "stage": "generate", "type": "error",
                "message": r["error"]} for r in rows if r["status"] == "error"]
     _write_table("errors", errors, join(out, "errors.parquet"))
@@ -797,13 +823,14 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
 
     faceset = join(work, "faceset")
     timed("extract", run_extract, [m["uri"] for m in manifest], faceset, cfg.extract)
+    holders = timed("plan", face_holders, faceset)
     plan_uri = join(out, "plan.parquet")
     if exists(plan_uri) and exists(join(work, "identities.json")):
         with open_uri(plan_uri) as f:
             plan = schema.conform("plan", pq.read_table(f)).to_pylist()
         ident_emb = _json_read(join(work, "identities.json"))
     else:
-        plan, ident_emb = timed("plan", build_plan, cfg, manifest, faceset)
+        plan, ident_emb = timed("plan", build_plan, cfg, manifest, faceset, holders)
         _json_write(join(work, "identities.json"), ident_emb)
         with atomic_write(plan_uri) as f:
             pq.write_table(schema.table_from_rows("plan", plan), f)
@@ -814,8 +841,8 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
     for r in reals:
         summary.by_split[r["split"]] = summary.by_split.get(r["split"], 0) + 1
     models = timed("train", train_models, cfg, plan, faceset, work, summary)
-    merged = timed("merge", merge_fakes, cfg, plan, models, faceset, work, dataset_id, run_id, summary)
-    quality = timed("quality", measure_fakes, cfg, plan, merged, faceset, work, ident_emb)
+    merged = timed("merge", merge_fakes, cfg, plan, models, faceset, holders, work, dataset_id, run_id, summary)
+    quality = timed("quality", measure_fakes, cfg, plan, merged, faceset, holders, work, ident_emb)
     rows = _published_rows(cfg, plan, merged, quality, models, dataset_id, run_id)
     timed("perturb", publish, cfg, rows, merged, out, work, summary)
     timed("index", consolidate, cfg, out, work, summary)

@@ -83,7 +83,8 @@ def dataset(ray_local, clips, tmp_path_factory):
     while proc.poll() is None and time.monotonic() < deadline and not list(records.glob("*.parquet")):
         time.sleep(0.2)
     finished_first = proc.poll() is not None
-    os.killpg(proc.pid, signal.SIGKILL)
+    if not finished_first:
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     log.close()
     state = {"finished_first": finished_first, "index_at_kill": (out / "index.parquet").exists(),
