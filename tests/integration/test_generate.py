@@ -198,10 +198,16 @@ def test_frames_table_references_masks(dataset):
         assert sum(f["faces_swapped"] > 0 for f in mine) == r["frames_swapped"] > 0
 
 
-def test_report_written(dataset):
+def test_report_written(dataset, tmp_path):
     out, _, _, _ = dataset
     html = Path(out, "report.html").read_text()
     assert "<table" in html and "FAKE" in html
+    fakes = [r for r in _index(out) if r["label"] == "FAKE" and r["status"] == "ok"]
+    assert all(f'data-video-id="{r["video_id"]}"' in html for r in fakes)
+    # and again through the CLI, on the finished dataset
+    assert main(["report", out, "--out", str(tmp_path / "r.html"), "--max-rows", "3"]) == 0
+    again = (tmp_path / "r.html").read_text()
+    assert again.count("data-video-id=") == 3
 
 
 def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
