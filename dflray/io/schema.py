@@ -18,7 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
+# xseg, xseg_model), null in facesets written before.
 
 
 def _f32(n: int) -> pa.DataType:
@@ -52,6 +54,10 @@ FACES = pa.schema([
     ("mask_source", pa.string()),
     ("embedding", _f32(128)),
     ("identity", pa.int32()),
+    ("xseg_polys", pa.string()),  # user XSeg label polygons, JSON [{type: include|exclude, points}] in crop px
+    ("xseg_label", pa.binary()),  # user XSeg label mask (PNG, crop size): polygons rasterised or imported
+    ("xseg", pa.binary()),  # the XSeg model's predicted visible-face mask (PNG, crop size)
+    ("xseg_model", pa.string()),  # id of the XSeg model that predicted ``xseg``
     ("schema_version", pa.int16()),
 ])
 
@@ -230,8 +236,26 @@ TABLES: dict[str, pa.Schema] = {"faces": FACES, "videos": VIDEOS, "errors": ERRO
                                 "merged_frames": MERGED_FRAMES, "plan": PLAN, "dataset": DATASET,
                                 "dataset_frames": DATASET_FRAMES}
 
+
+
+def _set_version(table: pa.Table, version: int) -> pa.Table:
+    i = table.column_names.index("schema_version")
+    return table.set_column(i, "schema_version", pa.array([version] * table.num_rows, pa.int16()))
+
+
+def _faces_v1_to_v2(table: pa.Table) -> pa.Table:
+    """v2 adds the XSeg columns, null for faces written before."""
+    n = table.num_rows
+    for name, typ in (("xseg_polys", pa.string()), ("xseg_label", pa.binary()), ("xseg", pa.binary()),
+                      ("xseg_model", pa.string())):
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(n, typ))
+    return _set_version(table, 2)
+
+
 # table -> {from_version: function upgrading a table by one version}
-_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {name: {} for name in TABLES}
+_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {
+    name: {1: (_faces_v1_to_v2 if name == "faces" else (lambda t: _set_version(t, 2)))} for name in TABLES}
 
 
 def with_version(schema: pa.Schema) -> pa.Schema:
@@ -261,7 +285,10 @@ def _plain(v):
 
 def conform(name: str, table: pa.Table) -> pa.Table:
     """Upgrades a table read from storage to the current schema version (migrations in order)."""
-    version = int(table.column("schema_version")[0].as_py()) if table.num_rows and "schema_version" in table.column_names else SCHEMA_VERSION
+    if table.num_rows and "schema_version" in table.column_names:
+        version = int(table.column("schema_version")[0].as_py())
+    else:  # an empty table: the version its writer put in the schema's metadata
+        version = int((table.schema.metadata or {}).get(b"dflray.schema_version", str(SCHEMA_VERSION)))
     if version > SCHEMA_VERSION:
         raise ValueError(f"{name} table has schema_version {version}, newer than this dflray ({SCHEMA_VERSION}); upgrade dflray")
     while version < SCHEMA_VERSION:

@@ -69,3 +69,27 @@ def test_migrations_run_in_order(tmp_path, monkeypatch):
                     pa.array([schema.SCHEMA_VERSION] * t.num_rows, pa.int16()))})
     back = schema.read_table("errors", [str(tmp_path / "old.parquet")])
     assert back.column("host").to_pylist() == ["?"] and back.column("uri").to_pylist() == ["a"]
+
+
+def _as_v1_faces(rows):
+    """A faces table as dflray 0.1 (schema version 1) wrote it: no XSeg columns."""
+    t = schema.table_from_rows("faces", rows)
+    t = t.drop_columns(["xseg_polys", "xseg_label", "xseg", "xseg_model"])
+    t = t.set_column(t.column_names.index("schema_version"), "schema_version", pa.array([1] * t.num_rows, pa.int16()))
+    return t.replace_schema_metadata({b"dflray.schema_version": b"1"})
+
+
+def test_faces_v1_files_read_with_null_xseg_columns(tmp_path):
+    pq.write_table(_as_v1_faces([{"video_id": "v", "frame_index": 3}]), tmp_path / "old.parquet")
+    pq.write_table(_as_v1_faces([]), tmp_path / "empty.parquet")
+    back = schema.read_table("faces", [str(tmp_path / "old.parquet"), str(tmp_path / "empty.parquet")])
+    assert back.num_rows == 1 and back.column("frame_index").to_pylist() == [3]
+    for c in ("xseg_polys", "xseg_label", "xseg", "xseg_model"):
+        assert back.column(c).to_pylist() == [None]
+    assert back.column("schema_version").to_pylist() == [schema.SCHEMA_VERSION]
+    # every other table's old files read too
+    for name in schema.TABLES:
+        if name != "faces":
+            t = schema.table_from_rows(name, [{}])
+            t = t.set_column(t.column_names.index("schema_version"), "schema_version", pa.array([1], pa.int16()))
+            assert schema.conform(name, t).column("schema_version").to_pylist() == [schema.SCHEMA_VERSION]
