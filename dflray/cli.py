@@ -230,6 +230,16 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, metavar="HTML", help="output file, e.g. report.html")
     r.add_argument("--max-rows", type=int, default=500, help="fakes in the table at most (default 500)")
 
+    di = sub.add_parser("import-dfl", help="DeepFaceLab aligned faces (with XSeg labels) → Parquet faceset",
+                        description="Import a DeepFaceLab aligned folder (JPEGs with DFL's embedded metadata: "
+                        "landmarks, source file, rect and landmarks, image_to_face_mat, face type, XSeg polygons "
+                        "and masks) into a Parquet faceset that training, merging and XSeg use. The metadata is "
+                        "a pickle: it is read with a restricted unpickler that admits only plain containers, "
+                        "numbers, strings and numeric numpy arrays, so a crafted file becomes an error row and "
+                        "never runs code. A rerun on the same --out does nothing.")
+    di.add_argument("aligned", metavar="ALIGNED_DIR", help="DFL's aligned folder (any fsspec URL)")
+    di.add_argument("--out", required=True, metavar="FACESET", help="faceset folder to write")
+
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
                        "by scikit-image and matplotlib) as H.264 videos.")
@@ -347,6 +357,12 @@ def _run(args, parser) -> int:
         info = build_report(args.dataset, args.out, max_rows=args.max_rows)
         print(f"report: {info} → {args.out}")
         return 0
+    if args.command == "import-dfl":
+        from dflray.extract.dfl_import import run_import_dfl
+
+        summary = run_import_dfl(args.aligned, args.out)
+        print(summary)
+        return 1 if not summary.skipped and summary.faces == 0 else 0
     if args.command == "export":
         from dflray.train.export import export_model
 

@@ -47,6 +47,7 @@ import json
 import math
 import pickle
 import posixpath
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -767,3 +768,108 @@ def dfl_face_type(face_type: str) -> str:
         return _TO_DFL_FACE_TYPE[face_type]
     except KeyError:
         raise ValueError(f"face_type must be one of {', '.join(_TO_DFL_FACE_TYPE)}, got {face_type!r}") from None
+
+
+# ------------------------------------------------------------------------------ the import job
+
+
+@dataclasses.dataclass
+class ImportSummary:
+    """What ``dflray import-dfl`` did."""
+
+    out: str
+    faces: int = 0
+    errors: int = 0
+    with_xseg_labels: int = 0
+    skipped: bool = False
+    face_types: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"import-dfl → {self.out}: already imported (nothing done)"
+        types = ", ".join(f"{k} {v}" for k, v in sorted(self.face_types.items())) or "none"
+        return (f"import-dfl → {self.out}: {self.faces} faces ({types}), {self.with_xseg_labels} with XSeg labels, "
+                f"{self.errors} files not imported (see errors/)")
+
+
+def run_import_dfl(folder: str, out: str, chunk: int = 500) -> ImportSummary:
+    """Imports a DeepFaceLab ``aligned`` folder into a Parquet faceset at ``out``.
+
+    The folder becomes one "video" of the faceset (``uri`` = the folder, ``frame_index`` = the file's
+    position in name order). Faces are written in chunks of ``chunk`` rows (memory stays bounded), then
+    the errors, then the ``videos`` row that commits them, then ``faceset.json``; a rerun on a committed
+    import does nothing. A file that cannot be read (not a JPEG, no DFL metadata, a forbidden pickle)
+    becomes a row of ``errors/`` and the others are imported.
+
+    Raises:
+        ValueError: when ``folder`` holds no JPEG at all.
+    """
+    import time
+    import uuid
+
+    import pyarrow.parquet as pq
+
+    from dflray.extract.faceset import read_videos
+    from dflray.extract.pipeline import video_id as make_video_id
+    from dflray.io import schema
+    from dflray.io.storage import atomic_write, exists, join, makedirs, remove
+
+    summary = ImportSummary(out=out)
+    vid = make_video_id(folder.rstrip("/"))
+    if exists(join(out, "videos")) and vid in set(read_videos(out).column("video_id").to_pylist()):
+        summary.skipped = True
+        return summary
+    makedirs(out)
+    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
+    written: list[str] = []
+    sizes: dict[int, int] = {}
+    total = 0
+
+    def flush() -> None:
+        if rows:
+            uri = join(out, "faces", f"{run_id}-{len(written):05d}.parquet")
+            with atomic_write(uri) as f:
+                pq.write_table(schema.table_from_rows("faces", rows), f)
+            written.append(uri)
+            rows.clear()
+
+    for i, (uri, face, error) in enumerate(iter_aligned(folder)):
+        total += 1
+        if face is None:
+            errors.append({"uri": uri, "video_id": vid, "frame_index": i, "stage": "import", "type": error.split(":", 1)[0],
+                           "message": error, "run_id": run_id})
+            continue
+        row = face_row(face, video_id=vid, frame_index=i, source_uri=uri)
+        row["run_id"] = run_id
+        rows.append(row)
+        summary.faces += 1
+        summary.face_types[row["face_type"]] = summary.face_types.get(row["face_type"], 0) + 1
+        sizes[int(row["size"])] = sizes.get(int(row["size"]), 0) + 1
+        summary.with_xseg_labels += row.get("xseg_label") is not None
+        if len(rows) >= chunk:
+            flush()
+    if total == 0:
+        for u in written:
+            remove(u)
+        raise ValueError(f"ALIGNED_DIR: no .jpg files in {folder}")
+    flush()
+    summary.errors = len(errors)
+    with atomic_write(join(out, "errors", f"{run_id}.parquet")) as f:
+        pq.write_table(schema.table_from_rows("errors", errors), f)
+    status = "ok" if summary.faces else "error"
+    video = {"video_id": vid, "uri": folder, "frame_count": total, "frames_decoded": total, "faces": summary.faces,
+             "frames_with_faces": summary.faces, "status": status, "run_id": run_id,
+             "error": None if summary.faces else "no DFL face could be read"}
+    with atomic_write(join(out, "videos", f"{run_id}.parquet")) as f:
+        pq.write_table(schema.table_from_rows("videos", [video]), f)
+    face_type = max(summary.face_types, key=summary.face_types.get) if summary.face_types else None
+    size = max(sizes, key=sizes.get) if sizes else None
+    doc = {"kind": "dflray.faceset", "schema_version": schema.SCHEMA_VERSION, "imported_from": folder,
+           "importer": "dflray import-dfl (DeepFaceLab aligned JPEGs)",
+           "config": {"align": {"face_type": face_type, "size": size}, "decode": {"every_n": 1}},
+           "tables": ["errors", "faces", "videos"], "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with atomic_write(join(out, "faceset.json")) as f:
+        f.write(json.dumps(doc, indent=2).encode())
+    return summary

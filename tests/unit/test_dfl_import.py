@@ -423,3 +423,53 @@ def test_shared_reference_bomb_and_garbage_are_bounded():
         read_dfl_metadata(_with_app15(b"\x80\x03}q\x00(X\x01"))
     with pytest.raises(DflMetadataError, match="not a dict"):
         read_dfl_metadata(_with_app15(pickle.dumps([1, 2])))
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_import_dfl_writes_a_faceset_training_accepts(tmp_path):
+    import pickle
+
+    from dflray.cli import main
+    from dflray.extract.dfl_import import run_import_dfl
+    from dflray.extract.faceset import read_errors, read_faces, read_videos
+    from dflray.train.data import inspect_faceset
+
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    crop, meta = _meta()
+    for i in range(5):
+        (aligned / f"{i:05d}_0.jpg").write_bytes(write_dfl_jpeg(crop, {**meta, "source_filename": f"{i:05d}.png"}))
+    unlabelled = {k: v for k, v in meta.items() if k not in ("seg_ie_polys", "xseg_mask")}
+    (aligned / "00005_0.jpg").write_bytes(write_dfl_jpeg(crop, unlabelled))
+    marker = tmp_path / "pwned"
+    (aligned / "00006_0.jpg").write_bytes(_with_app15(pickle.dumps({"landmarks": _Evil(marker)}), crop))
+    out = tmp_path / "faceset"
+    summary = run_import_dfl(str(aligned), str(out))
+    assert not marker.exists()  # the crafted file ran nothing
+    assert summary.faces == 6 and summary.errors == 1 and summary.with_xseg_labels == 5
+    faces = read_faces(str(out))
+    assert faces.num_rows == 6 and set(faces.column("face_type").to_pylist()) == {"whole_face"}
+    labels = faces.column("xseg_label").to_pylist()
+    assert sum(x is not None for x in labels) == 5
+    label = cv2.imdecode(np.frombuffer(labels[0], np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert label.shape == (SIZE, SIZE) and set(np.unique(label)) <= {0, 255}
+    errors = read_errors(str(out)).to_pylist()
+    assert len(errors) == 1 and errors[0]["uri"].endswith("00006_0.jpg") and "forbidden" in errors[0]["message"]
+    assert read_videos(str(out)).column("status").to_pylist() == ["ok"]
+    info = inspect_faceset(str(out), "src")  # training accepts it as a faceset
+    assert info.faces == 6 and info.face_type == "whole_face" and info.size == SIZE
+    # a rerun does nothing, and the CLI says so
+    assert run_import_dfl(str(aligned), str(out)).skipped
+    assert main(["import-dfl", str(aligned), "--out", str(out)]) == 0
+    assert read_faces(str(out)).num_rows == 6
+    # a folder without JPEGs is a clear error
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no .jpg files"):
+        run_import_dfl(str(tmp_path / "empty"), str(tmp_path / "fs2"))
