@@ -20,6 +20,8 @@ from dflray.config import (
     MergeConfig,
     ModelConfig,
     TrainConfig,
+    XSegApplyConfig,
+    XSegTrainConfig,
     load_config,
 )
 
@@ -240,6 +242,33 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("aligned", metavar="ALIGNED_DIR", help="DFL's aligned folder (any fsspec URL)")
     di.add_argument("--out", required=True, metavar="FACESET", help="faceset folder to write")
 
+    xs = sub.add_parser("xseg", help="learned face segmentation (XSeg): train, apply",
+                        description="DeepFaceLab's XSeg: a U-Net that segments the visible face, so that training "
+                        "and merging ignore hands, glasses and hair over it.")
+    xsub = xs.add_subparsers(dest="xseg_command", required=True, metavar="ACTION")
+    xt = xsub.add_parser("train", help="train XSeg on facesets (Ray Train)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Train XSeg on one or more facesets of one face type with Ray Train. Faces with "
+                         "a user label (xseg_label: polygons, or imported from DeepFaceLab) train on it; the others, "
+                         "with self_supervised=true, on synthetic occluders (shapes, image crops, hands, glasses, "
+                         "microphones, hair) pasted over their landmark hull, the target being the hull minus the "
+                         "occluders. Writes OUT/xseg.pt; a rerun continues from the newest checkpoint.\n\n"
+                         "Config: resolution, base, depth, batch_size, steps, optimizer=rmsprop|adam, lr, "
+                         "self_supervised, max_occluders, coverage, p_none, augment, num_workers, use_gpu, "
+                         "cpus_per_worker, data_cpus, torch_threads, checkpoint_every, log_every, max_failures, seed.")
+    xt.add_argument("inputs", nargs="+", metavar="FACESET", help="facesets, then key.path=value overrides")
+    xt.add_argument("--out", required=True, metavar="URI", help="training output (checkpoints, xseg.pt)")
+    xt.add_argument("--config", metavar="FILE", help="YAML config (XSegTrainConfig)")
+    xt.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    xa = xsub.add_parser("apply", help="write the XSeg mask of every face into a faceset (Ray Data)",
+                         description="Predict every face's visible-face mask with a trained XSeg model and write it "
+                         "into the faceset's xseg column (PNG, crop size) with the model's id, file by file. Applying "
+                         "the same model again changes nothing. Config: batch_size, concurrency, num_cpus, num_gpus, "
+                         "threshold.")
+    xa.add_argument("inputs", nargs="+", metavar="FACESET", help="the faceset, then key.path=value overrides")
+    xa.add_argument("--model", required=True, metavar="XSEG", help="xseg.pt (or the xseg train output)")
+    xa.add_argument("--config", metavar="FILE", help="YAML config (XSegApplyConfig)")
+    xa.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
                        "by scikit-image and matplotlib) as H.264 videos.")
@@ -356,6 +385,24 @@ def _run(args, parser) -> int:
 
         info = build_report(args.dataset, args.out, max_rows=args.max_rows)
         print(f"report: {info} → {args.out}")
+        return 0
+    if args.command == "xseg":
+        inputs, overrides = _split_overrides(args.inputs)
+        if args.xseg_command == "train":
+            if not inputs:
+                raise ConfigError("FACESET", "give at least one faceset")
+            from dflray.train.xseg import run_xseg_train
+
+            summary = run_xseg_train(inputs, args.out, load_config(XSegTrainConfig, args.config, overrides),
+                                     address=args.address)
+        else:
+            if len(inputs) != 1:
+                raise ConfigError("FACESET", "give exactly one faceset")
+            from dflray.extract.xseg_apply import run_xseg_apply
+
+            summary = run_xseg_apply(inputs[0], args.model, load_config(XSegApplyConfig, args.config, overrides),
+                                     address=args.address)
+        print(summary)
         return 0
     if args.command == "import-dfl":
         from dflray.extract.dfl_import import run_import_dfl
