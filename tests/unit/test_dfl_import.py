@@ -36,18 +36,10 @@ from dflray.face.align import get_transform_mat, transform_points, warp_to_crop
 from dflray.face.masks import hull_mask
 from dflray.io import schema
 from dflray.sample import load_portrait
+from tests.media import ASTRONAUT_LM
 
 # dlib's 68 landmarks on skimage's astronaut (dflray's built-in sample portrait), frame pixels.
-_ASTRONAUT_LM = np.array([
-    [179, 106], [180, 117], [180, 128], [182, 140], [185, 151], [191, 161], [200, 169], [209, 176],
-    [220, 179], [232, 177], [243, 171], [253, 163], [260, 154], [265, 143], [268, 132], [270, 120],
-    [272, 109], [186, 93], [192, 88], [200, 87], [209, 89], [216, 92], [236, 94], [244, 91], [252, 91],
-    [260, 92], [265, 98], [226, 102], [226, 111], [225, 119], [225, 127], [214, 131], [219, 133],
-    [224, 134], [229, 133], [234, 132], [195, 101], [200, 98], [207, 98], [212, 104], [206, 104],
-    [200, 104], [238, 105], [244, 100], [250, 101], [255, 104], [250, 106], [244, 106], [200, 139],
-    [209, 139], [218, 139], [224, 141], [230, 140], [238, 140], [246, 141], [238, 151], [229, 155],
-    [222, 156], [216, 155], [207, 150], [203, 140], [218, 143], [223, 144], [229, 143], [243, 142],
-    [229, 150], [223, 151], [217, 150]], dtype=np.float64)
+_ASTRONAUT_LM = np.asarray(ASTRONAUT_LM, np.float64)
 SIZE = 192
 _NP_SCALAR = np.float32(0).__reduce__()[0]  # numpy's scalar-rebuilding function, whatever its module
 INCLUDE = [[20.5, 20.5], [170.0, 20.0], [170.0, 170.0], [20.0, 170.0]]
