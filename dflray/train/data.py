@@ -21,7 +21,7 @@ from dflray.config import FACE_TYPE_ORDER, ConfigError, TrainConfig
 from dflray.extract.faceset import committed_face_files, read_faces
 from dflray.io.storage import arrow_filesystem, exists, join
 
-SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_source", "yaw"]
+SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_source", "xseg", "yaw"]
 YAW_BINS = 128  # DFL's uniform_yaw bin count
 MAX_YAW_REPEAT = 16  # a rare yaw is repeated at most this often per epoch (bounds the epoch size)
 CT_REFERENCES = 256  # dst crops kept for colour transfer of src samples
@@ -120,14 +120,32 @@ def epoch_plan(info: FacesetInfo, cfg: TrainConfig) -> tuple[int, np.ndarray | N
     return times, yaw, times * per_pass
 
 
+def _present(v: Any) -> bool:
+    return isinstance(v, (bytes, bytearray, np.bytes_)) and len(v) > 0  # Ray Data may give b"" for null
+
+
+def training_masks(batch: dict[str, Any]) -> np.ndarray:
+    """The face mask each row trains with (encoded, stored-crop size), or None to rebuild the hull.
+
+    An XSeg mask (``xseg``, written by ``dflray xseg apply``) wins: it leaves out what covers the face, so
+    the masked loss does not learn hands or glasses. Otherwise the stored mask is the landmark hull, which
+    augment rebuilds exactly in the training crop, so only another learned mask is worth decoding.
+    """
+    xseg = batch.get("xseg")
+    out = []
+    for i, (m, src) in enumerate(zip(batch["mask"], batch["mask_source"])):
+        if xseg is not None and _present(xseg[i]):
+            out.append(xseg[i])
+        else:
+            out.append(m if src not in (None, "hull") else None)
+    return np.array(out, dtype=object)
+
+
 def _make_samples(batch: dict[str, np.ndarray], *, resolution: int, face_type: str, augment, flip: bool,
                   ct_refs: np.ndarray | None) -> dict[str, np.ndarray]:
     from dflray.train.augment import make_batch
 
-    # The faceset's stored mask is the landmark hull, which augment rebuilds exactly in the training
-    # crop; only a learned mask (a later schema) is worth decoding.
-    masks = [m if src not in (None, "hull") else None for m, src in zip(batch["mask"], batch["mask_source"])]
-    batch = {**batch, "mask": np.array(masks, dtype=object)}
+    batch = {**batch, "mask": training_masks(batch)}
     rng = np.random.default_rng()  # fresh entropy per batch: every epoch sees new augmentations
     return make_batch(batch, resolution, face_type, augment, rng, flip, ct_refs=ct_refs)
 
@@ -166,8 +184,7 @@ def fixed_samples(uri: str, cfg: TrainConfig, count: int, seed: int = 0) -> dict
     batch = {k: np.array(v, dtype=object) for k, v in rows.items()}
     batch["landmarks"] = np.array(rows["landmarks"], dtype=np.float32)
     batch["align_mat"] = np.array(rows["align_mat"], dtype=np.float64)
-    batch["mask"] = np.array([m if s not in (None, "hull") else None for m, s in zip(rows["mask"], rows["mask_source"])],
-                             dtype=object)
+    batch["mask"] = training_masks(batch)
     plain = dataclasses.replace(cfg.augment, random_warp=False, rotation=0.0, scale=0.0, shift=0.0,
                                 random_hsv_power=0.0, ct_mode="none")
     return make_batch(batch, cfg.model.resolution, cfg.model.face_type, plain, np.random.default_rng(seed), False)

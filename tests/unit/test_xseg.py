@@ -289,3 +289,17 @@ def test_predict_mask_batches_and_resizes():
     assert predict_mask(model, big).shape == (2, 128, 128)
     with pytest.raises(ValueError, match="crops_uint8"):
         predict_mask(model, crops[..., 0])
+
+
+def test_training_uses_the_xseg_mask_where_a_face_has_one():
+    """The autoencoder's masked loss trains on the XSeg mask (what covers the face left out) when a face
+    has one, else on the hull (None: rebuilt in the training crop) or another stored learned mask."""
+    from dflray.train.data import training_masks
+
+    xseg, hull, learned = b"xseg-png", b"hull-png", b"learned-png"
+    batch = {"mask": np.array([hull, hull, learned, hull], dtype=object),
+             "mask_source": np.array(["hull", "hull", "xseg-import", "hull"], dtype=object),
+             "xseg": np.array([xseg, None, None, b""], dtype=object)}
+    assert list(training_masks(batch)) == [xseg, None, learned, None]
+    del batch["xseg"]  # a faceset without the column (schema v1 read through Ray Data)
+    assert list(training_masks(batch)) == [None, None, learned, None]
