@@ -599,13 +599,14 @@ class _PublishWorker(_Stage):
                        duration=info.get("duration"), status="ok")
             if task.get("mask_src"):
                 mask_uri = join(self.out, row["mask_path"])
-                if not exists(mask_uri):
+                if not exists(mask_uri):  # the first compression level of this fake publishes its mask
                     copy = os.path.join(tmp, "mask.mp4")
                     with open_uri(task["mask_src"]) as src, open(copy, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 22)
-                    _publish(copy, mask_uri)
-                with open_uri(task["mask_src"]) as f:
-                    row["mask_sha256"] = hashlib.sha256(f.read()).hexdigest()
+                    row["mask_sha256"] = _publish(copy, mask_uri)
+                else:
+                    with open_uri(mask_uri) as f:
+                        row["mask_sha256"] = hashlib.sha256(f.read()).hexdigest()
         except Exception as e:  # noqa: BLE001
             row.update(status="error", error=f"{type(e).__name__}: {e}")
             log.warning("publish failed for %s: %s", row["path"], row["error"])
