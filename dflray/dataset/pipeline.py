@@ -49,18 +49,15 @@ import ray
 from ray.data import ActorPoolStrategy
 
 import dflray
-from dflray.config import ConfigError, GenerateConfig, MergeConfig, TrainConfig, from_dict, to_dict
+from dflray.config import MERGE_SETTING_FIELDS, ConfigError, GenerateConfig, MergeConfig, TrainConfig, from_dict, to_dict
 from dflray.dataset import layout as lay
-from dflray.extract.faceset import committed_face_files, read_videos
+from dflray.extract.faceset import committed_face_files, face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
 from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, open_uri
 from dflray.merge.pipeline import _check_writable, _publish, _read_dir, _write_table
 
 log = logging.getLogger("dflray.generate")
-
-STAGES = ("extract", "plan", "train", "merge", "quality", "perturb", "index")
-
 
 @dataclass
 class GenerateSummary:
@@ -197,16 +194,6 @@ class _Stage:
 
 
 # ------------------------------------------------------------------------------ facesets
-
-
-def face_holders(faceset: str) -> dict[str, list[str]]:
-    """video_id → the committed faces files (paths inside the faceset's filesystem) that hold it."""
-    fs, _ = arrow_filesystem(faceset)
-    holders: dict[str, list[str]] = {}
-    for f in committed_face_files(faceset):
-        for vid in pq.read_table(f, columns=["video_id"], filesystem=fs).column(0).unique().to_pylist():
-            holders.setdefault(vid, []).append(f)
-    return holders
 
 
 def subset_faceset(faceset: str, video_ids: list[str], out: str) -> str:
@@ -668,7 +655,7 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                            method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"))
                 if rec is not None:
                     row.update({k: rec.get(k) for k in ("smooth_window", "settings_sha256", "frames_swapped",
-                                                        *_setting_names())})
+                                                        *MERGE_SETTING_FIELDS)})
                     row.update(model_id=rec.get("model_sha256"))
                 row.update(q.get("metrics") or {})
                 if q:
@@ -689,12 +676,6 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                     row.update(status="dropped", error=f"quality gates: {q['quality_reasons']}")
             rows.append(row)
     return rows
-
-
-def _setting_names() -> tuple[str, ...]:
-    from dflray.config import MERGE_SETTING_FIELDS
-
-    return MERGE_SETTING_FIELDS
 
 
 def publish(cfg: GenerateConfig, rows: list[dict], merged: dict, out: str, work: str, summary: GenerateSummary) -> None:

@@ -31,6 +31,21 @@ def committed_face_files(faceset: str) -> list[str]:
             if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
 
 
+def face_holders(faceset: str) -> dict[str, list[str]]:
+    """video_id → the committed faces files (paths inside the faceset's filesystem) that hold it.
+
+    Reads only the ``video_id`` column of each file, so a worker can then open just its video's files.
+    """
+    import pyarrow.parquet as pq
+
+    fs, _ = arrow_filesystem(faceset)
+    holders: dict[str, list[str]] = {}
+    for f in committed_face_files(faceset):
+        for vid in pq.read_table(f, columns=["video_id"], filesystem=fs).column(0).unique().to_pylist():
+            holders.setdefault(vid, []).append(f)
+    return holders
+
+
 def read_faces(faceset: str, columns: list[str] | None = None) -> pa.Table:
     """The ``faces`` table of committed runs, sorted by (video_id, frame_index, face_index).
 

@@ -45,7 +45,7 @@ from ray.data import ActorPoolStrategy
 
 import dflray
 from dflray.config import MergeConfig, to_dict
-from dflray.extract.faceset import committed_face_files, read_videos
+from dflray.extract.faceset import face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
 from dflray.io.storage import (
@@ -480,12 +480,7 @@ def _tasks(faceset: str, dst: list[str], cfg: MergeConfig, model_sha: str, model
     with open_uri(join(faceset, "faceset.json")) as f:
         every_n = int(json.load(f).get("config", {}).get("decode", {}).get("every_n", 1))
     fill = cfg.fill_gaps if cfg.fill_gaps is not None else every_n - 1
-    # Which committed faces files hold each video (read once here: a worker then opens only its own).
-    fs, _ = arrow_filesystem(faceset)
-    holders: dict[str, list[str]] = {}
-    for f in committed_face_files(faceset):
-        for vid in pq.read_table(f, columns=["video_id"], filesystem=fs).column(0).unique().to_pylist():
-            holders.setdefault(vid, []).append(f)
+    holders = face_holders(faceset)  # read once here: a worker then opens only its own video's files
     tasks: dict[str, dict[str, Any]] = {}
     for row in videos.to_pylist():
         vid = row["video_id"]
