@@ -91,7 +91,9 @@ options may be given by name (mode=seamless is settings.mode=seamless), e.g.:
       color_transfer=mkl-m erode=20 blur=40 smooth_window=7 predict.num_gpus=1
 
 Settings (DFL's): mode=original|overlay|hist-match|seamless|seamless-hist-match|raw-rgb,
-mask_mode=full|dst|learned-prd|learned-dst|learned-prd*learned-dst|learned-prd+learned-dst, erode
+mask_mode=full|dst|learned-prd|learned-dst|learned-prd*learned-dst|learned-prd+learned-dst|XSeg-prd|
+XSeg-dst|XSeg-prd*XSeg-dst|learned-prd*learned-dst*XSeg-prd*XSeg-dst (the XSeg modes need xseg=PATH, a
+model from dflray xseg train; it runs in each merge worker), erode
 (-400..400), blur (0..400), face_scale (-50..50), masked_hist_match, hist_match_threshold,
 color_transfer=none|rct|lct|mkl|mkl-m|idt|idt-m|sot-m|mix-m, sharpen_mode=none|box|gaussian,
 sharpen_amount, denoise, bicubic_degrade, color_degrade, motion_blur. Per-video draws:
@@ -99,7 +101,7 @@ vary='[{field: mode, choices: [overlay, seamless]}, {field: erode, low: -20, hig
 Config: smooth_window (0 or odd >= 3), fill_gaps, identity (swap=dominant|reference|all, reference,
 threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, precision=fp32|bf16|fp16,
 threads), workers
-(concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), dataset_id,
+(concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), xseg, dataset_id,
 retry_errors (a rerun skips failed videos too unless true),
 extract (the ExtractConfig used for video --dst)."""
 

@@ -455,7 +455,9 @@ class TrainConfig:
 # Merging (per-frame settings; the merge job's root config comes with the merge stage).
 
 MERGE_MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
-MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst")
+MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst",
+              "XSeg-prd", "XSeg-dst", "XSeg-prd*XSeg-dst", "learned-prd*learned-dst*XSeg-prd*XSeg-dst")
+XSEG_MASK_MODES = tuple(m for m in MASK_MODES if "XSeg" in m)  # need ``MergeConfig.xseg``
 MERGE_COLOR_MODES = ("none", "rct", "lct", "mkl", "mkl-m", "idt", "idt-m", "sot-m", "mix-m")
 
 
@@ -468,7 +470,9 @@ class MergeSettings:
             blending), ``seamless-hist-match``, ``raw-rgb`` (the predicted crop pasted unmasked),
             ``raw-predict`` (the predicted crop itself, not pasted).
         mask_mode: ``full`` (the whole crop), ``dst`` (landmark hull of dst), ``learned-prd`` (the model's
-            mask of the swap), ``learned-dst`` (its mask of dst), their product or sum.
+            mask of the swap), ``learned-dst`` (its mask of dst), their product or sum; ``XSeg-prd`` (the
+            XSeg model's mask of the swapped face), ``XSeg-dst`` (its mask of dst), their product, or
+            ``learned-prd*learned-dst*XSeg-prd*XSeg-dst``. XSeg modes need ``MergeConfig.xseg``.
         erode: mask erosion in DFL's units (-400..400; negative dilates).
         blur: mask blur in DFL's units (0..400).
         face_scale: output face scale in percent (-50..50).
@@ -486,7 +490,8 @@ class MergeSettings:
     mode: Literal["original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb",
                   "raw-predict"] = "overlay"
     mask_mode: Literal["full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst",
-                       "learned-prd+learned-dst"] = "learned-prd*learned-dst"
+                       "learned-prd+learned-dst", "XSeg-prd", "XSeg-dst", "XSeg-prd*XSeg-dst",
+                       "learned-prd*learned-dst*XSeg-prd*XSeg-dst"] = "learned-prd*learned-dst"
     erode: int = 0
     blur: int = 0
     face_scale: int = 0
@@ -693,6 +698,9 @@ class MergeConfig:
         retry_errors: a rerun also retries videos that failed (by default it skips every video that
             has a record, failed or not, so a finished run reruns as a no-op).
         extract: extraction config used when ``--dst`` is videos rather than a faceset.
+        xseg: an XSeg model (``dflray xseg train``'s ``xseg.pt``, any fsspec URL) for the ``XSeg-*`` mask
+            modes; it runs in each merge worker on the dst frame and the swapped face, cropped at the
+            XSeg model's own face type and resolution.
     """
 
     settings: MergeSettings = field(default_factory=MergeSettings)
@@ -707,6 +715,16 @@ class MergeConfig:
     dataset_id: str = ""
     retry_errors: bool = False
     extract: ExtractConfig = field(default_factory=ExtractConfig)
+    xseg: str = ""
+
+    @property
+    def uses_xseg(self) -> bool:
+        """Whether any video's mask mode (the base setting or a drawn one) needs the XSeg model."""
+        modes = {self.settings.mask_mode}
+        for v in self.vary:
+            if v.field == "mask_mode":
+                modes.update(v.choices)
+        return bool(modes & set(XSEG_MASK_MODES))
 
     def __post_init__(self) -> None:
         _check(self.smooth_window == 0 or (self.smooth_window >= 3 and self.smooth_window % 2 == 1),
@@ -718,6 +736,8 @@ class MergeConfig:
         _check(not dup, "vary", f"draws {', '.join(dup)} more than once")
         _check(re.fullmatch(r"[A-Za-z0-9._-]{0,128}", self.dataset_id) is not None, "dataset_id",
                "may only hold letters, digits, '.', '_' and '-' (at most 128)")
+        _check(bool(self.xseg) or not self.uses_xseg, "xseg",
+               f"mask modes {', '.join(XSEG_MASK_MODES)} need an XSeg model: set xseg=PATH (dflray xseg train)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -439,9 +439,12 @@ class _MergeWorker(_Stage):
     def __init__(self, cfg: MergeConfig, out: str, run_id: str, dataset_id: str):
         import torch
 
+        from dflray.merge.pipeline import load_merge_xseg
+
         self.cfg, self.out, self.run_id, self.dataset_id = cfg, out, run_id, dataset_id
         torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
         self._models: dict[str, Any] = {}
+        self.xseg = load_merge_xseg(cfg)
 
     def _predict(self, uri: str):
         from dflray.merge.predict import Predictor
@@ -460,7 +463,7 @@ class _MergeWorker(_Stage):
 
         record, _ = merge_one(task, self.cfg, self.out, self._predict(task["model_uri"]), contract=task["contract"],
                               model_uri=task["model_uri"], model_sha=task["model_sha256"], reference=None,
-                              run_id=self.run_id, dataset_id=self.dataset_id)
+                              run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg)
         return {"id": task["output_id"], "status": record["status"], "error": record.get("error") or ""}
 
 
@@ -656,7 +659,7 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                 if rec is not None:
                     row.update({k: rec.get(k) for k in ("smooth_window", "settings_sha256", "frames_swapped",
                                                         *MERGE_SETTING_FIELDS)})
-                    row.update(model_id=rec.get("model_sha256"))
+                    row.update(model_id=rec.get("model_sha256"), xseg_id=rec.get("xseg_sha256"))
                 row.update(q.get("metrics") or {})
                 if q:
                     passed, reasons = apply_gates(q["metrics"], cfg.quality.gates)
@@ -775,6 +778,9 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
     out = _absolute(out)
     work = join(out, "_work")
     _check_plan(cfg)
+    from dflray.merge.pipeline import resolve_merge_xseg
+
+    cfg = dataclasses.replace(cfg, merge=resolve_merge_xseg(cfg.merge, "merge.xseg")[0])
     manifest = read_manifest(cfg)
     for m in manifest:
         m["uri"] = _absolute(m["uri"])

@@ -47,6 +47,34 @@ def model_id(uri: str) -> str:
     return h.hexdigest()
 
 
+def resolve_xseg(model: str, field: str = "--model") -> tuple[str, str]:
+    """Finds and checks an XSeg model: ``xseg.pt`` or the ``dflray xseg train`` folder holding it.
+
+    Args:
+        model: a file or folder, any fsspec URL (local paths are made absolute, for Ray workers).
+        field: the option named in errors.
+
+    Returns:
+        (URI of the model file, its id ``model_id``).
+
+    Raises:
+        ValueError: naming ``field`` when it is missing or not an XSeg model written by dflray.
+    """
+    import os
+
+    from dflray.io.storage import exists, join
+    from dflray.models.xseg import load_xseg
+
+    model = model if "://" in model else os.path.abspath(model)
+    if not model.endswith(".pt") and exists(join(model, "xseg.pt")):
+        model = join(model, "xseg.pt")
+    try:
+        load_xseg(model)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{field}: {model} is not an XSeg model written by dflray xseg train: {e}") from e
+    return model, model_id(model)
+
+
 def masks_for(model, images: list[bytes], batch_size: int, threshold: float = 0.0) -> list[bytes]:
     """PNG masks (crop size, 0..255) of encoded face crops."""
     from dflray.models.xseg import predict_mask
@@ -135,23 +163,9 @@ def run_xseg_apply(faceset: str, model: str, cfg: XSegApplyConfig, address: str 
 
     t0 = time.perf_counter()
     faceset = faceset if "://" in faceset else os.path.abspath(faceset)
-    model = model if "://" in model else os.path.abspath(model)
-    if not model.endswith(".pt") and exists(join(model, "xseg.pt")):
-        model = join(model, "xseg.pt")
     if not exists(join(faceset, "faces")):
         raise ValueError(f"FACESET: {faceset} is not a faceset (no faces/ folder)")
-    try:
-        import torch
-
-        from dflray.models.xseg import load_xseg
-
-        with open_uri(model) as f:
-            import io
-
-            load_xseg(torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True))
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"--model: {model} is not an XSeg model written by dflray xseg train: {e}") from e
-    sha = model_id(model)
+    model, sha = resolve_xseg(model)
     files = committed_face_files(faceset)
     summary = XSegApplySummary(faceset=faceset, model_id=sha)
     if not files:

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 2
 # Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
-# xseg, xseg_model), null in facesets written before.
+# xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode),
+# null in tables written before.
 
 
 def _f32(n: int) -> pa.DataType:
@@ -115,6 +116,7 @@ MERGED = pa.schema([
     ("dst_video_id", pa.string()),
     ("model", pa.string()),
     ("model_sha256", pa.string()),
+    ("xseg_sha256", pa.string()),  # the XSeg model's sha256 when the mask mode is an XSeg one
     ("arch", pa.string()),
     ("face_type", pa.string()),
     ("resolution", pa.int32()),
@@ -187,6 +189,7 @@ DATASET = pa.schema([
     ("method", pa.string()),  # FAKE: e.g. dflray-liae-ud
     ("arch", pa.string()),
     ("model_id", pa.string()),  # sha256 of the model's weights
+    ("xseg_id", pa.string()),  # sha256 of the XSeg model when the mask mode is an XSeg one
     ("item_id", pa.string()),  # the plan row
     ("compression", pa.string()),  # c0 | c23 | c40
     ("crf", pa.int32()),  # CRF of the final encode
@@ -243,19 +246,22 @@ def _set_version(table: pa.Table, version: int) -> pa.Table:
     return table.set_column(i, "schema_version", pa.array([version] * table.num_rows, pa.int16()))
 
 
-def _faces_v1_to_v2(table: pa.Table) -> pa.Table:
-    """v2 adds the XSeg columns, null for faces written before."""
-    n = table.num_rows
-    for name, typ in (("xseg_polys", pa.string()), ("xseg_label", pa.binary()), ("xseg", pa.binary()),
-                      ("xseg_model", pa.string())):
-        if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(n, typ))
-    return _set_version(table, 2)
+_NEW_IN_V2 = {"faces": ("xseg_polys", "xseg_label", "xseg", "xseg_model"), "merged": ("xseg_sha256",),
+              "dataset": ("xseg_id",)}
+
+
+def _v1_to_v2(name: str) -> Callable[[pa.Table], pa.Table]:
+    """v2 adds the XSeg columns, null in tables written before."""
+    def up(table: pa.Table) -> pa.Table:
+        for col in _NEW_IN_V2.get(name, ()):
+            if col not in table.column_names:
+                table = table.append_column(col, pa.nulls(table.num_rows, TABLES[name].field(col).type))
+        return _set_version(table, 2)
+    return up
 
 
 # table -> {from_version: function upgrading a table by one version}
-_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {
-    name: {1: (_faces_v1_to_v2 if name == "faces" else (lambda t: _set_version(t, 2)))} for name in TABLES}
+_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {name: {1: _v1_to_v2(name)} for name in TABLES}
 
 
 def with_version(schema: pa.Schema) -> pa.Schema:

@@ -42,7 +42,10 @@ Where dflray departs from DFL (outputs otherwise agree with DFL's own code to 8-
   square (what changed), where DFL reports the face mask. ``original`` and ``raw-predict`` report an
   empty manipulation mask (nothing changed).
 - Output bytes are rounded, not truncated; mask weights round up so any change is inside the mask.
-- No XSeg mask modes and no super resolution (they need networks dflray does not ship yet).
+- XSeg mask modes take the XSeg masks as inputs (``xseg_crops`` cuts the XSeg model's inputs,
+  ``xseg_to_model`` brings its masks into the model crop). DFL cuts both at the model's face type;
+  here they are cut at the XSeg model's own face type, the same when the two agree.
+- No super resolution (it needs a network dflray does not ship).
 
 Example:
     >>> crop, ctx = prepare_crop(frame, landmarks, "whole_face", 256, settings)  # doctest: +SKIP
@@ -56,24 +59,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
-from dflray.config import MergeSettings
+from dflray.config import MASK_MODES, XSEG_MASK_MODES, MergeSettings
 from dflray.face.align import get_transform_mat, transform_points
 from dflray.face.masks import hull_mask
 from dflray.merge import postprocess as pp
 from dflray.merge.color import color_transfer
 
-__all__ = ["MASK_MODES", "MERGE_MODES", "MergeContext", "MergeResult", "build_mask", "color_hist_match", "crop_hull",
-           "hist_match", "merge_face", "output_matrix", "paste", "prepare_crop", "refine_mask"]
+__all__ = ["MASK_MODES", "MERGE_MODES", "XSEG_MASK_MODES", "MergeContext", "MergeResult", "build_mask",
+           "color_hist_match", "crop_hull", "hist_match", "merge_face", "output_matrix", "paste", "prepare_crop",
+           "refine_mask", "xseg_crops", "xseg_needs", "xseg_to_model"]
 
 log = logging.getLogger(__name__)
 
 MERGE_MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
-MASK_MODES = ("full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst")
 _NOISE = np.float32(1.0 / 255.0)  # DFL zeroes mask values below one 8-bit step
 _MASK_SUBRES = 4  # DFL refines the mask at 4× the model resolution
 _MARGIN = 3  # ROI margin in frame pixels: bicubic reaches 2 pixels past the crop's footprint
@@ -131,17 +134,28 @@ class MergeResult:
 # ------------------------------------------------------------------------------------ masks
 
 
+def xseg_needs(mask_mode: str | MergeSettings) -> tuple[bool, bool]:
+    """(needs XSeg-prd, needs XSeg-dst) for a mask mode."""
+    mode = mask_mode.mask_mode if isinstance(mask_mode, MergeSettings) else mask_mode
+    return "XSeg-prd" in mode, "XSeg-dst" in mode
+
+
 def build_mask(mask_mode: str | MergeSettings, prd_mask: np.ndarray | None, dst_mask: np.ndarray | None,
-               hull: np.ndarray | None, *, size: int | None = None) -> np.ndarray:
+               hull: np.ndarray | None, *, xseg_prd: np.ndarray | None = None, xseg_dst: np.ndarray | None = None,
+               size: int | None = None) -> np.ndarray:
     """The working face mask in crop pixels for a DFL mask mode.
 
     Args:
         mask_mode: one of ``MASK_MODES`` (or the settings holding it): ``full`` (the whole crop),
             ``dst`` (landmark hull), ``learned-prd`` (the model's mask of the swapped face),
-            ``learned-dst`` (its mask of dst), their product or their clipped sum.
+            ``learned-dst`` (its mask of dst), their product or their clipped sum; ``XSeg-prd``,
+            ``XSeg-dst`` (the XSeg model's masks of the swapped face and of dst), their product, or the
+            product of all four learned masks (``learned-prd*learned-dst*XSeg-prd*XSeg-dst``).
         prd_mask: R×R model mask of the swapped face, float in [0, 1].
         dst_mask: R×R model mask of the dst face.
         hull: R×R landmark hull mask of dst in the crop (``crop_hull``).
+        xseg_prd: R×R XSeg mask of the swapped face in the model crop (``xseg_to_model``).
+        xseg_dst: R×R XSeg mask of dst in the model crop.
         size: R, needed only for ``full`` when no mask is given.
 
     Returns:
@@ -154,35 +168,125 @@ def build_mask(mask_mode: str | MergeSettings, prd_mask: np.ndarray | None, dst_
         >>> m = build_mask("learned-prd*learned-dst", np.full((4, 4), .5), np.full((4, 4), .5), None)
         >>> float(m[0, 0])
         0.25
+        >>> float(build_mask("XSeg-prd*XSeg-dst", None, None, None, xseg_prd=np.full((4, 4), .5),
+        ...                  xseg_dst=np.ones((4, 4)))[0, 0])
+        0.5
     """
     mode = mask_mode.mask_mode if isinstance(mask_mode, MergeSettings) else mask_mode
     if mode not in MASK_MODES:
         raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
-    need = {"dst": [hull], "learned-prd": [prd_mask], "learned-dst": [dst_mask]}.get(mode, [prd_mask, dst_mask])
-    if mode != "full" and any(m is None for m in need):
-        raise ValueError(f"mask mode {mode!r} needs {'the landmark hull' if mode == 'dst' else 'the model masks'}")
-    given = [m for m in (prd_mask, dst_mask, hull) if m is not None]
+    inputs = {"learned-prd": ("the model's mask of the swapped face", prd_mask),
+              "learned-dst": ("the model's mask of dst", dst_mask), "dst": ("the landmark hull", hull),
+              "XSeg-prd": ("the XSeg mask of the swapped face", xseg_prd), "XSeg-dst": ("the XSeg mask of dst", xseg_dst)}
+    if mode == "full":
+        terms: list[str] = []
+    elif mode == "learned-prd+learned-dst":
+        terms = ["learned-prd", "learned-dst"]
+    else:
+        terms = mode.split("*")
+    missing = [inputs[t][0] for t in terms if inputs[t][1] is None]
+    if missing:
+        raise ValueError(f"mask mode {mode!r} needs {' and '.join(missing)}")
+    given = [m for m in (prd_mask, dst_mask, hull, xseg_prd, xseg_dst) if m is not None]
     if not given and size is None:
         raise ValueError("mask mode 'full' needs a mask or the size")
     shape = np.asarray(given[0]).shape[:2] if given else (size, size)
 
-    def get(m):
-        return np.clip(np.asarray(m, np.float32).reshape(shape), 0, 1)
+    def get(term):
+        return np.clip(np.asarray(inputs[term][1], np.float32).reshape(shape), 0, 1)
 
     if mode == "full":
         out = np.ones(shape, np.float32)
-    elif mode == "dst":
-        out = get(hull)
-    elif mode == "learned-prd":
-        out = get(prd_mask)
-    elif mode == "learned-dst":
-        out = get(dst_mask)
-    elif mode == "learned-prd*learned-dst":
-        out = get(prd_mask) * get(dst_mask)
+    elif mode == "learned-prd+learned-dst":
+        out = np.minimum(get("learned-prd") + get("learned-dst"), 1)
     else:
-        out = np.minimum(get(prd_mask) + get(dst_mask), 1)
+        out = get(terms[0])
+        for t in terms[1:]:
+            out = out * get(t)
     out[out < _NOISE] = 0
     return out
+
+
+def _affine3(mat: np.ndarray) -> np.ndarray:
+    return np.vstack([np.asarray(mat, np.float64), [0.0, 0.0, 1.0]])
+
+
+def _xseg_mat(context: MergeContext, face_type: str, resolution: int) -> tuple[np.ndarray, bool]:
+    """(frame → XSeg crop matrix, whether the XSeg crop is the model crop scaled)."""
+    if face_type == context.face_type:  # get_transform_mat scales linearly with the output size
+        scale = resolution / context.resolution
+        return np.asarray(context.face_mat, np.float64) * scale, True
+    return get_transform_mat(context.landmarks, resolution, face_type), False
+
+
+def xseg_crops(frame: np.ndarray, context: MergeContext, face: np.ndarray | None, *, face_type: str,
+               resolution: int, prd: bool = True, dst: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The XSeg model's inputs for one face: the swapped face and the dst face at XSeg's crop.
+
+    DFL segments dst in a crop of the frame at the model's face type and the swapped face by resizing the
+    prediction to XSeg's input. Here both crops are cut at the XSeg model's own face type (the one it
+    was trained at), which is the same thing when the face types agree. When they differ, the swapped
+    face is warped into XSeg's crop and laid over the dst crop, so XSeg sees it in its frame as trained.
+
+    Args:
+        frame: H×W×3 uint8 RGB dst frame (before any face of it is pasted).
+        context: ``prepare_crop``'s context of this face.
+        face: R×R×3 float RGB swapped face in [0, 1] (needed for ``prd``).
+        face_type: the XSeg model's face type.
+        resolution: the XSeg model's input side S.
+        prd: cut the swapped face's crop.
+        dst: cut the dst face's crop.
+
+    Returns:
+        (prd crop, dst crop): S×S×3 uint8 RGB each, or None where not asked for.
+
+    Raises:
+        ValueError: on a bad frame or a missing face when ``prd`` is asked for.
+    """
+    frame = _check_frame(frame)
+    mat, scaled = _xseg_mat(context, face_type, resolution)
+    s = int(resolution)
+    dst_crop = None
+    if dst or (prd and not scaled):
+        dst_crop = cv2.warpAffine(frame, mat, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
+    prd_crop = None
+    if prd:
+        if face is None:
+            raise ValueError("the XSeg-prd mask needs the swapped face")
+        f = np.clip(np.asarray(face, np.float32), 0, 1)
+        r = context.resolution
+        if f.ndim != 3 or f.shape[2] != 3:
+            raise ValueError(f"face must be H×W×3 RGB, got {f.shape}")
+        if f.shape[:2] != (r, r):
+            f = cv2.resize(f, (r, r), interpolation=cv2.INTER_CUBIC)
+        if scaled:
+            warped = cv2.resize(f, (s, s), interpolation=cv2.INTER_CUBIC)
+        else:
+            to_xseg = (_affine3(mat) @ np.linalg.inv(_affine3(context.face_mat)))[:2]
+            warped = cv2.warpAffine(f, to_xseg, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+            cover = cv2.warpAffine(np.ones((r, r), np.float32), to_xseg, (s, s), flags=cv2.INTER_LINEAR)
+            cover = np.clip(cover, 0, 1)[..., None]
+            warped = warped * cover + (dst_crop.astype(np.float32) / np.float32(255)) * (1 - cover)
+        prd_crop = _u8(warped)
+    return prd_crop, (dst_crop if dst else None)
+
+
+def xseg_to_model(mask: np.ndarray, context: MergeContext, face_type: str) -> np.ndarray:
+    """An XSeg mask (S×S, XSeg's crop) in the model crop, R×R float32 in [0, 1].
+
+    A bicubic resize when XSeg's face type is the model's (as DFL), else a warp through the frame;
+    model-crop pixels outside XSeg's crop take the value at its nearest edge (XSeg saw nothing there; a
+    zero would cut the face at the crop's edge). Train XSeg at a face type at least as wide as the model's.
+    """
+    mask = np.asarray(mask, np.float32)
+    s, r = mask.shape[0], context.resolution
+    mat, scaled = _xseg_mat(context, face_type, s)
+    if scaled:
+        out = mask if s == r else cv2.resize(mask, (r, r), interpolation=cv2.INTER_CUBIC)
+    else:
+        to_model = (_affine3(context.face_mat) @ np.linalg.inv(_affine3(mat)))[:2]
+        out = cv2.warpAffine(mask, to_model, (r, r), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    return np.clip(out, 0, 1)
 
 
 def refine_mask(mask: np.ndarray, erode: int = 0, blur: int = 0, *, subres: int = _MASK_SUBRES) -> np.ndarray:
@@ -421,6 +525,16 @@ def _prediction(face, face_mask, dst_mask, r: int) -> tuple[np.ndarray, np.ndarr
     return bgr, mask(face_mask), mask(dst_mask)
 
 
+def _model_mask(m: np.ndarray | None, r: int) -> np.ndarray | None:
+    if m is None:
+        return None
+    m = np.asarray(m, np.float32)
+    m = m.reshape(m.shape[:2])
+    if m.shape != (r, r):
+        raise ValueError(f"XSeg masks must be in the model crop ({r}×{r}), got {m.shape}")
+    return m
+
+
 def _u8(img: np.ndarray) -> np.ndarray:
     return np.clip(img * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
 
@@ -456,7 +570,8 @@ def _seamless(face: np.ndarray, bg: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask: np.ndarray | None,
           dst_mask: np.ndarray | None, settings: MergeSettings, *, rng: np.random.Generator | int | None = None,
-          motion: tuple[float, float] | None = None) -> MergeResult:
+          motion: tuple[float, float] | None = None, xseg_prd: np.ndarray | None = None,
+          xseg_dst: np.ndarray | None = None) -> MergeResult:
     """Blends a predicted face back into its frame (DFL's ``MergeMaskedFace`` after the prediction).
 
     Args:
@@ -470,6 +585,9 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
         rng: generator or seed for the random colour transfers (idt, sot, mix).
         motion: (power, degrees) of the face's motion (``dflray.merge.temporal.face_motion``), for
             ``motion_blur``; None means no motion.
+        xseg_prd: R×R XSeg mask of the swapped face in the model crop (``XSeg-prd`` modes; see
+            ``xseg_crops`` and ``xseg_to_model``), or None if unused.
+        xseg_dst: R×R XSeg mask of dst in the model crop (``XSeg-dst`` modes), or None if unused.
 
     Returns:
         The ``MergeResult``. Outside ``result.mask`` the frame is unchanged pixel for pixel unless
@@ -490,7 +608,8 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
     prd, prd_mask, prd_dst_mask = _prediction(face, face_mask, dst_mask, r)
     raw = mode.startswith("raw")
     work = build_mask(settings.mask_mode, prd_mask, prd_dst_mask,
-                      crop_hull(context) if settings.mask_mode == "dst" else None, size=r)
+                      crop_hull(context) if settings.mask_mode == "dst" else None,
+                      xseg_prd=_model_mask(xseg_prd, r), xseg_dst=_model_mask(xseg_dst, r), size=r)
     fine = refine_mask(work, 0 if raw else settings.erode, 0 if raw else settings.blur)
     work = cv2.resize(fine, (r, r), interpolation=cv2.INTER_CUBIC) if fine.shape[0] != r else fine
 
@@ -582,7 +701,7 @@ def _compose(frame: np.ndarray, roi: tuple[int, int, int, int], out_bgr: np.ndar
 
 def merge_face(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolution: int, predict: Predictor,
                settings: MergeSettings, *, rng: np.random.Generator | int | None = None,
-               motion: tuple[float, float] | None = None) -> MergeResult:
+               motion: tuple[float, float] | None = None, xseg: Any = None) -> MergeResult:
     """Swaps one face: ``prepare_crop``, ``predict``, ``paste``.
 
     Args:
@@ -595,9 +714,13 @@ def merge_face(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolut
         settings: merge settings.
         rng: generator or seed for the random colour transfers.
         motion: (power, degrees) of the face's motion for ``motion_blur``.
+        xseg: an ``XSeg`` model (``dflray.models.xseg``) for the ``XSeg-*`` mask modes.
 
     Returns:
         The ``MergeResult``.
+
+    Raises:
+        ValueError: on bad inputs, or an ``XSeg-*`` mask mode without ``xseg``.
 
     Example:
         >>> identity = lambda crop: (crop, np.ones(crop.shape[:2]), np.ones(crop.shape[:2]))
@@ -607,4 +730,16 @@ def merge_face(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolut
     if settings.mode == "original":
         return _unchanged(frame)
     face, face_mask, dst_mask = predict(crop)
-    return paste(frame, ctx, face, face_mask, dst_mask, settings, rng=rng, motion=motion)
+    need_prd, need_dst = xseg_needs(settings)
+    masks: dict[str, np.ndarray] = {}
+    if need_prd or need_dst:
+        if xseg is None:
+            raise ValueError(f"mask mode {settings.mask_mode!r} needs an XSeg model")
+        from dflray.models.xseg import predict_mask
+
+        ft, s = xseg.face_type, xseg.resolution
+        crops = xseg_crops(frame, ctx, face, face_type=ft, resolution=s, prd=need_prd, dst=need_dst)
+        for key, c in zip(("xseg_prd", "xseg_dst"), crops):
+            if c is not None:
+                masks[key] = xseg_to_model(predict_mask(xseg, c), ctx, ft)
+    return paste(frame, ctx, face, face_mask, dst_mask, settings, rng=rng, motion=motion, **masks)

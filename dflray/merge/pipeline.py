@@ -26,6 +26,7 @@ human-readable ``comment``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -62,6 +63,7 @@ from dflray.io.storage import (
     remove,
 )
 from dflray.io.video import Transcoder, VideoError
+from dflray.merge.blend import xseg_needs
 
 log = logging.getLogger("dflray.merge")
 
@@ -261,6 +263,36 @@ class _PoolPredict:
         return ray.get(ref)
 
 
+def resolve_merge_xseg(cfg: MergeConfig, field: str = "xseg") -> tuple[MergeConfig, str | None]:
+    """Checks the XSeg model of a config whose mask modes use it, on the driver, before any work.
+
+    Returns:
+        (the config with ``xseg`` made an absolute URI, the model's id), or (cfg, None) when no mask
+        mode needs XSeg.
+
+    Raises:
+        ValueError: naming ``field`` when the model is missing or is not an XSeg model.
+    """
+    if not cfg.uses_xseg:
+        return cfg, None
+    from dflray.extract.xseg_apply import resolve_xseg
+
+    uri, sha = resolve_xseg(cfg.xseg, field)
+    return dataclasses.replace(cfg, xseg=uri), sha
+
+
+def load_merge_xseg(cfg: MergeConfig) -> tuple[Any, str | None]:
+    """(XSeg model, its id) for a merge worker, or (None, None) when no mask mode needs it."""
+    if not cfg.uses_xseg:
+        return None, None
+    import torch
+
+    from dflray.extract.xseg_apply import model_id
+    from dflray.models.xseg import load_xseg
+
+    return load_xseg(cfg.xseg, "cuda" if torch.cuda.is_available() else "cpu"), model_id(cfg.xseg)
+
+
 class MergeStage:
     """Ray Data actor: merges one dst video per row and commits its outputs and record.
 
@@ -285,6 +317,7 @@ class MergeStage:
             device = None if cfg.predict.device == "auto" else cfg.predict.device
             self.predict = InlinePredict(Predictor.load(model_uri, device, cfg.predict.precision),
                                          cfg.predict.batch_size)
+        self.xseg = load_merge_xseg(cfg)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._one({k: v[i] for k, v in batch.items()}) for i in range(len(batch["output_id"]))]
@@ -294,7 +327,7 @@ class MergeStage:
         task = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in task.items()}
         record, error = merge_one(task, self.cfg, self.out, self.predict, contract=self.contract,
                                   model_uri=self.model_uri, model_sha=self.model_sha, reference=self.reference,
-                                  run_id=self.run_id, dataset_id=self.dataset_id)
+                                  run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg)
         return {"output_id": record["output_id"], "status": record["status"], "frames": record["frames"] or 0,
                 "frames_swapped": record["frames_swapped"] or 0, "error": record.get("error") or "",
                 "dst_uri": record["dst_uri"], "seconds": record["seconds"]}
@@ -312,8 +345,11 @@ def _read_faces(task: dict[str, Any]):
 
 
 def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: dict[str, Any], model_uri: str,
-              model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str) -> tuple[dict, dict | None]:
+              model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str,
+              xseg: tuple[Any, str | None] = (None, None)) -> tuple[dict, dict | None]:
     """Merges one dst video and commits it (outputs, frames table, then the record); never raises.
+
+    ``xseg`` is ``load_merge_xseg``'s (model, id), used when this video's mask mode is an XSeg one.
 
     Returns:
         (record row, error row or None).
@@ -323,13 +359,15 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
     t0 = time.perf_counter()
     seed = int(task["seed"])
     settings = draw_settings(cfg.settings, cfg.vary, seed)
+    xseg_model, xseg_sha = xseg if any(xseg_needs(settings)) else (None, None)
     digest = settings_sha256(settings, smooth_window=cfg.smooth_window, identity=to_dict(cfg.identity),
-                             model=model_sha)
+                             model=model_sha, **({"xseg": xseg_sha} if xseg_sha else {}))
     name = output_name(task["dst_uri"], task["output_id"])
     fake = settings.mode != "original"
     record: dict[str, Any] = {
         "output_id": task["output_id"], "label": "FAKE" if fake else "REAL", "dst_uri": task["dst_uri"],
         "dst_video_id": task["dst_video_id"], "model": task["model_source"], "model_sha256": model_sha,
+        "xseg_sha256": xseg_sha,
         "arch": contract.get("arch"), "face_type": contract["face_type"], "resolution": contract["resolution"],
         **to_dict(settings), "smooth_window": cfg.smooth_window, "identity_mode": cfg.identity.swap, "seed": seed,
         "settings_sha256": digest, "dataset_id": dataset_id, "run_id": run_id, "frames": 0, "frames_swapped": 0,
@@ -366,7 +404,8 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
                         lossless=o.lossless, mask_crf=o.mask_crf, metadata=meta) as tr:
             rows = merge_video(tr, plan, predict, settings, face_type=contract["face_type"],
                                resolution=int(contract["resolution"]), seed=seed,
-                               batch_frames=cfg.workers.batch_frames, faces_per_frame={int(k): int(v) for k, v in counts.items()})
+                               batch_frames=cfg.workers.batch_frames, xseg=xseg_model,
+                               faces_per_frame={int(k): int(v) for k, v in counts.items()})
             has_audio, fps, size = tr.has_audio, tr.fps, tr.size
         if not rows:
             raise VideoError("the video has no decodable frames")
@@ -527,12 +566,14 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
     if cfg.predict.precision == "fp16" and not cfg.predict.num_gpus:
         raise ValueError("predict.precision: fp16 runs on GPUs only (set predict.num_gpus, or use bf16 on CPU)")
     _check_writable(out)
+    cfg, xseg_sha = resolve_merge_xseg(cfg)
     model_uri, contract, model_sha, source = resolve_model(model, out)
     check_model(model_uri, contract)
     dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
     reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
     _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
-                          "model_sha256": model_sha, "contract": contract, "config": _config_key(cfg),
+                          "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract,
+                          "config": _config_key(cfg),
                           "dataset_id": dataset_id, "dflray": dflray.__version__})
     init_ray(address)
     faceset = _dst_faceset(dst, out, cfg, address)

@@ -34,7 +34,7 @@ import numpy as np
 
 from dflray.config import MergeSettings, Vary, from_dict, to_dict
 from dflray.io.video import SourceFrame, Transcoder
-from dflray.merge.blend import paste, prepare_crop
+from dflray.merge.blend import paste, prepare_crop, xseg_crops, xseg_needs, xseg_to_model
 from dflray.merge.temporal import face_motion, smooth_landmarks
 
 __all__ = ["InlinePredict", "PlannedFace", "PredictFn", "draw_settings", "link_tracks", "merge_video",
@@ -292,9 +292,26 @@ def _frame_row(frame: SourceFrame, faces: int, swapped: int, mask: np.ndarray | 
     return row
 
 
+def _xseg_masks(xseg: Any, items: list[tuple[np.ndarray, Any, np.ndarray]], need_prd: bool,
+                need_dst: bool) -> list[dict[str, np.ndarray]]:
+    """XSeg masks in the model crop of (dst frame, context, swapped face) items, one model call per kind."""
+    from dflray.models.xseg import predict_mask
+
+    ft, s = xseg.face_type, xseg.resolution
+    crops = [xseg_crops(rgb, ctx, face, face_type=ft, resolution=s, prd=need_prd, dst=need_dst)
+             for rgb, ctx, face in items]
+    out: list[dict[str, np.ndarray]] = [{} for _ in items]
+    for j, key in enumerate(("xseg_prd", "xseg_dst")):
+        if crops and crops[0][j] is not None:
+            masks = predict_mask(xseg, np.stack([c[j] for c in crops]), batch_size=32)
+            for o, m, (_, ctx, _) in zip(out, masks, items):
+                o[key] = xseg_to_model(m, ctx, ft)
+    return out
+
+
 def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], predict: PredictFn,
                 settings: MergeSettings, *, face_type: str, resolution: int, seed: int, batch_frames: int = 16,
-                faces_per_frame: dict[int, int] | None = None) -> list[dict[str, Any]]:
+                faces_per_frame: dict[int, int] | None = None, xseg: Any = None) -> list[dict[str, Any]]:
     """Merges every planned face of a video and writes each frame (and its mask) in order.
 
     Args:
@@ -307,10 +324,15 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
         seed: this video's seed (random colour transfers draw from it per frame and face).
         batch_frames: frames whose crops go to the model together.
         faces_per_frame: faces in the faceset per frame, for the per-frame table.
+        xseg: the ``XSeg`` model (``dflray.models.xseg``) for the ``XSeg-*`` mask modes; it runs here, on
+            the dst frame and the swapped face of each batch.
 
     Returns:
         One per-frame row per output frame (``dflray.io.schema.MERGED_FRAMES`` without the output id).
     """
+    need_prd, need_dst = xseg_needs(settings)
+    if (need_prd or need_dst) and xseg is None:
+        raise ValueError(f"mask mode {settings.mask_mode!r} needs an XSeg model (xseg=PATH)")
     rows: list[dict[str, Any]] = []
     pending: deque[_Batch] = deque()
     batch: list[tuple[SourceFrame, list[tuple[np.ndarray, Any, PlannedFace]]]] = []
@@ -327,12 +349,18 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
         faces = np.concatenate([o[0] for o in outs]) if outs else None
         fmasks = np.concatenate([o[1] for o in outs]) if outs else None
         dmasks = np.concatenate([o[2] for o in outs]) if outs else None
+        xmasks = None
+        if need_prd or need_dst:
+            xmasks = _xseg_masks(xseg, [(frame.rgb, ctx, faces[k]) for k, (frame, ctx) in
+                                        enumerate((f, c) for f, its in b.frames for _, c, _ in its)],
+                                 need_prd, need_dst)
         k = 0
         for frame, items in b.frames:
             out, mask = frame.rgb, None
             for j, (_, ctx, face) in enumerate(items):
                 res = paste(out, ctx, faces[k], fmasks[k], dmasks[k], settings,
-                            rng=np.random.default_rng([seed, frame.index, j]), motion=face.motion)
+                            rng=np.random.default_rng([seed, frame.index, j]), motion=face.motion,
+                            **(xmasks[k] if xmasks else {}))
                 k += 1
                 out = res.frame
                 mask = res.mask if mask is None else np.maximum(mask, res.mask)

@@ -65,14 +65,22 @@ DATASET_EXTRA = ["perturb.compression=[c0, c23]", "perturb.fraction=1.0", "pertu
 def dataset(ray_local, clips, tmp_path_factory):
     """The flat dataset, made the hard way: `dflray generate` in a subprocess (a driver joined to the
     test's Ray cluster) is SIGKILLed once its first fake is merged; the rerun finishes it."""
+    from dflray.models.xseg import save_xseg
+    from tests.unit.test_merge_blend import constant_xseg
+
     root = tmp_path_factory.mktemp("gen")
     out = root / "ds"
     plan = root / "plan.yaml"
     plan.write_text(json.dumps({"videos": clips}))
-    cfg = _plan(clips, *DATASET_EXTRA)
+    # Half the fakes take an XSeg mask mode: a real XSeg network set to call every pixel face, so the
+    # merge workers load and run it without changing what the dataset checks.
+    save_xseg(constant_xseg(30.0), str(root / "xseg.pt"))
+    xseg = [f"merge.xseg={root / 'xseg.pt'}", "merge.vary=[{field: mode, choices: [overlay, seamless]}, "
+            "{field: mask_mode, choices: [learned-prd*learned-dst, XSeg-prd*XSeg-dst]}]"]
+    cfg = _plan(clips, *DATASET_EXTRA, *xseg)
     overrides = ["dataset_id=test-ds", "splits={train: 1.0, val: 0.0, test: 0.0}", "perturb.preset=ultrafast",
                  "quality.sample_frames=3", "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY,
-                 *DATASET_EXTRA]
+                 *DATASET_EXTRA, *xseg]
     address = ray_local.get_runtime_context().gcs_address
     log = open(root / "killed_run.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "dflray.cli", "generate", str(plan), "--out", str(out),
@@ -139,6 +147,7 @@ def test_index_metadata_and_files_agree(dataset):
     rows = _index(out)
     meta = json.loads(Path(out, "metadata.json").read_text())
     ok = [r for r in rows if r["status"] == "ok"]
+    xseg_modes = {}
     assert {r["name"] for r in ok} == set(meta)
     by_id = {r["video_id"]: r for r in rows}
     assert len(by_id) == len(rows)  # no duplicates
@@ -163,12 +172,15 @@ def test_index_metadata_and_files_agree(dataset):
             assert Path(out, r["mask_path"]).is_file() and _sha(Path(out, r["mask_path"])) == r["mask_sha256"]
             assert r["source_identity"] != r["target_identity"] and r["model_id"] and r["method"].startswith("dflray-")
             assert r["mode"] in ("overlay", "seamless") and r["settings_sha256"]
+            xseg_modes[r["mask_mode"]] = r["xseg_id"]
         else:
             assert "original" not in meta[r["name"]] and r["mask_path"] is None
         # the container's CRF is the row's: the compression level, or a compression distortion's
         crf = encoded_crf(str(path))
         assert crf == pytest.approx(r["crf"])
         assert r["crf"] >= {"c0": 0, "c23": 23}[r["compression"]]
+    # the XSeg mask mode's fakes name the XSeg model, the others none
+    assert xseg_modes == {"learned-prd*learned-dst": None, "XSeg-prd*XSeg-dst": _sha(Path(out).parent / "xseg.pt")}
     # every video was perturbed (fraction 1.0), and a video's two compression levels share the draw
     assert all(r["perturbation"] != "none" for r in ok)
     by_item = {}
@@ -242,6 +254,18 @@ def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
     # a rerun with another plan is refused before any work
     with pytest.raises(ValueError, match="another plan"):
         run_generate(_plan(clips, "seed=7"), out)
+
+
+def test_xseg_mask_modes_need_a_usable_xseg_model_before_any_work(clips, tmp_path):
+    from dflray.config import ConfigError
+
+    mode = "merge.settings.mask_mode=XSeg-dst"
+    with pytest.raises(ConfigError, match="^merge.xseg:"):
+        _plan(clips, mode)
+    out = tmp_path / "ds"
+    with pytest.raises(ValueError, match="^merge.xseg: .*not an XSeg model"):
+        run_generate(_plan(clips, mode, f"merge.xseg={tmp_path / 'missing.pt'}"), str(out))
+    assert not out.exists()
 
 
 def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):

@@ -270,3 +270,34 @@ def test_missing_faceset_rows_are_an_error_row(inputs, tmp_path):
     assert s.by_status == {"ok": 1, "error": 2}
     errors = {e["uri"]: e for e in pq.read_table(str(tmp_path / "out" / "errors.parquet")).to_pylist()}
     assert "no face rows" in errors[inputs["grace"]]["message"] and errors[inputs["grace"]]["stage"] == "input"
+
+
+def test_xseg_mask_modes_run_the_xseg_model_in_the_merge_workers(inputs, tmp_path):
+    """XSeg modes load the XSeg model in each merge worker and record it. The segmenter here is a real
+    XSeg network set to call nothing face, so an XSeg-dst merge must leave every frame as it was."""
+    from dflray.models.xseg import save_xseg
+    from tests.unit.test_merge_blend import constant_xseg
+
+    xseg_dir = tmp_path / "xseg_none"
+    save_xseg(constant_xseg(-30.0), str(xseg_dir / "xseg.pt"))
+    with pytest.raises(ValueError, match="^xseg:"):
+        run_merge(inputs["model"], [inputs["dst"]], str(tmp_path / "bad"),
+                  _cfg("settings.mask_mode=XSeg-dst", f"xseg={tmp_path / 'nope.pt'}"))
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("*.mp4"))
+    out = str(tmp_path / "out")
+    run_merge(inputs["model"], [inputs["walled"]], out,
+              _cfg("output.lossless=true", f"xseg={xseg_dir}",
+                   "vary=[{field: mask_mode, choices: [XSeg-dst]}]"))
+    row = pq.read_table(os.path.join(out, "index.parquet")).to_pylist()[0]
+    assert row["status"] == "ok" and row["mask_mode"] == "XSeg-dst"
+    assert row["xseg_sha256"] == _sha(xseg_dir / "xseg.pt")
+    got = dict(decode_range(os.path.join(out, row["path"])))
+    masks = dict(read_masks(os.path.join(out, row["mask_path"])))
+    source = dict(decode_range(inputs["walled"]))
+    assert len(got) == 50 and all(np.array_equal(got[i], source[i]) and not masks[i].any() for i in got)
+    # The same video with the model's own masks is swapped, and its record names no XSeg model.
+    plain = str(tmp_path / "plain")
+    run_merge(inputs["model"], [inputs["walled"]], plain, _cfg("output.lossless=true", f"xseg={xseg_dir}"))
+    row2 = pq.read_table(os.path.join(plain, "index.parquet")).to_pylist()[0]
+    assert row2["xseg_sha256"] is None and row2["settings_sha256"] != row["settings_sha256"]
+    assert row2["frames_swapped"] == 40

@@ -96,3 +96,50 @@ def test_apply_fills_the_column_and_is_idempotent(trained):
     assert {p: p.stat().st_mtime_ns for p in Path(faceset, "faces").glob("*.parquet")} == files  # untouched
     with pytest.raises(ValueError, match="not an XSeg model"):
         run_xseg_apply(faceset, str(Path(faceset, "faceset.json")), XSegApplyConfig())
+
+
+def test_xseg_dst_merge_keeps_occluders_the_hull_paints_over(trained, sample_clips):
+    """The trained XSeg in the merge: occluders pasted over the sample's faces in the frame (kinds and
+    placements it never saw) survive an XSeg-dst merge far more than a merge with the landmark hull."""
+    from dflray.config import MergeSettings
+    from dflray.face.masks import hull_mask
+    from dflray.io import schema
+    from dflray.io.video import decode_range
+    from dflray.merge.blend import merge_face
+    from dflray.models.xseg import load_xseg
+    from dflray.train.occlusion import occluder
+
+    facesets, out = trained
+    model = load_xseg(str(out / "xseg.pt"))
+    t = read_faces(facesets[0], columns=["source_uri", "frame_index", "landmarks"])
+    lms = schema.landmarks_of(t)
+    rng = np.random.default_rng(2024)
+    invert = lambda c: (1.0 - c, np.ones(c.shape[:2], np.float32), np.ones(c.shape[:2], np.float32))  # noqa: E731
+    kept = {"XSeg-dst": [], "dst": []}
+    rows = list(zip(t.column("source_uri").to_pylist(), t.column("frame_index").to_pylist(), lms))[::7][:12]
+    frames = {}
+    for uri in {u for u, _, _ in rows}:
+        frames[uri] = dict(decode_range(uri))
+    for k, (uri, fi, lm) in enumerate(rows):
+        frame = frames[uri][fi].copy()
+        size = int(np.ptp(lm[:, 0]) * 0.7)
+        rgba = occluder(rng, size, kind=("hand", "bar", "shape")[k % 3])
+        cx, cy = lm[48:68].mean(0).astype(int)  # over the mouth and chin
+        x0, y0 = max(cx - size // 2, 0), max(cy - size // 3, 0)
+        patch = rgba[: frame.shape[0] - y0, : frame.shape[1] - x0]
+        h, w = patch.shape[:2]
+        a = patch[..., 3:].astype(np.float32) / 255
+        frame[y0:y0 + h, x0:x0 + w] = np.rint(frame[y0:y0 + h, x0:x0 + w] * (1 - a) + patch[..., :3] * a)
+        occ = np.zeros(frame.shape[:2], bool)
+        occ[y0:y0 + h, x0:x0 + w] = a[..., 0] > 0.9
+        inside = occ & (hull_mask(frame.shape[:2], lm) > 0)  # the occluder where it covers the face
+        if inside.sum() < 50:
+            continue
+        for mode in kept:
+            res = merge_face(frame, lm, model.face_type, 128, invert,
+                             MergeSettings(mask_mode=mode, color_transfer="none"), xseg=model)
+            changed = np.abs(res.frame[inside].astype(int) - frame[inside]).max(axis=1) > 40
+            kept[mode].append(1 - changed.mean())
+    xseg_kept, hull_kept = np.mean(kept["XSeg-dst"]), np.mean(kept["dst"])
+    assert len(kept["dst"]) >= 6
+    assert xseg_kept > hull_kept + 0.3, (xseg_kept, hull_kept)

@@ -17,8 +17,11 @@ from skimage import data
 
 from dflray.config import MergeSettings
 from dflray.face.align import get_transform_mat, transform_points
-from dflray.merge.blend import (MASK_MODES, MERGE_MODES, build_mask, color_hist_match, hist_match, merge_face,
-                                output_matrix, paste, prepare_crop, refine_mask)
+from dflray.face.masks import hull_mask
+from dflray.merge.blend import (MASK_MODES, MERGE_MODES, XSEG_MASK_MODES, build_mask, color_hist_match, crop_hull,
+                                hist_match, merge_face, output_matrix, paste, prepare_crop, refine_mask, xseg_crops,
+                                xseg_to_model)
+from dflray.models.xseg import XSeg
 from dflray.merge.color import MERGE_CT_MODES
 from tests.media import ASTRONAUT_LM
 
@@ -51,6 +54,20 @@ def frame() -> np.ndarray:
     return data.astronaut()
 
 
+def constant_xseg(logit: float, face_type: str = FACE_TYPE, resolution: int = 64) -> XSeg:
+    """A real XSeg network whose output layer is set to a constant: every pixel face (+) or none (-)."""
+    import torch
+
+    net = XSeg(resolution, 4, 2, face_type)
+    with torch.no_grad():
+        net.out_conv.weight.zero_()
+        net.out_conv.bias.fill_(logit)
+    return net.eval()
+
+
+ALL_FACE = constant_xseg(30.0)
+
+
 def _weighted_mean(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     w = mask.astype(np.float64)[..., None] / 255.0
     return (img.astype(np.float64) * w).sum(axis=(0, 1)) / w.sum()
@@ -62,7 +79,8 @@ def _weighted_mean(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("mask_mode", MASK_MODES)
 @pytest.mark.parametrize("mode", MERGE_MODES)
 def test_output_contract_and_untouched_outside_mask(frame, mode, mask_mode):
-    res = merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, shifted, settings(mode=mode, mask_mode=mask_mode), rng=0)
+    res = merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, shifted, settings(mode=mode, mask_mode=mask_mode), rng=0,
+                     xseg=ALL_FACE)
     assert res.frame.shape == frame.shape and res.frame.dtype == np.uint8
     assert res.mask.shape == frame.shape[:2] and res.mask.dtype == np.uint8
     assert not res.frame_degraded
@@ -197,8 +215,13 @@ def test_bad_inputs_are_rejected(frame):
     _, ctx = prepare_crop(frame, ASTRONAUT_LM, FACE_TYPE, R, settings())
     with pytest.raises(ValueError, match="context"):
         paste(frame[:100], ctx, *identity(np.zeros((R, R, 3), np.float32)), settings())
-    with pytest.raises(ValueError, match="model masks"):
+    with pytest.raises(ValueError, match="mask of the swapped face"):
         paste(frame, ctx, np.zeros((R, R, 3), np.float32), None, None, settings(mask_mode="learned-prd"))
+    for mode in XSEG_MASK_MODES:
+        with pytest.raises(ValueError, match="XSeg"):
+            merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, identity, settings(mask_mode=mode))
+        with pytest.raises(ValueError, match="XSeg mask"):
+            paste(frame, ctx, *identity(np.zeros((R, R, 3), np.float32)), settings(mask_mode=mode))
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -216,6 +239,82 @@ def test_build_mask_modes():
     assert np.array_equal(build_mask("full", None, None, None, size=3), np.ones((3, 3)))
     noisy = build_mask("learned-prd", np.full((2, 2), 0.5 / 255, np.float32), None, None)
     assert not noisy.any()  # DFL drops values under one 8-bit step
+    xp, xd = np.full((4, 4), 0.8, np.float32), np.full((4, 4), 0.25, np.float32)
+    expect = {"XSeg-prd": 0.8, "XSeg-dst": 0.25, "XSeg-prd*XSeg-dst": 0.2,
+              "learned-prd*learned-dst*XSeg-prd*XSeg-dst": 0.3 * 0.2}
+    for mode, value in expect.items():
+        assert np.allclose(build_mask(mode, prd, dst, None, xseg_prd=xp, xseg_dst=xd), value), mode
+    with pytest.raises(ValueError, match="the model's mask of dst"):
+        build_mask("learned-prd*learned-dst*XSeg-prd*XSeg-dst", prd, None, None, xseg_prd=xp, xseg_dst=xd)
+    with pytest.raises(ValueError, match="XSeg mask of dst"):
+        build_mask("XSeg-prd*XSeg-dst", None, None, None, xseg_prd=xp)
+
+
+# ------------------------------------------------------------------------------------ XSeg masks
+
+
+def test_xseg_modes_with_an_all_face_or_no_face_model(frame):
+    """A segmenter that calls everything face gives the non-XSeg mode's frame exactly; one that calls
+    nothing face leaves the frame untouched."""
+    pairs = {"XSeg-dst": "full", "XSeg-prd": "full", "XSeg-prd*XSeg-dst": "full",
+             "learned-prd*learned-dst*XSeg-prd*XSeg-dst": "learned-prd*learned-dst"}
+    for xmode, plain in pairs.items():
+        a = merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, shifted, settings(mask_mode=xmode), xseg=ALL_FACE)
+        b = merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, shifted, settings(mask_mode=plain))
+        assert np.array_equal(a.frame, b.frame) and np.array_equal(a.mask, b.mask), xmode
+        none = merge_face(frame, ASTRONAUT_LM, FACE_TYPE, R, shifted, settings(mask_mode=xmode),
+                          xseg=constant_xseg(-30.0))
+        assert np.array_equal(none.frame, frame) and not none.mask.any(), xmode
+
+
+def test_xseg_dst_mask_keeps_an_occluder_in_the_frame(frame):
+    """What XSeg is for: a hand over the mouth, excluded from the XSeg-dst mask, stays in the output."""
+    occluded = frame.copy()
+    lm = ASTRONAUT_LM
+    mouth = lm[48:68]
+    x0, y0 = mouth.min(0).astype(int) - 6
+    x1, y1 = mouth.max(0).astype(int) + 6
+    occluded[y0:y1, x0:x1] = (200, 160, 120)  # a skin-coloured block over the mouth
+    crop, ctx = prepare_crop(occluded, lm, FACE_TYPE, R, settings())
+    occ = np.zeros(occluded.shape[:2], np.float32)
+    occ[y0:y1, x0:x1] = 1
+    occ_crop = cv2.warpAffine(occ, ctx.face_mat, (R, R), flags=cv2.INTER_LINEAR)
+    visible = np.clip(crop_hull(ctx) - cv2.dilate(occ_crop, np.ones((5, 5), np.uint8)), 0, 1)
+    face, pm, dm = shifted(crop)
+    res = paste(occluded, ctx, face, pm, dm, settings(mask_mode="XSeg-dst"), xseg_dst=visible)
+    block = occ > 0
+    assert np.array_equal(res.frame[block], occluded[block]), "the occluder was painted over"
+    hull_res = paste(occluded, ctx, face, pm, dm, settings(mask_mode="dst"))
+    assert np.abs(hull_res.frame[block].astype(int) - occluded[block]).mean() > 5, "the hull mode should not keep it"
+    face_px = (res.mask > 200) & ~block
+    assert face_px.sum() > 3000 and np.abs(res.frame[face_px].astype(int) - occluded[face_px]).mean() > 5
+
+
+@pytest.mark.parametrize("xseg_type", [FACE_TYPE, "head", "full"])
+def test_xseg_crops_are_the_frame_at_xsegs_face_type(frame, xseg_type):
+    """XSeg sees dst and the swapped face cut at its own face type; its mask comes back into the model
+    crop in register (the landmark hull through the round trip matches the model crop's hull)."""
+    s = 96
+    _, ctx = prepare_crop(frame, ASTRONAUT_LM, FACE_TYPE, R, settings())
+    prd, dst = xseg_crops(frame, ctx, ctx.crop, face_type=xseg_type, resolution=s)
+    mat = get_transform_mat(ASTRONAUT_LM, s, xseg_type)
+    expect = cv2.warpAffine(frame, mat, (s, s), flags=cv2.INTER_CUBIC)
+    assert prd.shape == dst.shape == (s, s, 3) and dst.dtype == np.uint8
+    assert np.abs(dst.astype(int) - expect).max() <= (0 if xseg_type != FACE_TYPE else 1)
+    # The 'swap' here is dst's own crop: XSeg's view of it is dst again, in the model crop's footprint.
+    cover = cv2.warpAffine(np.ones((R, R), np.float32), (np.vstack([mat, [0, 0, 1]]) @ np.linalg.inv(
+        np.vstack([ctx.face_mat, [0, 0, 1]])))[:2], (s, s)) > 0.99
+    cover = cv2.erode(cover.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert cover.mean() > 0.3
+    err = np.abs(prd.astype(int) - dst)[cover].mean()
+    shift_err = np.abs(np.roll(dst, 1, axis=1).astype(int) - dst)[cover].mean()  # for scale: one pixel off
+    assert err < 0.4 * shift_err, (err, shift_err)
+    hull_x = cv2.warpAffine(hull_mask(frame.shape[:2], ASTRONAUT_LM).astype(np.float32), mat, (s, s),
+                            flags=cv2.INTER_CUBIC)
+    back = xseg_to_model(hull_x, ctx, xseg_type)
+    ref = crop_hull(ctx)
+    inter, union = ((back > 0.5) & (ref > 0.5)).sum(), ((back > 0.5) | (ref > 0.5)).sum()
+    assert back.shape == (R, R) and inter / union > 0.95, inter / union
 
 
 def _mask_area(frame, **kw) -> tuple[float, np.ndarray]:

@@ -267,3 +267,43 @@ def test_reference_image_identity_from_real_photos():
     assert sel.tolist() == [True, False, False, True]
     with pytest.raises(ValueError, match="not a readable image"):
         reference_embedding(__file__)
+
+
+def test_merge_video_xseg_modes_run_the_segmenter_on_each_batch(clip, tmp_path):
+    """XSeg-dst with a segmenter that calls everything face writes what mask_mode=full writes; one that
+    calls nothing face writes the input frames; without a segmenter the mode is refused."""
+    from tests.unit.test_merge_blend import constant_xseg
+
+    path, frames = clip
+    idx = np.arange(12)
+    plan = plan_faces(idx, np.stack([ASTRONAUT_LM] * 12), np.ones(12, bool))
+
+    def run(name, settings, xseg):
+        out = str(tmp_path / f"{name}.mp4")
+        with Transcoder(path, out, lossless=True) as t:
+            merge_video(t, plan, InlinePredict(_inverting_model, batch_size=4), settings, face_type="whole_face",
+                        resolution=64, seed=3, batch_frames=5, xseg=xseg)
+        return dict(decode_range(out))
+
+    base = dict(color_transfer="none", blur=10)
+    full = run("full", MergeSettings(mask_mode="full", **base), None)
+    ones = run("ones", MergeSettings(mask_mode="XSeg-prd*XSeg-dst", **base), constant_xseg(30.0, "head", 32))
+    none = run("none", MergeSettings(mask_mode="XSeg-dst", **base), constant_xseg(-30.0))
+    for i in range(12):
+        assert np.array_equal(none[i], frames[i])
+        assert np.abs(full[i].astype(int) - frames[i]).mean() > 3
+    # An all-face segmenter at another face type ("head", wider than the model's crop) covers the crop
+    # (within one 8-bit step: its mask is warped through the frame in float).
+    assert all(np.abs(ones[i].astype(int) - full[i]).max() <= 1 for i in range(12))
+    with pytest.raises(ValueError, match="XSeg"):
+        run("missing", MergeSettings(mask_mode="XSeg-dst"), None)
+
+
+def test_xseg_mask_modes_need_an_xseg_model_in_the_config():
+    for override in (["settings.mask_mode=XSeg-dst"],
+                     ["vary=[{field: mask_mode, choices: [dst, learned-prd*learned-dst*XSeg-prd*XSeg-dst]}]"]):
+        with pytest.raises(ConfigError, match="^xseg:"):
+            load_config(MergeConfig, overrides=override)
+        cfg = load_config(MergeConfig, overrides=[*override, "xseg=models/xseg"])
+        assert cfg.uses_xseg and cfg.xseg == "models/xseg"
+    assert not load_config(MergeConfig, overrides=["xseg=models/xseg"]).uses_xseg
