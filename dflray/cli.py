@@ -147,6 +147,7 @@ PLAN.yaml is a GenerateConfig, e.g.:
   pairing: {policy: nearest, fakes_per_video: 2, exclude: [[alice, bob]]}
   models: {per: source, base: pretrain, concurrency: 4, train: {steps: 20000, model: {resolution: 128}}}
   merge: {vary: [{field: mode, choices: [overlay, seamless]}, {field: erode, low: -10, high: 30}]}
+  # XSeg mask modes: merge: {xseg: runs/xseg/xseg.pt, vary: [{field: mask_mode, choices: [dst, XSeg-dst]}]}
   perturb: {compression: [c0, c23, c40], fraction: 0.5, mix_fraction: 0.3}
   quality: {gates: [{metric: id_distance_source, max: 0.6}], action: flag}
 
