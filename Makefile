@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/train.py
 	$(VENV)/bin/python bench/merge.py
 	$(VENV)/bin/python bench/generate.py
+	$(VENV)/bin/python bench/xseg.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

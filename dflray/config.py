@@ -1025,7 +1025,9 @@ class XSegTrainConfig:
         checkpoint_every: steps between checkpoints.
         log_every: steps between metric reports.
         max_failures: worker-group restarts Ray Train attempts.
-        seed: seed of init and sampling.
+        seed: seed of the model's initialisation. The shuffle and the synthetic occlusions are drawn
+            fresh every epoch (Ray Data's parallel, streaming order is not reproducible either), so two
+            runs are alike in quality, not bit for bit.
     """
 
     resolution: int = 256
@@ -1051,7 +1053,7 @@ class XSegTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(1 <= self.depth <= 7, "depth", "must be in 1..7")
+        _check(1 <= self.depth <= 8, "depth", "must be in 1..8")
         _check(self.resolution >= 2 ** self.depth and self.resolution % 2 ** self.depth == 0, "resolution",
                f"must be a positive multiple of 2**depth ({2 ** self.depth})")
         _check(4 <= self.base <= 256, "base", "must be in 4..256")

@@ -339,7 +339,7 @@ def _placement(rng: np.random.Generator, face_bin: np.ndarray, ys: np.ndarray, x
 def occlude(crop_rgb: np.ndarray, face_mask: np.ndarray, rng: np.random.Generator,
             pool: Sequence[np.ndarray] | None = None, max_occluders: int = 2,
             coverage: tuple[float, float] = (0.05, 0.45), *, p_none: float = 0.15, tries: int = 8,
-            return_alpha: bool = False) -> tuple[np.ndarray, ...]:
+            return_alpha: bool = False, kinds: Sequence[str] | None = None) -> tuple[np.ndarray, ...]:
     """Pastes 0..``max_occluders`` synthetic occluders over a face crop and removes them from its mask.
 
     With probability ``p_none`` (or when the face mask is empty) nothing is pasted. Otherwise
@@ -360,6 +360,7 @@ def occlude(crop_rgb: np.ndarray, face_mask: np.ndarray, rng: np.random.Generato
         p_none: probability of pasting nothing.
         tries: placement attempts before giving up.
         return_alpha: also return the combined occluder alpha.
+        kinds: occluder kinds to draw from, uniformly (None: all of :data:`OCCLUDER_KINDS` that apply).
 
     Returns:
         ``(occluded_rgb, target_mask)``, plus ``alpha`` with ``return_alpha``: uint8 H×W×3, float32
@@ -371,6 +372,8 @@ def occlude(crop_rgb: np.ndarray, face_mask: np.ndarray, rng: np.random.Generato
     Example:
         >>> img, target = occlude(crop, hull, np.random.default_rng(1))  # doctest: +SKIP
     """
+    if kinds is not None and not kinds:
+        raise ValueError("kinds must name at least one occluder kind")
     crop = _as_rgb_u8(crop_rgb, "crop_rgb")
     h, w = crop.shape[:2]
     face = _as_mask(face_mask, (h, w), "face_mask")
@@ -398,7 +401,9 @@ def occlude(crop_rgb: np.ndarray, face_mask: np.ndarray, rng: np.random.Generato
 
     n = int(rng.integers(1, max_occluders + 1))
     canvas = max(32, min(h, w))
-    occs = [occluder(rng, canvas, pool=pool) for _ in range(n)]
+    occs = [occluder(rng, canvas, pool=pool,
+                     kind=None if kinds is None else kinds[int(rng.integers(len(kinds))) if len(kinds) > 1 else 0])
+            for _ in range(n)]
     ys, xs = np.nonzero(face_bin)
     face_side = math.sqrt(area)
     gain = 1.0
@@ -461,7 +466,7 @@ def _colour_augment(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def make_xseg_batch(crops: Sequence[np.ndarray] | np.ndarray, hull_masks: Sequence[np.ndarray] | np.ndarray,
                     rng: np.random.Generator, resolution: int, pool: Sequence[np.ndarray] | None = None,
                     augment: bool = True, *, max_occluders: int = 2, coverage: tuple[float, float] = (0.05, 0.45),
-                    p_none: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+                    p_none: float = 0.15, kinds: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Self-supervised XSeg inputs and targets from aligned crops and their hull masks.
 
     Per crop: resize crop and mask to ``resolution`` (mask binarised at 0.5), :func:`occlude`, then
@@ -480,6 +485,7 @@ def make_xseg_batch(crops: Sequence[np.ndarray] | np.ndarray, hull_masks: Sequen
         max_occluders: see :func:`occlude`.
         coverage: see :func:`occlude`.
         p_none: see :func:`occlude`.
+        kinds: see :func:`occlude`.
 
     Returns:
         ``(x, y)``: x float32 N×3×R×R RGB in [0, 1], y float32 N×1×R×R in {0, 1}.
@@ -506,7 +512,8 @@ def make_xseg_batch(crops: Sequence[np.ndarray] | np.ndarray, hull_masks: Sequen
         img = _resize(crop, res)
         mask = (_resize(mask, res, cv2.INTER_LINEAR) > 0.5).astype(np.float32)
         sample_pool = pool if pool is not None else [crops[j] for j in range(n) if j != i]
-        img, target = occlude(img, mask, rng, sample_pool or None, max_occluders, coverage, p_none=p_none)
+        img, target = occlude(img, mask, rng, sample_pool or None, max_occluders, coverage, p_none=p_none,
+                              kinds=kinds)
         img = img.astype(np.float32) / 255.0
         if augment:
             params = gen_warp_params(res, rng, flip=True, rotation=10.0, scale=0.05, shift=0.05)

@@ -303,3 +303,26 @@ def test_training_uses_the_xseg_mask_where_a_face_has_one():
     assert list(training_masks(batch)) == [xseg, None, learned, None]
     del batch["xseg"]  # a faceset without the column (schema v1 read through Ray Data)
     assert list(training_masks(batch)) == [None, None, learned, None]
+
+
+def test_occluder_kinds_can_be_restricted(monkeypatch):
+    """``kinds`` restricts the occluders drawn (the benchmark's per-kind quality); no kinds is an error."""
+    import dflray.train.occlusion as occ
+
+    crop = np.full((64, 64, 3), 128, np.uint8)
+    face = np.zeros((64, 64), np.uint8)
+    face[12:52, 16:48] = 255
+    seen = set()
+    original = occ.occluder
+
+    def recording(rng, size, *, kind=None, pool=None):
+        seen.add(kind)
+        return original(rng, size, kind=kind, pool=pool)
+
+    monkeypatch.setattr(occ, "occluder", recording)
+    for s in range(10):
+        occ.occlude(crop, face, np.random.default_rng(s), p_none=0.0, kinds=["hand", "bar"])
+    occ.make_xseg_batch([crop] * 4, [face] * 4, np.random.default_rng(0), 32, p_none=0.0, kinds=["hair"])
+    assert seen == {"hand", "bar", "hair"}
+    with pytest.raises(ValueError, match="kinds"):
+        occ.occlude(crop, face, np.random.default_rng(0), kinds=[])
