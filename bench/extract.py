@@ -62,6 +62,21 @@ def say(*a) -> None:
     print(*a, flush=True)
 
 
+def quiet_ray(num_cpus: int, *ignore_warnings: str) -> None:
+    """A local Ray cluster of ``num_cpus`` that keeps the benchmark's output readable: no dashboard, no
+    worker logs or progress bars, Ray's and dflray's loggers at ERROR, and the given warnings ignored."""
+    import ray.data
+
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "dflray"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for message in ("The minimum number of concurrent actors", *ignore_warnings):
+        warnings.filterwarnings("ignore", message=message)
+
+
 # ------------------------------------------------------------------------------------------------
 # the plain loop
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 import platform
@@ -28,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +36,7 @@ import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 import torch  # noqa: E402
 
-from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
+from extract import Monitor, quiet_ray, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.cli import _expand_arch  # noqa: E402
 from dflray.config import ExtractConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
@@ -274,14 +272,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _quiet_ray() -> None:
-    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    for name in ("ray", "ray.data", "ray.train", "ray.tune", "dflray"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
-    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True to a scalar")
+    quiet_ray(RAY_CPUS, "Converting a tensor with requires_grad=True to a scalar")
 
 
 def _main(args, work: str) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import platform
 import shutil
@@ -28,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +39,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
+from extract import Monitor, quiet_ray, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.config import ExtractConfig, XSegApplyConfig, XSegTrainConfig, load_config  # noqa: E402
 from dflray.sample import make_sample  # noqa: E402
@@ -481,13 +479,7 @@ def mask_difference(a: str, b: str) -> tuple[int, float]:
 def _start_ray() -> float:
     """Starts the local cluster quietly and lets its first workers come up; returns the seconds it took."""
     t = time.perf_counter()
-    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    for name in ("ray", "ray.data", "ray.train", "ray.tune", "dflray"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="The minimum number of concurrent actors")
+    quiet_ray(RAY_CPUS)
     ray.get(ray.remote(num_cpus=0)(lambda: None).remote())
     time.sleep(2.0)  # the prestarted workers finish importing
     return time.perf_counter() - t

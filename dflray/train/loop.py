@@ -102,6 +102,21 @@ def _batches(name: str, batch_size: int, device: torch.device) -> Iterator[dict[
             raise RuntimeError(f"the {name} shard of this worker yielded no full batch of {batch_size}")
 
 
+def _started_together(*its: Iterator[Any]) -> list[Iterator[Any]]:
+    """Pulls the first item of each iterator at the same time, in threads, and gives them back whole.
+
+    Each Ray Data pipeline starts on its first pull (its split coordinator actor, read and augment
+    tasks); pulled one after the other, dst's start waited for src's first batch (~8 s of every run on
+    2 CPUs). Pulled together, the two start-ups overlap.
+    """
+    import itertools
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(its)) as pool:
+        firsts = list(pool.map(next, its))
+    return [itertools.chain([first], it) for first, it in zip(firsts, its)]
+
+
 def _join_batch(src: dict[str, torch.Tensor], dst: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {"warped_src": src["warped"], "target_src": src["target"], "target_srcm": src["target_mask"],
             "target_srcm_em": src["target_mask_em"], "warped_dst": dst["warped"], "target_dst": dst["target"],
@@ -204,6 +219,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     autocast, scaler = _autocast(device, cfg.mixed_precision)
     src_it = _batches("src", cfg.batch_size, device)
     dst_it = _batches("dst", cfg.batch_size, device)
+    if t.step < cfg.steps:
+        src_it, dst_it = _started_together(src_it, dst_it)
     previews = _PreviewWriter(config, cfg, device) if rank == 0 else None
     res = cfg.model.resolution
     inject = list(cfg.inject_nan_steps)

@@ -16,7 +16,8 @@ from dflray.extract.faceset import read_faces
 from tests.media import SHARED_MEDIA
 
 TRAIN = ["resolution=64", "base=16", "depth=4", "batch_size=8", "steps=800", "optimizer=adam", "lr=0.001",
-         "checkpoint_every=400", "log_every=100", "data_cpus=0.5"]
+         "checkpoint_every=400", "log_every=100", "data_cpus=0.5",
+         "torch_threads=2"]
 
 
 MEDIA = ("src_man_a.mp4", "dst_man_glasses_b.mp4", "woman_room_audio_e.mp4")
