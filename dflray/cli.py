@@ -247,7 +247,9 @@ def _parser() -> argparse.ArgumentParser:
 
     xs = sub.add_parser("xseg", help="learned face segmentation (XSeg): train, apply",
                         description="DeepFaceLab's XSeg: a U-Net that segments the visible face, so that training "
-                        "and merging ignore hands, glasses and hair over it.")
+                        "and merging ignore hands, glasses and hair over it. apply fills a faceset's xseg column "
+                        "(used by dflray train's masked loss); the merge uses the model itself: dflray merge ... "
+                        "mask_mode=XSeg-dst xseg=OUT/xseg.pt.")
     xsub = xs.add_subparsers(dest="xseg_command", required=True, metavar="ACTION")
     xt = xsub.add_parser("train", help="train XSeg on facesets (Ray Train)", formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Train XSeg on one or more facesets of one face type with Ray Train. Faces with "

@@ -370,6 +370,8 @@ def _train_model(key: str, src: list[str], dst: list[str] | None, faceset: str, 
             check_model(uri, contract)
             doc = {"key": key, "ok": True, "model_uri": uri, "contract": contract, "model_sha256": sha,
                    "source": source, "steps": summary.steps}
+        # The parameters' checksum at step 0: a fine-tuned model's equals its base checkpoint's.
+        doc["start_checksum"] = (summary.metrics or {}).get("start_checksum")
         doc["seconds"] = time.perf_counter() - t0
         _json_write(done, doc)
         return doc

@@ -58,7 +58,8 @@ def _plan(clips, *extra) -> GenerateConfig:
 
 
 DATASET_EXTRA = ["perturb.compression=[c0, c23]", "perturb.fraction=1.0", "perturb.mix_fraction=0.5",
-                 "quality.gates=[{metric: seam, max: 1000.0}, {metric: pose_error, max: 0.001}]"]
+                 "quality.gates=[{metric: seam, max: 1000.0}, {metric: pose_error, max: 0.001}]",
+                 "models.base=pretrain", "models.pretrain_steps=4"]
 
 
 @pytest.fixture(scope="module")
@@ -131,8 +132,9 @@ def test_killed_run_resumes_without_redoing_work(dataset):
     out, cfg, summary, state = dataset
     assert not state["finished_first"], "the first run ended before it was killed:\n" + state["log"]
     assert not state["index_at_kill"] and 1 <= state["merged_at_kill"] <= 4
-    # the rerun reused the faceset and the trained models (their commit files were not rewritten)
-    assert len(state["models"]) == 2 and len(state["faceset"]) >= 1
+    # the rerun reused the faceset, the pretrained base and the two models (their commit files were not
+    # rewritten)
+    assert len(state["models"]) == 3 and len(state["faceset"]) >= 1
     for p, t in {**state["models"], **state["faceset"]}.items():
         assert p.stat().st_mtime_ns == t, p
     assert summary.merged == {"ok": 4} and summary.published == {"ok": 16, "error": 2}
@@ -256,6 +258,26 @@ def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
         run_generate(_plan(clips, "seed=7"), out)
 
 
+def test_models_fine_tune_from_one_pretrained_base(dataset):
+    """models.base=pretrain: one base trained on the train split's faces, and every model starts at step 0
+    from exactly its weights (parameter checksums)."""
+    import yaml
+
+    from tests.integration.test_train import param_checksum_of
+
+    work = Path(dataset[0], "_work", "models")
+    base = json.loads((work / "_base" / "model.json").read_text())
+    assert base["ok"] and base["steps"] == 4
+    base_sum = param_checksum_of(base["checkpoint"])
+    models = [d for d in work.iterdir() if d.name != "_base"]
+    assert len(models) == 2
+    for d in models:
+        trained = yaml.safe_load((d / "train" / "train_config.yaml").read_text())
+        doc = json.loads((d / "model.json").read_text())
+        assert trained["config"]["init_from"] == base["checkpoint"]
+        assert doc["start_checksum"] == base_sum and doc["steps"] == 6
+
+
 def test_xseg_mask_modes_need_a_usable_xseg_model_before_any_work(clips, tmp_path):
     from dflray.config import ConfigError
 
@@ -351,19 +373,10 @@ def test_shared_media_two_real_people(ray_local, tmp_path):
         f"manifest={manifest}", "splits={train: 1.0, val: 0.0, test: 0.0}", "pairing.policy=group",
         "pairing.group_by=gender", "extract.decode.every_n=3", "perturb.compression=[c23]",
         "perturb.fraction=0.0", "perturb.preset=ultrafast", "quality.sample_frames=4",
-        "merge.settings.mode=seamless", *TINY, "models.base=pretrain", "models.pretrain_steps=4"])
+        "merge.settings.mode=seamless", *TINY])
     out = tmp_path / "ds"
     summary = run_generate(cfg, str(out), report=False)
     assert summary.models == 2 and summary.models_failed == 0
-    # both models were fine-tuned from the one shared base, pretrained on the train split's faces
-    import yaml
-
-    base = json.loads((out / "_work" / "models" / "_base" / "model.json").read_text())
-    assert base["ok"] and base["steps"] == 4
-    for d in (out / "_work" / "models").iterdir():
-        if d.name != "_base":
-            trained = yaml.safe_load((d / "train" / "train_config.yaml").read_text())
-            assert trained["config"]["init_from"] == base["checkpoint"]
     rows = _index(str(out))
     assert all(r["status"] == "ok" for r in rows) and len(rows) == 4
     by_id = {r["video_id"]: r for r in rows}

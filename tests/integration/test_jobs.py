@@ -62,7 +62,7 @@ def head(tmp_path_factory):
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
+            proc.wait(10)  # a graceful stop can take 30 s; the head is the test's own, so kill it after 10
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
