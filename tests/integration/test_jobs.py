@@ -127,6 +127,11 @@ def test_client_submit_bad_argument_fails_with_the_error_in_its_logs(head):
     assert _wait(client, job_id) == JobStatus.FAILED
     logs = client.get_job_logs(job_id)
     assert "detect.batch_size: must be >= 1" in logs
+    # the XSeg entrypoint too: a path that is no faceset fails before work, saying so
+    job_id = _submit(client, entrypoint="python jobs/xseg.py apply /nonexistent/faceset --model /nonexistent/xseg.pt",
+                     runtime_env={"working_dir": str(ROOT)})
+    assert _wait(client, job_id) == JobStatus.FAILED
+    assert "is not a faceset" in client.get_job_logs(job_id)
 
 
 def test_client_submit_merge_job(head, sample_clips, tmp_path):
