@@ -72,7 +72,7 @@ from dflray.merge.color import color_transfer
 
 __all__ = ["MASK_MODES", "MERGE_MODES", "XSEG_MASK_MODES", "MergeContext", "MergeResult", "build_mask",
            "color_hist_match", "crop_hull", "hist_match", "merge_face", "output_matrix", "paste", "prepare_crop",
-           "refine_mask", "xseg_crops", "xseg_needs", "xseg_to_model"]
+           "refine_mask", "xseg_crops", "xseg_masks", "xseg_needs", "xseg_to_model"]
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,26 @@ def xseg_crops(frame: np.ndarray, context: MergeContext, face: np.ndarray | None
             warped = warped * cover + (dst_crop.astype(np.float32) / np.float32(255)) * (1 - cover)
         prd_crop = _u8(warped)
     return prd_crop, (dst_crop if dst else None)
+
+
+def xseg_masks(xseg: Any, items: list[tuple[np.ndarray, MergeContext, np.ndarray]], prd: bool,
+               dst: bool) -> list[dict[str, np.ndarray]]:
+    """XSeg masks in the model crop for (dst frame, context, swapped face) items, one model call per kind.
+
+    Returns:
+        Per item, ``paste``'s keyword arguments: ``xseg_prd`` and/or ``xseg_dst`` (R×R float32).
+    """
+    from dflray.models.xseg import predict_mask
+
+    ft, s = xseg.face_type, xseg.resolution
+    crops = [xseg_crops(rgb, ctx, face, face_type=ft, resolution=s, prd=prd, dst=dst) for rgb, ctx, face in items]
+    out: list[dict[str, np.ndarray]] = [{} for _ in items]
+    for j, key in enumerate(("xseg_prd", "xseg_dst")):
+        if crops and crops[0][j] is not None:
+            masks = predict_mask(xseg, np.stack([c[j] for c in crops]), batch_size=32)
+            for o, m, (_, ctx, _) in zip(out, masks, items):
+                o[key] = xseg_to_model(m, ctx, ft)
+    return out
 
 
 def xseg_to_model(mask: np.ndarray, context: MergeContext, face_type: str) -> np.ndarray:
@@ -735,11 +755,5 @@ def merge_face(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolut
     if need_prd or need_dst:
         if xseg is None:
             raise ValueError(f"mask mode {settings.mask_mode!r} needs an XSeg model")
-        from dflray.models.xseg import predict_mask
-
-        ft, s = xseg.face_type, xseg.resolution
-        crops = xseg_crops(frame, ctx, face, face_type=ft, resolution=s, prd=need_prd, dst=need_dst)
-        for key, c in zip(("xseg_prd", "xseg_dst"), crops):
-            if c is not None:
-                masks[key] = xseg_to_model(predict_mask(xseg, c), ctx, ft)
+        masks = xseg_masks(xseg, [(frame, ctx, face)], need_prd, need_dst)[0]
     return paste(frame, ctx, face, face_mask, dst_mask, settings, rng=rng, motion=motion, **masks)

@@ -34,7 +34,7 @@ import numpy as np
 
 from dflray.config import MergeSettings, Vary, from_dict, to_dict
 from dflray.io.video import SourceFrame, Transcoder
-from dflray.merge.blend import paste, prepare_crop, xseg_crops, xseg_needs, xseg_to_model
+from dflray.merge.blend import paste, prepare_crop, xseg_masks, xseg_needs
 from dflray.merge.temporal import face_motion, smooth_landmarks
 
 __all__ = ["InlinePredict", "PlannedFace", "PredictFn", "draw_settings", "link_tracks", "merge_video",
@@ -292,23 +292,6 @@ def _frame_row(frame: SourceFrame, faces: int, swapped: int, mask: np.ndarray | 
     return row
 
 
-def _xseg_masks(xseg: Any, items: list[tuple[np.ndarray, Any, np.ndarray]], need_prd: bool,
-                need_dst: bool) -> list[dict[str, np.ndarray]]:
-    """XSeg masks in the model crop of (dst frame, context, swapped face) items, one model call per kind."""
-    from dflray.models.xseg import predict_mask
-
-    ft, s = xseg.face_type, xseg.resolution
-    crops = [xseg_crops(rgb, ctx, face, face_type=ft, resolution=s, prd=need_prd, dst=need_dst)
-             for rgb, ctx, face in items]
-    out: list[dict[str, np.ndarray]] = [{} for _ in items]
-    for j, key in enumerate(("xseg_prd", "xseg_dst")):
-        if crops and crops[0][j] is not None:
-            masks = predict_mask(xseg, np.stack([c[j] for c in crops]), batch_size=32)
-            for o, m, (_, ctx, _) in zip(out, masks, items):
-                o[key] = xseg_to_model(m, ctx, ft)
-    return out
-
-
 def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], predict: PredictFn,
                 settings: MergeSettings, *, face_type: str, resolution: int, seed: int, batch_frames: int = 16,
                 faces_per_frame: dict[int, int] | None = None, xseg: Any = None) -> list[dict[str, Any]]:
@@ -351,9 +334,9 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
         dmasks = np.concatenate([o[2] for o in outs]) if outs else None
         xmasks = None
         if need_prd or need_dst:
-            xmasks = _xseg_masks(xseg, [(frame.rgb, ctx, faces[k]) for k, (frame, ctx) in
-                                        enumerate((f, c) for f, its in b.frames for _, c, _ in its)],
-                                 need_prd, need_dst)
+            xmasks = xseg_masks(xseg, [(frame.rgb, ctx, faces[k]) for k, (frame, ctx) in
+                                       enumerate((f, c) for f, its in b.frames for _, c, _ in its)],
+                                need_prd, need_dst)
         k = 0
         for frame, items in b.frames:
             out, mask = frame.rgb, None
