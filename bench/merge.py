@@ -43,7 +43,7 @@ from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/ex
 
 import dflray.merge.video as merge_mod  # noqa: E402
 from dflray.config import ExtractConfig, MergeConfig, ModelConfig, load_config  # noqa: E402
-from dflray.extract.faceset import read_faces  # noqa: E402
+from dflray.faceset import read_faces  # noqa: E402
 from dflray.io import schema  # noqa: E402
 from dflray.io.storage import expand_inputs  # noqa: E402
 from dflray.io.video import Transcoder, probe  # noqa: E402
@@ -100,7 +100,7 @@ def copies_faceset(one: str, out: str, uris: list[str]) -> int:
     """A faceset for ``uris`` (copies of one video) from the faceset of the first: the same face rows under
     each copy's video id and URI, one faces file per video (as extraction writes one per segment), one
     videos table. Returns the number of face rows written."""
-    from dflray.extract.faceset import committed_face_files, read_videos
+    from dflray.faceset import committed_face_files, read_videos
     from dflray.extract.pipeline import video_id
 
     os.makedirs(os.path.join(out, "faces"), exist_ok=True)

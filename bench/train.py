@@ -89,7 +89,7 @@ def plain_batches(src: str, dst: str, cfg: TrainConfig, n: int, device: torch.de
                   ) -> list[dict[str, torch.Tensor]]:
     """``n`` training batches built by the very function the Ray Data pipeline maps over the faceset
     (``data._make_samples`` → ``augment.make_batch``), as torch tensors already on ``device``."""
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     rng = np.random.default_rng(seed)
     refs = ct_references(inspect_faceset(dst, "dst"), cfg)

@@ -128,7 +128,7 @@ def held_out(video_id: list[str], frame_index: list[int], face_index: list[int],
 
 def held_in_faceset(faceset: str, out: str, split: str, every: int) -> tuple[int, int]:
     """Copies ``faceset`` to ``out`` keeping only the held-in faces; returns (held-in, held-out) counts."""
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     keys = read_faces(faceset, columns=["video_id", "frame_index", "face_index"]).to_pydict()
     out_flags = held_out(keys["video_id"], keys["frame_index"], keys["face_index"], split, every)
@@ -146,7 +146,7 @@ def held_in_faceset(faceset: str, out: str, split: str, every: int) -> tuple[int
 
 def crops_and_hulls(faceset: str, split: str, every: int) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """RGB crops and hull masks of the faceset's faces, as ``{"held-out": ..., "held-in": ...}``."""
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     t = read_faces(faceset, columns=["video_id", "frame_index", "face_index", "image", "mask"]).to_pydict()
     flags = held_out(t["video_id"], t["frame_index"], t["face_index"], split, every)
@@ -392,7 +392,7 @@ def loop_apply(faceset: str, model_path: str, threads: int, cfg: XSegApplyConfig
     per stage: Parquet read + ``schema.conform``, JPEG decode, ``predict_mask`` (``cfg.batch_size`` crops per
     forward pass, crops of one size together), PNG encode, the column swap and the Parquet write
     (temporary name, then rename). The model is loaded and warmed up before the clock starts."""
-    from dflray.extract.faceset import committed_face_files
+    from dflray.faceset import committed_face_files
     from dflray.extract.xseg_apply import model_id
     from dflray.io import schema
     from dflray.models.xseg import load_xseg, predict_mask
@@ -459,7 +459,7 @@ def ray_apply(faceset: str, model_path: str, cfg: XSegApplyConfig, label: str) -
 def mask_difference(a: str, b: str) -> tuple[int, float]:
     """(faces compared, largest absolute difference in 0..255) between the xseg columns of two facesets
     that were copies of one another before apply."""
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     ta, tb = (read_faces(f, columns=["xseg"]).column("xseg").to_pylist() for f in (a, b))
     worst = 0.0
@@ -530,7 +530,7 @@ def _main(args, work: str) -> None:
     inputs = facesets(args.cache_dir, args.quick, args.media_every)
     for note in inputs.notes:
         say(f"  {note}")
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     for name, fs in inputs.sets.items():
         t = read_faces(fs, columns=["video_id", "size", "face_type"]).to_pydict()

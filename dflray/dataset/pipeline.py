@@ -51,7 +51,7 @@ from ray.data import ActorPoolStrategy
 import dflray
 from dflray.config import MERGE_SETTING_FIELDS, ConfigError, GenerateConfig, MergeConfig, TrainConfig, from_dict, to_dict
 from dflray.dataset import layout as lay
-from dflray.extract.faceset import committed_face_files, face_holders, read_videos
+from dflray.faceset import committed_face_files, face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
 from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, open_uri

@@ -809,7 +809,7 @@ def run_import_dfl(folder: str, out: str, chunk: int = 500) -> ImportSummary:
 
     import pyarrow.parquet as pq
 
-    from dflray.extract.faceset import read_videos
+    from dflray.faceset import read_videos
     from dflray.extract.pipeline import video_id as make_video_id
     from dflray.io import schema
     from dflray.io.storage import atomic_write, exists, join, makedirs, remove

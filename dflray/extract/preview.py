@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dflray.extract.faceset import read_faces
+from dflray.faceset import read_faces
 from dflray.extract.stages import decode_image, encode_image
 from dflray.face.align import transform_points
 from dflray.io import schema

@@ -157,7 +157,7 @@ def run_xseg_apply(faceset: str, model: str, cfg: XSegApplyConfig, address: str 
     import ray
     from ray.data import ActorPoolStrategy
 
-    from dflray.extract.faceset import committed_face_files
+    from dflray.faceset import committed_face_files
     from dflray.extract.pipeline import init_ray
     from dflray.io.storage import exists, join
 

@@ -46,7 +46,7 @@ from ray.data import ActorPoolStrategy
 
 import dflray
 from dflray.config import MergeConfig, to_dict
-from dflray.extract.faceset import face_holders, read_videos
+from dflray.faceset import face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
 from dflray.io.storage import (

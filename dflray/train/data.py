@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from dflray.config import FACE_TYPE_ORDER, ConfigError, TrainConfig
-from dflray.extract.faceset import committed_face_files, read_faces
+from dflray.faceset import committed_face_files, read_faces
 from dflray.io.storage import arrow_filesystem, exists, join
 
 SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_source", "xseg", "yaw"]

@@ -91,7 +91,7 @@ def make_samples(batch: dict[str, np.ndarray], *, cfg: dict[str, Any]) -> dict[s
 
 def _count(facesets: list[str]) -> tuple[int, int, str, int]:
     """(faces, labelled faces, face type, crop size) of the facesets; they must agree on the face type."""
-    from dflray.extract.faceset import read_faces
+    from dflray.faceset import read_faces
 
     faces = labelled = 0
     types: set[str] = set()
@@ -115,7 +115,7 @@ def build_dataset(facesets: list[str], cfg: XSegTrainConfig, faces: int):
     """The Ray Data pipeline of XSeg samples over the facesets (re-executed and reshuffled every epoch)."""
     import ray
 
-    from dflray.extract.faceset import committed_face_files
+    from dflray.faceset import committed_face_files
     from dflray.io.storage import arrow_filesystem
 
     parts = []

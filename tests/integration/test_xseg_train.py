@@ -12,7 +12,7 @@ import pytest
 from dflray.cli import main
 from dflray.config import ExtractConfig, XSegApplyConfig, load_config
 from dflray.extract import run_extract
-from dflray.extract.faceset import read_faces
+from dflray.faceset import read_faces
 from tests.media import SHARED_MEDIA
 
 TRAIN = ["resolution=64", "base=16", "depth=4", "batch_size=8", "steps=800", "optimizer=adam", "lr=0.001",

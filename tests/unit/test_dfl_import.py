@@ -430,7 +430,7 @@ def test_import_dfl_writes_a_faceset_training_accepts(tmp_path):
 
     from dflray.cli import main
     from dflray.extract.dfl_import import run_import_dfl
-    from dflray.extract.faceset import read_errors, read_faces, read_videos
+    from dflray.faceset import read_errors, read_faces, read_videos
     from dflray.train.data import inspect_faceset
 
     aligned = tmp_path / "aligned"

@@ -1,4 +1,4 @@
-"""Reading a faceset written by the extraction stage (committed data only, current schema)."""
+"""Reading a faceset (committed data only, current schema): the stages' shared reader."""
 
 from __future__ import annotations
 
