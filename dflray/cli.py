@@ -103,7 +103,16 @@ threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, precis
 threads), workers
 (concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), xseg, dataset_id,
 retry_errors (a rerun skips failed videos too unless true),
-extract (the ExtractConfig used for video --dst)."""
+extract (the ExtractConfig used for video --dst), quality (measure, source, sample_frames).
+
+Quality: quality.measure=true measures every merged video against its dst video, its mask and the
+source identity (the dominant person of the src faceset the model was trained on, read from the
+training output's train_config.yaml; or quality.source=FACESET, which also turns measuring on) and
+records swap_success (share of sampled frames whose face, re-detected in the fake, is recognised as
+the source person: nearer the source than the face it replaced and under dlib's 0.6), identity
+distances, pose and expression error, flicker and seam in OUT/index.parquet; the summary prints the
+mean and distribution of swap_success. It needs output.masks=true; a missing or unusable source
+fails before any video is merged."""
 
 
 def _merge_overrides(overrides: list[str]) -> list[str]:
@@ -134,11 +143,13 @@ research, as one resumable Ray job: extract every video once; give unlabelled vi
 (clustering dlib embeddings); split identities into train/val/test (no person in two splits); pair
 source identities with target videos (random, nearest in appearance, or within a group); train the
 models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
-merge every fake with settings drawn per video; measure each fake (identity distance to source and
-target, pose and expression error, flicker, seam) and apply quality gates; perturb real and fake videos
+merge every fake with settings drawn per video; measure each fake (swap_success: the share of sampled
+frames whose face reads as the source person; identity distance to source and target, pose and
+expression error, flicker, seam) and apply quality gates; perturb real and fake videos
 alike (DeeperForensics-1.0's 7 distortions x 5 levels, mixes of 2-4) and write them at FaceForensics++
 compression levels (c0, c23, c40); write index.parquet, frames.parquet, metadata.json (DFDC format),
-errors.parquet and report.html.
+errors.parquet and report.html (swap_success at the top). The summary printed at the end gives the
+published fakes' mean swap_success and its distribution.
 
 PLAN.yaml is a GenerateConfig, e.g.:
 
@@ -149,7 +160,7 @@ PLAN.yaml is a GenerateConfig, e.g.:
   merge: {vary: [{field: mode, choices: [overlay, seamless]}, {field: erode, low: -10, high: 30}]}
   # XSeg mask modes: merge: {xseg: runs/xseg/xseg.pt, vary: [{field: mask_mode, choices: [dst, XSeg-dst]}]}
   perturb: {compression: [c0, c23, c40], fraction: 0.5, mix_fraction: 0.3}
-  quality: {gates: [{metric: id_distance_source, max: 0.6}], action: flag}
+  quality: {gates: [{metric: swap_success, min: 0.8}, {metric: id_distance_source, max: 0.6}], action: flag}
 
 Relative paths are relative to the working directory (manifest entries: to the manifest's folder).
 Re-running the same command finishes what is missing; another plan into the same --out is refused.

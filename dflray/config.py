@@ -404,6 +404,8 @@ class TrainConfig:
         max_bad_steps: consecutive non-finite steps tolerated (each skipped); one more rolls the run
             back to its last checkpoint.
         seed: seed of model init, sampling and augmentation.
+        holdout: share of each src video's faces (its last frames) kept out of training, on which the
+            reconstruction SSIM is measured at every checkpoint (DeepFaceLab paper's measure); 0: off.
         inject_nan_steps: for testing the collapse guard: one attempt at each listed step gets a NaN loss
             on rank 0 (list a step twice to fail it twice in a row).
     """
@@ -429,6 +431,7 @@ class TrainConfig:
     max_failures: int = 1
     max_bad_steps: int = 8
     seed: int = 0
+    holdout: float = 0.1
     inject_nan_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -444,6 +447,7 @@ class TrainConfig:
         _check(self.augment_cpus > 0, "augment_cpus", "must be > 0")
         _check(self.max_failures >= 0, "max_failures", "must be >= 0")
         _check(self.max_bad_steps >= 0, "max_bad_steps", "must be >= 0")
+        _check(0.0 <= self.holdout <= 0.5, "holdout", "must be in 0..0.5")
         _check(self.loss.true_face_power == 0.0 or self.model.arch == "df", "loss.true_face_power",
                "true face power needs arch df (DFL: DF only)")
 
@@ -688,6 +692,35 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class MergeQualityConfig:
+    """Quality metrics of each merged video (``swap_success`` and the rest of ``QUALITY_METRICS``).
+
+    Measured on the merged video, its dst video and its mask against the dst faceset's boxes and the
+    source identity: the mean identity descriptor of the dominant person of the model's src faceset.
+
+    Attributes:
+        measure: measure every merged video and record the metrics in the index.
+        source: the src faceset (``dflray extract`` output with identity embeddings); setting it turns
+            ``measure`` on. Empty: the ``src`` recorded in the training output's ``train_config.yaml``
+            (when ``--model`` is a training output or one of its checkpoints).
+        sample_frames: frames per video (evenly spaced among those with a swap) the identity, pose and
+            expression metrics and ``swap_success`` are measured on.
+    """
+
+    measure: bool = False
+    source: str = ""
+    sample_frames: int = 8
+
+    @property
+    def enabled(self) -> bool:
+        """Whether merged videos are measured."""
+        return self.measure or bool(self.source)
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.sample_frames <= 1000, "sample_frames", "must be in 1..1000")
+
+
+@dataclass(frozen=True)
 class MergeConfig:
     """Root config of ``dflray merge``.
 
@@ -711,6 +744,8 @@ class MergeConfig:
         xseg: an XSeg model (``dflray xseg train``'s ``xseg.pt``, any fsspec URL) for the ``XSeg-*`` mask
             modes; it runs in each merge worker on the dst frame and the swapped face, cropped at the
             XSeg model's own face type and resolution.
+        quality: quality metrics of each merged video (off by default; ``dflray generate`` measures
+            its fakes in its own quality stage instead).
     """
 
     settings: MergeSettings = field(default_factory=MergeSettings)
@@ -726,6 +761,7 @@ class MergeConfig:
     retry_errors: bool = False
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     xseg: str = ""
+    quality: MergeQualityConfig = field(default_factory=MergeQualityConfig)
 
     @property
     def uses_xseg(self) -> bool:
@@ -748,6 +784,9 @@ class MergeConfig:
                "may only hold letters, digits, '.', '_' and '-' (at most 128)")
         _check(bool(self.xseg) or not self.uses_xseg, "xseg",
                f"mask modes {', '.join(XSEG_MASK_MODES)} need an XSeg model: set xseg=PATH (dflray xseg train)")
+        # The metrics are measured inside the manipulation mask (flicker, seam) and sampled where it is.
+        _check(self.output.masks or not self.quality.enabled, "quality.measure",
+               "measuring needs the mask videos: set output.masks=true")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -755,8 +794,10 @@ class MergeConfig:
 
 PERTURB_KINDS = ("saturation", "contrast", "block", "noise", "blur", "resolution", "compression")
 COMPRESSION_LEVELS = ("c0", "c23", "c40")  # FaceForensics++: raw (lossless), HQ (crf 23), LQ (crf 40)
-QUALITY_METRICS = ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker",
-                   "seam")
+# swap_success, the headline (share of sampled frames whose swapped face reads as the source person), leads:
+# reports and tables list the metrics in this order.
+QUALITY_METRICS = ("swap_success", "id_distance_source", "id_distance_target", "pose_error", "expression_error",
+                   "flicker", "seam")
 
 
 @dataclass(frozen=True)
@@ -1133,6 +1174,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(path, f"invalid value {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in allowed):
+            # YAML 1.1 reads a bare off/on/no/yes as a boolean: `mixed_precision=off` means the string.
+            value = next((a for a in allowed if str(a).lower() in (("on", "yes", "true") if value
+                                                                   else ("off", "no", "false"))), value)
         _check(value in allowed, path, f"must be one of {', '.join(map(str, allowed))}, got {value!r}")
         return value
     if origin in (tuple, list):

@@ -10,7 +10,8 @@ Stages (each resumable: a rerun after a crash or a kill does only what is missin
    (``OUT/_work/models/<key>/``, exported to ``model.ts``).
 4. **merge** every planned fake (``OUT/_work/fakes``; losslessly, so that fakes and reals go through the
    same number of lossy encodes), settings drawn per fake from ``merge.vary`` with the fake's seed.
-5. **quality**: identity, pose, expression, flicker and seam metrics of every fake; gates flag or drop.
+5. **quality**: swap success (the headline), identity, pose, expression, flicker and seam metrics of every
+   fake; gates flag or drop.
 6. **perturb**: DeeperForensics-1.0 distortions drawn per video, applied to real and fake videos alike,
    then every video written at each FaceForensics++ compression level into the chosen layout.
 7. **index**: ``index.parquet`` (schema ``dataset``), ``frames.parquet`` (``dataset_frames``),
@@ -49,7 +50,16 @@ import ray
 from ray.data import ActorPoolStrategy
 
 import dflray
-from dflray.config import MERGE_SETTING_FIELDS, ConfigError, GenerateConfig, MergeConfig, TrainConfig, from_dict, to_dict
+from dflray.config import (
+    MERGE_SETTING_FIELDS,
+    QUALITY_METRICS,
+    ConfigError,
+    GenerateConfig,
+    MergeConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
 from dflray.dataset import layout as lay
 from dflray.faceset import committed_face_files, face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
@@ -75,15 +85,21 @@ class GenerateSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # ``quality.success_stats`` of the published fakes (one value per fake, not per compression level).
+    swap_success: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        from dflray.dataset.quality import format_success
+
         fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"  # noqa: E731
         lines = [f"generate → {self.out}: {self.videos} real videos, {self.identities} identities "
                  f"(videos per split: {fmt(self.by_split)}), {self.fakes_planned} fakes planned, "
                  f"{self.models} models ({self.models_failed} failed)",
-                 f"  merged: {fmt(self.merged)}; published videos: {fmt(self.published)}",
-                 "  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items())
-                 + f"; total {self.seconds:.1f}"]
+                 f"  merged: {fmt(self.merged)}; published videos: {fmt(self.published)}"]
+        if self.swap_success.get("n") or self.swap_success.get("unmeasured"):
+            lines.append(f"  published fakes: {format_success(self.swap_success)}")
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items())
+                     + f"; total {self.seconds:.1f}")
         lines += [f"  failed: {f}" for f in self.failures[:20]]
         if len(self.failures) > 20:
             lines.append(f"  … and {len(self.failures) - 20} more (see errors.parquet)")
@@ -135,7 +151,8 @@ def _config_key(cfg: GenerateConfig) -> dict[str, Any]:
     d["models"].pop("concurrency")
     for k in ("num_workers", "use_gpu", "cpus_per_worker", "augment_cpus", "torch_threads", "max_failures"):
         d["models"]["train"].pop(k)
-    for k in ("predict", "workers", "retry_errors", "extract"):
+    # merge.quality is the merge job's own measuring (refused here, see _check_plan): it never shapes the dataset.
+    for k in ("predict", "workers", "retry_errors", "extract", "quality"):
         d["merge"].pop(k)
     return d
 
@@ -145,6 +162,9 @@ def _check_plan(cfg: GenerateConfig) -> None:
     if not cfg.extract.landmarks.embedding:
         raise ConfigError("extract.landmarks.embedding", "generate needs identity embeddings (identities, "
                           "pairing, quality metrics)")
+    if cfg.merge.quality.enabled:
+        raise ConfigError("merge.quality", "generate measures every fake in its own quality stage against its "
+                          "source identity; set quality.sample_frames and quality.gates instead")
     if cfg.merge.identity.swap == "reference":
         raise ConfigError("merge.identity.swap", "generate swaps each target video's dominant identity; use "
                           "dominant or all")
@@ -534,8 +554,7 @@ class _QualityWorker(_Stage):
                                                  sample_frames=self.cfg.quality.sample_frames)
             note = ""
         except Exception as e:  # noqa: BLE001 - an unmeasurable fake gets null metrics, and says why
-            metrics = {m: None for m in ("id_distance_source", "id_distance_target", "pose_error",
-                                         "expression_error", "flicker", "seam")}
+            metrics = {m: None for m in QUALITY_METRICS}
             note = f"not measured: {type(e).__name__}: {e}"
         doc = {"id": task["id"], "status": "ok", "metrics": metrics, "note": note}
         _json_write(join(self.work, "quality", f"{task['id']}.json"), doc)
@@ -729,6 +748,14 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
                          "item_id", "error"]).to_pylist()
     for r in rows:
         summary.published[r["status"]] = summary.published.get(r["status"], 0) + 1
+    # A fake's metrics are measured once, on its lossless merge, and repeated at each compression level:
+    # one value per published fake.
+    per_fake = {r["item_id"]: r["swap_success"] for r in
+                index.select(["item_id", "label", "status", "swap_success"]).to_pylist()
+                if r["label"] == "FAKE" and r["status"] == "ok"}
+    from dflray.dataset.quality import success_stats
+
+    summary.swap_success = success_stats(per_fake.values())
     for path, doc in lay.metadata_files(cfg.layout, rows).items():
         with atomic_write(join(out, path)) as f:
             f.write(lay.dumps(doc))

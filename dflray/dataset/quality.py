@@ -18,12 +18,18 @@ artefact scores over the manipulation mask:
   ~0 is as stable as the real video, > 0 flickers.
 - ``seam``: Sobel gradient magnitude in a thin band around the mask edge, fake over real; ~1 is no
   visible seam, > 1 a seam.
+- ``swap_success`` (the headline): the share of sampled frames in which the face found in the fake is
+  recognised as the source person: nearer the source identity than the real face it replaced, and
+  under dlib's same-person distance (``SAME_PERSON_THRESHOLD``). The face is re-detected in the fake
+  (not taken from the destination's box), so a frame where the swap destroyed the face counts as a
+  failure. 1 is a swap that always reads as the source, 0 one that never does.
 
 Identity, pose and expression are measured on up to ``sample_frames`` frames per fake, evenly spaced
 among the frames with a swap; landmarks are re-detected with the same landmarker in both the fake and
-the real frame (inside the destination face's box), so a landmarker's own bias cancels out. Flicker and
-seam use every frame. ``FaceMeasurer.measure_fake`` streams the three videos (fake, real, mask) in step,
-so memory does not grow with video length.
+the real frame (inside the destination face's box), so a landmarker's own bias cancels out; for
+``swap_success`` the fake's face is also re-detected with the detector. Flicker and seam use every
+frame. ``FaceMeasurer.measure_fake`` streams the three videos (fake, real, mask) in step, so memory does
+not grow with video length.
 
 Example:
     >>> m = FaceMeasurer()  # doctest: +SKIP
@@ -46,10 +52,13 @@ from dflray.face.pose import estimate_pitch_yaw_roll_robust
 
 __all__ = [
     "MASK_THRESHOLD",
+    "SAME_PERSON_THRESHOLD",
     "FaceMeasurer",
     "apply_gates",
     "band",
     "flicker",
+    "format_success",
+    "frame_swapped",
     "head_pose",
     "identity_distance",
     "image_embedding",
@@ -58,6 +67,8 @@ __all__ = [
     "seam",
     "seam_ratio",
     "similarity_nme",
+    "success_stats",
+    "swap_success",
 ]
 
 # A mask pixel at or above half grey is inside the manipulation (masks are 0..255, feathered at the edge).
@@ -69,6 +80,12 @@ MASK_THRESHOLD = 128
 _SEAM_EPS = 1.0
 # Band kernel side at a face (mask) of 256 pixels; scaled with the mask's size.
 _SEAM_WIDTH_AT_256 = 5
+# dlib's convention for its 128-D descriptor: two faces nearer than this are the same person (99.38% on
+# LFW at this threshold).
+SAME_PERSON_THRESHOLD = 0.6
+# A face re-detected in the fake counts as the swapped one when its box overlaps the destination face's
+# box at least this much (a swap keeps the face where it was; another face in the frame does not).
+_REDETECT_IOU = 0.3
 # The pose estimate's mirror solution reports a roll clipped to exactly ±90° (see tests/unit/test_pose.py).
 _FLIPPED_ROLL = 89.99
 _OUTER_EYE_CORNERS = (36, 45)
@@ -99,6 +116,133 @@ def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"descriptors must be 1-D and of equal length, got {a.shape} and {b.shape}")
     return float(np.linalg.norm(a - b))
+
+
+def _source_mean(source: np.ndarray) -> np.ndarray:
+    """The source identity as one finite (128,) descriptor: ``source`` itself, or the mean of (N, 128)."""
+    src = np.asarray(source, np.float64)
+    if src.ndim == 2 and len(src):
+        src = src.mean(0)
+    if src.shape != (128,) or not np.isfinite(src).all():
+        raise ValueError(f"source embedding must be a finite (128,) descriptor or (N, 128) of them, "
+                         f"got shape {np.shape(source)}")
+    return src
+
+
+def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
+                  threshold: float = SAME_PERSON_THRESHOLD) -> bool:
+    """Whether one frame's swapped face is recognised as the source person.
+
+    It is when its descriptor is nearer the source identity than the real face it replaced, and
+    nearer than ``threshold`` (the same person by dlib's convention). Both conditions matter: the
+    first alone accepts a face that resembles nobody, the second alone accepts an unchanged frame
+    when the source happens to look like the destination.
+
+    Args:
+        fake: (128,) descriptor of the face found in the fake frame; None when no face was found
+            there (a failure).
+        real: (128,) descriptor of the real (destination) face in the same frame.
+        source: (128,) mean descriptor of the source identity, or (N, 128) descriptors to average.
+        threshold: same-person distance.
+
+    Returns:
+        True when the fake frame reads as the source.
+
+    Raises:
+        ValueError: for descriptors of the wrong shape or a threshold <= 0.
+
+    Example:
+        >>> src, real = np.zeros(128), np.full(128, 0.1)  # 1.13 apart: two people
+        >>> frame_swapped(src + 0.01, real, src), frame_swapped(real, real, src), frame_swapped(None, real, src)
+        (True, False, False)
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold}")
+    src = _source_mean(source)
+    if fake is None:
+        return False
+    d_src = identity_distance(fake, src)
+    return d_src < threshold and d_src < identity_distance(fake, real)
+
+
+def swap_success(fake_embeddings: Sequence[np.ndarray | None], real_embeddings: Sequence[np.ndarray],
+                 source_embedding: np.ndarray, threshold: float = SAME_PERSON_THRESHOLD) -> float | None:
+    """The share of frames whose swapped face is recognised as the source (see ``frame_swapped``).
+
+    Args:
+        fake_embeddings: per sampled frame, the (128,) descriptor of the face found in the fake, or
+            None when no face was found there: that frame counts as a failure, not as missing.
+        real_embeddings: per sampled frame, the (128,) descriptor of the real face it replaced.
+        source_embedding: the source identity's mean descriptor (128,), or (N, 128) descriptors
+            to be averaged.
+        threshold: same-person distance (dlib's 0.6).
+
+    Returns:
+        The share of successful frames in [0, 1]; None when there are no frames.
+
+    Raises:
+        ValueError: when the two sequences differ in length, a real descriptor is missing, or a
+            descriptor has the wrong shape.
+
+    Example:
+        >>> src, real = np.zeros(128), np.full(128, 0.1)
+        >>> swap_success([src + 0.01, real, None], [real] * 3, src)  # a swap, an untouched frame, no face
+        0.3333333333333333
+        >>> swap_success([], [], src) is None
+        True
+    """
+    if len(fake_embeddings) != len(real_embeddings):
+        raise ValueError(f"fake_embeddings and real_embeddings differ in length: {len(fake_embeddings)} and "
+                         f"{len(real_embeddings)}")
+    src = _source_mean(source_embedding)
+    if not len(fake_embeddings):
+        return None
+    hits = 0
+    for i, (fake, real) in enumerate(zip(fake_embeddings, real_embeddings)):
+        if real is None:  # without the real face there is nothing to be nearer than; the caller leaves it out
+            raise ValueError(f"real_embeddings[{i}] is None: leave frames without a real face out")
+        hits += frame_swapped(fake, real, src, threshold)
+    return hits / len(fake_embeddings)
+
+
+def success_stats(values: Iterable[float | None]) -> dict[str, Any]:
+    """Distribution of ``swap_success`` over fakes (None and NaN are counted as unmeasured).
+
+    Args:
+        values: one ``swap_success`` per fake.
+
+    Returns:
+        ``n`` (measured fakes), ``unmeasured``, ``mean``, ``min``, ``q1``, ``median``, ``q3``, ``max``
+        (None when nothing was measured), ``ge_50`` and ``ge_80`` (fakes with at least 0.5 and 0.8).
+
+    Example:
+        >>> s = success_stats([1.0, 0.5, 0.25, None])
+        >>> s["n"], s["unmeasured"], s["mean"], s["ge_50"], s["ge_80"]
+        (3, 1, 0.5833333333333334, 2, 1)
+    """
+    values = list(values)
+    v = np.array([float(x) for x in values if not _missing(x)], np.float64)
+    out: dict[str, Any] = {"n": int(v.size), "unmeasured": len(values) - int(v.size),
+                           "ge_50": int((v >= 0.5).sum()), "ge_80": int((v >= 0.8).sum())}
+    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if v.size else [None] * 5
+    out.update(mean=float(v.mean()) if v.size else None, **dict(zip(("min", "q1", "median", "q3", "max"), q)))
+    return out
+
+
+def format_success(stats: Mapping[str, Any]) -> str:
+    """One line about a ``success_stats`` result, for the job summaries.
+
+    Example:
+        >>> format_success(success_stats([1.0, 0.5, 0.25, None]))  # doctest: +ELLIPSIS
+        'swap_success mean 0.583 over 3 fakes (min 0.25, ..., max 1); ≥0.5: 2 (67%), ≥0.8: 1 (33%); 1 not measured'
+    """
+    n = stats["n"]
+    if not n:
+        return f"swap_success: not measured ({stats['unmeasured']} fakes without a value)"
+    q = ", ".join(f"{k} {stats[k]:.3g}" for k in ("min", "q1", "median", "q3", "max"))
+    line = (f"swap_success mean {stats['mean']:.3g} over {n} fake{'s' * (n != 1)} ({q}); ≥0.5: {stats['ge_50']} "
+            f"({stats['ge_50'] / n:.0%}), ≥0.8: {stats['ge_80']} ({stats['ge_80'] / n:.0%})")
+    return line + (f"; {stats['unmeasured']} not measured" if stats["unmeasured"] else "")
 
 
 def _landmarks(lm: np.ndarray, name: str) -> np.ndarray:
@@ -547,14 +691,15 @@ class FaceMeasurer:
 
     Args:
         landmarks: landmarker config (``dlib68`` by default, the faceset's).
-        detect: detector config, used only by ``image_embedding`` (built on first use).
+        detect: detector config, used by ``image_embedding`` and ``detect_at`` (``swap_success``
+            re-detects the face in the fake); built on first use.
         face_type: crop type poses are estimated in (the faceset's ``align.face_type``).
         pose_size: crop side poses are estimated in (the faceset's ``align.size``).
 
     Example:
         >>> m = FaceMeasurer()  # doctest: +SKIP
         >>> m.measure_fake(fake_uri, real_uri, mask_uri, dst_faces, source_embedding)  # doctest: +SKIP
-        {'id_distance_source': 0.41, 'id_distance_target': 0.83, 'pose_error': 1.9, ...}
+        {'id_distance_source': 0.41, 'id_distance_target': 0.83, 'pose_error': 1.9, ..., 'swap_success': 0.875}
     """
 
     def __init__(self, landmarks: LandmarkConfig | None = None, detect: DetectConfig | None = None,
@@ -573,12 +718,8 @@ class FaceMeasurer:
 
     def image_embedding(self, rgb: np.ndarray) -> np.ndarray | None:
         """The (128,) descriptor of the largest face in an RGB photo, or None when no face is found."""
-        if self._detector is None:
-            from dflray.detect import build_detector
-
-            self._detector = build_detector(self._detect_cfg)
         rgb = np.ascontiguousarray(rgb)
-        dets = self._detector.detect([rgb])[0]
+        dets = self._detect(rgb)
         if len(dets.boxes) == 0:
             return None
         b = dets.boxes
@@ -592,11 +733,47 @@ class FaceMeasurer:
         lm = self.landmarker.landmarks(rgb, np.asarray(box, np.float32).reshape(1, 4))
         return lm[0], self.embedder.embed(rgb, lm)[0]
 
+    def detect_at(self, rgb: np.ndarray, box: np.ndarray,
+                  min_iou: float = _REDETECT_IOU) -> tuple[np.ndarray, np.ndarray] | None:
+        """Re-detects the face at ``box`` in a frame: landmarks (68, 2) and descriptor (128,), or None.
+
+        Unlike ``face_at``, which trusts that a face is inside the box, this runs the detector on the
+        whole frame and keeps the detection overlapping ``box`` most, so a frame whose face the swap
+        destroyed (or moved away) has none.
+
+        Args:
+            rgb: H×W×3 RGB uint8 frame.
+            box: (x1, y1, x2, y2) where the face should be (the destination face's box).
+            min_iou: least intersection over union of a detection with ``box``.
+
+        Returns:
+            ``(landmarks, descriptor)`` of that detection, or None when no detection overlaps enough.
+        """
+        rgb = np.ascontiguousarray(rgb)
+        dets = self._detect(rgb)
+        if len(dets.boxes) == 0:
+            return None
+        target = tuple(float(x) for x in np.asarray(box, np.float64).reshape(4))
+        ious = [_iou(b, target) for b in np.asarray(dets.boxes, np.float64)]
+        i = int(np.argmax(ious))
+        if ious[i] < min_iou:
+            return None
+        p5 = dets.points5[i:i + 1] if dets.points5 is not None else None
+        lm = self.landmarker.landmarks(rgb, dets.boxes[i:i + 1], p5)
+        return lm[0], self.embedder.embed(rgb, lm)[0]
+
+    def _detect(self, rgb: np.ndarray):
+        if self._detector is None:  # built on first use: measuring without swap_success never needs it
+            from dflray.detect import build_detector
+
+            self._detector = build_detector(self._detect_cfg)
+        return self._detector.detect([rgb])[0]
+
     # -------------------------------------------------------------- videos
 
     def measure_fake(self, fake_uri: str, real_uri: str, mask_uri: str, dst_faces: Any,
                      source_embedding: np.ndarray | None, sample_frames: int = 8) -> dict[str, float | None]:
-        """The six quality metrics of one fake video.
+        """The quality metrics of one fake video (every name in ``QUALITY_METRICS``).
 
         The mask video is read once first (only its per-frame boxes are kept) to choose the sample
         frames; then the fake, the real video and the mask are decoded in step, keeping only the previous
@@ -610,13 +787,15 @@ class FaceMeasurer:
                 ``frame_index`` and ``bbox`` (x1, y1, x2, y2); other columns are ignored. In each sampled
                 frame the face whose box overlaps the mask's box most is the one that was swapped.
             source_embedding: the source identity's mean descriptor (128,), or several (N, 128) to be
-                averaged; None leaves ``id_distance_source`` unmeasured.
+                averaged; None leaves ``id_distance_source`` and ``swap_success`` unmeasured.
             sample_frames: frames (evenly spaced among frames with a non-empty mask and a dst face) the
-                identity, pose and expression metrics are measured on.
+                identity, pose and expression metrics and ``swap_success`` are measured on.
 
         Returns:
             ``{metric: value}`` for every name in ``QUALITY_METRICS``; None where not measurable (no
-            sampled frame, no mask edge, a one-frame video, no source embedding).
+            sampled frame, no mask edge, a one-frame video, no source embedding). A sampled frame where
+            the detector finds no face at the destination's box in the fake is a failure for
+            ``swap_success``; the other identity metrics still read the face inside that box.
 
         Raises:
             ValueError: for ``sample_frames < 1``, a ``dst_faces`` without ``frame_index``/``bbox``, a bad
@@ -631,12 +810,7 @@ class FaceMeasurer:
         bbox = _column(dst_faces, "bbox", 4)
         if frame_index is None or bbox is None:
             raise ValueError("dst_faces must have frame_index and bbox columns")
-        src = None
-        if source_embedding is not None:
-            src = np.asarray(source_embedding, np.float64)
-            src = src.reshape(-1, src.shape[-1]).mean(0) if src.ndim == 2 else src
-            if src.shape != (128,) or not np.isfinite(src).all():
-                raise ValueError(f"source_embedding must be a finite (128,) descriptor, got shape {src.shape}")
+        src = _source_mean(source_embedding) if source_embedding is not None else None
 
         mask_boxes = {}
         for idx, m in read_masks(mask_uri):
@@ -647,6 +821,7 @@ class FaceMeasurer:
 
         flick, seams = _FlickerAcc(), _SeamAcc()
         d_src, d_dst, poses, exprs = [], [], [], []
+        found, reals = [], []  # per sampled frame: the face re-detected in the fake (or None), the real one
         streams = (decode_range(fake_uri), decode_range(real_uri), read_masks(mask_uri))
         for (fi, fake), (ri, real), (mi, mask) in _in_step(
                 *streams, error="fake, real and mask videos differ in frame count"):
@@ -660,6 +835,9 @@ class FaceMeasurer:
                 d_dst.append(identity_distance(emb_f, emb_r))
                 if src is not None:
                     d_src.append(identity_distance(emb_f, src))
+                    redetected = self.detect_at(fake, samples[fi])
+                    found.append(None if redetected is None else redetected[1])
+                    reals.append(emb_r)
                 try:
                     exprs.append(similarity_nme(lm_f, lm_r))
                     # A mirror pose solution (roll pinned at ±90°) is not a measurement; skip that frame.
@@ -677,6 +855,7 @@ class FaceMeasurer:
             "expression_error": float(np.mean(exprs)) if exprs else None,
             "flicker": flick.value(),
             "seam": seams.value(),
+            "swap_success": swap_success(found, reals, src) if src is not None else None,
         }
 
 

@@ -4,12 +4,16 @@ The page needs nothing but the file: its CSS and JavaScript are inline and every
 ``data:`` URI, so it can be mailed, attached to a ticket or opened from an object store offline.
 
 - Header: the dataset id, how many videos, reals, fakes and identities, and the responsible-use line.
+- The headline, ``swap_success`` (share of a fake's sampled frames whose face reads as the source
+  person): the mean over the published fakes, how many reach 0.5 and 0.8, and its histogram. A fake is
+  measured once and published at each compression level; it counts once here.
 - Counts: split × label, and status, compression level and perturbation kind against the label
   (a video with a mix of distortions counts once under each kind in it).
-- Histograms of every metric in ``config.QUALITY_METRICS`` over the fakes (NaN skipped), drawn with
-  matplotlib's Agg canvas (no pyplot, no display, no global backend switch).
-- A sortable table of the fakes, worst quality first (failed gates, then most failed gates), with the
-  real and the fake frame side by side. The frame is the one with the largest manipulation mask when
+- Histograms of the other metrics in ``config.QUALITY_METRICS`` over the fakes' rows (NaN skipped),
+  drawn with matplotlib's Agg canvas (no pyplot, no display, no global backend switch).
+- A table of the fakes, sortable by any metric (``swap_success`` first) with a click on its header,
+  worst quality first (failed gates, then most failed gates), with the real and the fake frame side by
+  side. The frame is the one with the largest manipulation mask when
   the dataset has ``frames.parquet`` (``schema.DATASET_FRAMES``), else the middle frame. A missing or
   unreadable video gets a placeholder thumbnail saying so; it never stops the report.
 
@@ -83,7 +87,8 @@ def _finite(values: Iterable[Any]) -> np.ndarray:
 
 
 def metric_histogram_png(values: Sequence[float | None], metric: str, *, width: float = 4.0,
-                         height: float = 2.6, dpi: int = 100) -> bytes:
+                         height: float = 2.6, dpi: int = 100,
+                         value_range: tuple[float, float] | None = None) -> bytes:
     """A PNG histogram of one metric (None and NaN skipped), drawn on matplotlib's Agg canvas.
 
     Args:
@@ -92,6 +97,8 @@ def metric_histogram_png(values: Sequence[float | None], metric: str, *, width: 
         width: figure width, inches.
         height: figure height, inches.
         dpi: dots per inch.
+        value_range: the x axis's fixed extent, binned in tenths (e.g. ``(0, 1)`` for a share); None
+            fits the axis to the values.
 
     Returns:
         The PNG bytes; a figure saying "no values" when none is finite.
@@ -108,8 +115,10 @@ def metric_histogram_png(values: Sequence[float | None], metric: str, *, width: 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     if v.size:
-        bins = int(np.clip(np.sqrt(v.size) * 2, 5, 40))
-        ax.hist(v, bins=bins, color="#3b6ea5", edgecolor="white", linewidth=0.5)
+        bins = int(np.clip(np.sqrt(v.size) * 2, 5, 40)) if value_range is None else 10
+        ax.hist(v, bins=bins, range=value_range, color="#3b6ea5", edgecolor="white", linewidth=0.5)
+        if value_range is not None:
+            ax.set_xlim(*value_range)
         ax.set_ylabel("fakes")
         skipped = len(values) - v.size
         ax.set_title(f"{metric}  (n={v.size}" + (f", {skipped} NaN skipped)" if skipped else ")"), fontsize=9)
@@ -313,12 +322,41 @@ def _counts_section(rows: list[dict]) -> str:
             + "</div></section>")
 
 
+def _figure(values: Sequence[float | None], metric: str, caption: str = "",
+            value_range: tuple[float, float] | None = None) -> str:
+    png = metric_histogram_png(values, metric, value_range=value_range)
+    return (f'<figure class="histogram" data-metric="{_esc(metric)}"><img alt="histogram of {_esc(metric)}" '
+            f'src="{_data_uri(png, "image/png")}"><figcaption>{_esc(caption or metric)}</figcaption></figure>')
+
+
+def _headline_section(fakes: list[dict]) -> str:
+    """``swap_success`` of the published fakes, one value per fake (its compression levels share it)."""
+    per_fake = {r.get("item_id") or r.get("video_id"): r.get("swap_success") for r in fakes
+                if r.get("status") == "ok"}
+    values = list(per_fake.values())
+    v = _finite(values)
+    if v.size:
+        ge50, ge80 = int((v >= 0.5).sum()), int((v >= 0.8).sum())
+        figure = (f'<span class="figure" data-mean="{float(v.mean())!r}">{float(v.mean()):.2f}</span>'
+                  f'<span class="label">mean swap_success over {v.size} published fakes</span>'
+                  f'<span class="figure small" data-ge50="{ge50}">{ge50} of {v.size}</span>'
+                  f'<span class="label">fakes at ≥ 0.5 ({ge50 / v.size:.0%}); {ge80} at ≥ 0.8 '
+                  f'({ge80 / v.size:.0%})</span>')
+    else:
+        figure = '<span class="figure" data-mean="">–</span><span class="label">no published fake has a ' \
+                 'swap_success</span>'
+    unmeasured = len(values) - v.size
+    note = f"; {unmeasured} not measured" if unmeasured else ""
+    return ('<section id="headline"><h2>Swap success</h2><div class="headline"><div class="figures">' + figure
+            + '</div>' + _figure(values, "swap_success", f"swap_success per published fake{note}", (0.0, 1.0))
+            + '</div><p class="note">swap_success: the share of a fake\'s sampled frames in which the face, '
+            're-detected in the fake, is recognised as the source person (nearer the source identity than the '
+            'real face it replaced, and under dlib\'s same-person distance 0.6); a frame where no face is found '
+            'counts as a failure.</p></section>')
+
+
 def _histogram_section(fakes: list[dict]) -> tuple[str, int]:
-    figs = []
-    for m in QUALITY_METRICS:
-        png = metric_histogram_png([r.get(m) for r in fakes], m)
-        figs.append(f'<figure class="histogram" data-metric="{_esc(m)}"><img alt="histogram of {_esc(m)}" '
-                    f'src="{_data_uri(png, "image/png")}"><figcaption>{_esc(m)}</figcaption></figure>')
+    figs = [_figure([r.get(m) for r in fakes], m) for m in QUALITY_METRICS if m != "swap_success"]
     return ('<section id="metrics"><h2>Quality metrics of the fakes</h2><div class="histograms">'
             + "".join(figs) + "</div></section>"), len(figs)
 
@@ -404,6 +442,10 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .histograms{display:flex;flex-wrap:wrap;gap:1em}
 figure.histogram{margin:0;background:#fff;border:1px solid #ddd;padding:4px}
 figcaption{font-size:12px;text-align:center}
+.headline{display:flex;flex-wrap:wrap;gap:2em;align-items:center}
+.figures{display:grid;grid-template-columns:auto auto;gap:.2em .8em;align-items:baseline}
+.figure{font-size:3em;font-weight:700;color:#3b6ea5;text-align:right}.figure.small{font-size:1.8em}
+.figures .label{color:#444}
 td.thumbs{white-space:nowrap}img.thumb{margin-right:3px;border:1px solid #bbb}
 img.placeholder{opacity:.8}
 .quality.fail{color:#b00020;font-weight:600}.quality.pass{color:#1b7f2a}
@@ -488,7 +530,9 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
     identities = {x for r in rows for x in (r.get("target_identity"), r.get("source_identity")) if x}
 
     thumbs = _Thumbs(dataset, thumb_size)
+    headline_html = _headline_section(fakes)
     hist_html, n_hist = _histogram_section(fakes)
+    n_hist += 1  # the headline's swap_success histogram
     fakes_html, n_rows = _fakes_section(fakes, by_id, thumbs, _best_frames(dataset), max_rows)
     title = f"dflray dataset report: {dataset_id}"
     summary = "".join(f'<span class="count" data-count="{k}">{_esc(k)}: {v}</span>' for k, v in (
@@ -498,7 +542,7 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             f'<header><h1>{_esc(title)}</h1><p class="source">{_esc(dataset)}</p>'
             f'<p class="summary">{summary}</p><p class="responsible">{_esc(RESPONSIBLE_USE)}</p></header>'
-            + _counts_section(rows) + hist_html + fakes_html
+            + headline_html + _counts_section(rows) + hist_html + fakes_html
             + f"<script>{_JS}</script></body></html>\n")
     data = page.encode("utf-8")
     with atomic_write(out, "wb") as f:

@@ -18,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
-# xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode),
-# null in tables written before.
+# xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode);
+# 3 adds ``dataset.swap_success`` and the quality metrics of ``merged`` (every name in
+# ``config.QUALITY_METRICS``, and ``quality_note``). New columns are null in tables written before.
 
 
 def _f32(n: int) -> pa.DataType:
@@ -140,6 +141,15 @@ MERGED = pa.schema([
     ("error", pa.string()),
     ("seconds", pa.float64()),
     ("run_id", pa.string()),
+    # Quality metrics (merge option quality.measure; null when off or not measurable), as in ``DATASET``.
+    ("swap_success", pa.float32()),
+    ("id_distance_source", pa.float32()),
+    ("id_distance_target", pa.float32()),
+    ("pose_error", pa.float32()),
+    ("expression_error", pa.float32()),
+    ("flicker", pa.float32()),
+    ("seam", pa.float32()),
+    ("quality_note", pa.string()),  # why the metrics are missing, when measuring failed
     ("schema_version", pa.int16()),
 ])
 
@@ -199,6 +209,9 @@ DATASET = pa.schema([
     ("smooth_window", pa.int32()),
     ("seed", pa.int64()),
     ("settings_sha256", pa.string()),
+    # The headline: share of sampled frames whose face, re-detected in the fake, is recognised as the source
+    # person (nearer the source identity than the real face it replaced, and < 0.6); no face found = failure.
+    ("swap_success", pa.float32()),
     ("id_distance_source", pa.float32()),  # dlib distance of the swapped face to the source identity
     ("id_distance_target", pa.float32()),  # ... to the destination identity (the real face it replaced)
     ("pose_error", pa.float32()),  # mean |yaw|,|pitch|,|roll| difference vs the destination frame, degrees
@@ -246,22 +259,29 @@ def _set_version(table: pa.Table, version: int) -> pa.Table:
     return table.set_column(i, "schema_version", pa.array([version] * table.num_rows, pa.int16()))
 
 
-_NEW_IN_V2 = {"faces": ("xseg_polys", "xseg_label", "xseg", "xseg_model"), "merged": ("xseg_sha256",),
-              "dataset": ("xseg_id",)}
+_QUALITY_COLUMNS = ("swap_success", "id_distance_source", "id_distance_target", "pose_error", "expression_error",
+                    "flicker", "seam")
+# version -> table -> the columns that version added (null in tables written before it)
+_NEW_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
+    2: {"faces": ("xseg_polys", "xseg_label", "xseg", "xseg_model"), "merged": ("xseg_sha256",),
+        "dataset": ("xseg_id",)},
+    3: {"merged": (*_QUALITY_COLUMNS, "quality_note"), "dataset": ("swap_success",)},
+}
 
 
-def _v1_to_v2(name: str) -> Callable[[pa.Table], pa.Table]:
-    """v2 adds the XSeg columns, null in tables written before."""
+def _add_columns(name: str, version: int) -> Callable[[pa.Table], pa.Table]:
+    """The migration to ``version``: appends the columns it added as nulls (select orders them later)."""
     def up(table: pa.Table) -> pa.Table:
-        for col in _NEW_IN_V2.get(name, ()):
+        for col in _NEW_COLUMNS[version].get(name, ()):
             if col not in table.column_names:
                 table = table.append_column(col, pa.nulls(table.num_rows, TABLES[name].field(col).type))
-        return _set_version(table, 2)
+        return _set_version(table, version)
     return up
 
 
 # table -> {from_version: function upgrading a table by one version}
-_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {name: {1: _v1_to_v2(name)} for name in TABLES}
+_MIGRATIONS: dict[str, dict[int, Callable[[pa.Table], pa.Table]]] = {
+    name: {v - 1: _add_columns(name, v) for v in _NEW_COLUMNS} for name in TABLES}
 
 
 def with_version(schema: pa.Schema) -> pa.Schema:

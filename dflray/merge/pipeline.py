@@ -12,6 +12,12 @@ Layout of a merge output at ``OUT``::
     OUT/errors.parquet               one row per failure (dflray.io.schema.ERRORS)
     OUT/_faceset/                    the dst faceset, when --dst was videos (extracted first)
 
+With ``quality.measure`` (or ``quality.source=FACESET``) each merged video is also measured before it is
+committed (``dflray.dataset.quality.FaceMeasurer``: ``swap_success``, identity distances, pose and
+expression error, flicker, seam) against its dst video, its mask, the dst faceset's boxes and the source
+identity (the dominant person of the src faceset, by default the one the model was trained on); the
+metrics go into its record, and the summary prints the distribution of ``swap_success``.
+
 How it runs: one Ray Data row per dst video goes to a pool of CPU merge actors
 (``MergeConfig.workers``); each decodes its video, crops the faces, and sends the crops of
 ``batch_frames`` frames at a time to a pool of predictor actors (``MergeConfig.predict``, on GPUs when
@@ -45,7 +51,7 @@ import ray
 from ray.data import ActorPoolStrategy
 
 import dflray
-from dflray.config import MergeConfig, to_dict
+from dflray.config import QUALITY_METRICS, ConfigError, MergeConfig, to_dict
 from dflray.faceset import face_holders, read_videos
 from dflray.extract.pipeline import init_ray, run_extract, video_id
 from dflray.io import schema
@@ -67,7 +73,7 @@ from dflray.merge.blend import xseg_needs
 
 log = logging.getLogger("dflray.merge")
 
-_FACE_COLUMNS = ["frame_index", "face_index", "landmarks", "embedding"]
+_FACE_COLUMNS = ["frame_index", "face_index", "bbox", "landmarks", "embedding"]  # bbox: for quality.measure
 
 
 class MergeInputError(RuntimeError):
@@ -86,6 +92,8 @@ class MergeSummary:
     seconds: float = 0.0
     by_status: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # ``success_stats`` over every merged fake of the output (with quality.measure; empty otherwise).
+    swap_success: dict[str, Any] = field(default_factory=dict)
 
     @property
     def frames_per_second(self) -> float:
@@ -96,6 +104,10 @@ class MergeSummary:
         lines = [f"merge → {self.out}: {self.videos} videos ({status or 'none'}; {self.skipped} already done), "
                  f"{self.frames} frames ({self.frames_swapped} with a swapped face), {self.seconds:.1f} s, "
                  f"{self.frames_per_second:.1f} frames/s"]
+        if self.swap_success:
+            from dflray.dataset.quality import format_success
+
+            lines.append(f"  {format_success(self.swap_success)}")
         lines += [f"  failed: {f}" for f in self.failures[:20]]
         if len(self.failures) > 20:
             lines.append(f"  ... and {len(self.failures) - 20} more (see errors.parquet)")
@@ -300,7 +312,8 @@ class MergeStage:
     """
 
     def __init__(self, cfg: MergeConfig, out: str, model_uri: str, contract: dict[str, Any], model_sha: str,
-                 predictors: list, reference: np.ndarray | None, run_id: str, dataset_id: str):
+                 predictors: list, reference: np.ndarray | None, run_id: str, dataset_id: str,
+                 source: np.ndarray | None = None):
         from dflray.merge.video import InlinePredict
 
         self.cfg, self.out, self.contract = cfg, out, contract
@@ -318,6 +331,13 @@ class MergeStage:
             self.predict = InlinePredict(Predictor.load(model_uri, device, cfg.predict.precision),
                                          cfg.predict.batch_size)
         self.xseg = load_merge_xseg(cfg)
+        self.quality = None
+        if source is not None:  # the measuring models load once per worker, like the swap model
+            # The measurer lives with the dataset job's quality stage; the merge borrows it rather than
+            # keep a second copy of the metrics.
+            from dflray.dataset.quality import FaceMeasurer
+
+            self.quality = QualityProbe(FaceMeasurer(), np.asarray(source, np.float64), cfg.quality.sample_frames)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._one({k: v[i] for k, v in batch.items()}) for i in range(len(batch["output_id"]))]
@@ -327,10 +347,36 @@ class MergeStage:
         task = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in task.items()}
         record, error = merge_one(task, self.cfg, self.out, self.predict, contract=self.contract,
                                   model_uri=self.model_uri, model_sha=self.model_sha, reference=self.reference,
-                                  run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg)
+                                  run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg,
+                                  quality=self.quality)
         return {"output_id": record["output_id"], "status": record["status"], "frames": record["frames"] or 0,
                 "frames_swapped": record["frames_swapped"] or 0, "error": record.get("error") or "",
                 "dst_uri": record["dst_uri"], "seconds": record["seconds"]}
+
+
+@dataclass(frozen=True)
+class QualityProbe:
+    """What ``merge_one`` measures each merged video with (``MergeConfig.quality``).
+
+    Attributes:
+        measurer: a loaded ``dflray.dataset.quality.FaceMeasurer``.
+        source: (128,) mean descriptor of the source identity.
+        sample_frames: frames per video the identity metrics are measured on.
+    """
+
+    measurer: Any
+    source: np.ndarray
+    sample_frames: int = 8
+
+    def measure(self, fake: str, real: str, mask: str, faces: Any) -> dict[str, Any]:
+        """Every metric of ``QUALITY_METRICS`` and a ``quality_note``; never raises (a failure is the note)."""
+        try:
+            metrics = self.measurer.measure_fake(fake, real, mask, faces, self.source,
+                                                 sample_frames=self.sample_frames)
+            return {**metrics, "quality_note": None}
+        except Exception as e:  # noqa: BLE001 - an unmeasurable video keeps its merge, with null metrics
+            log.warning("quality of %s not measured: %s: %s", real, type(e).__name__, e)
+            return {**{m: None for m in QUALITY_METRICS}, "quality_note": f"not measured: {type(e).__name__}: {e}"}
 
 
 def _read_faces(task: dict[str, Any]):
@@ -346,10 +392,13 @@ def _read_faces(task: dict[str, Any]):
 
 def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: dict[str, Any], model_uri: str,
               model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str,
-              xseg: tuple[Any, str | None] = (None, None)) -> tuple[dict, dict | None]:
+              xseg: tuple[Any, str | None] = (None, None),
+              quality: QualityProbe | None = None) -> tuple[dict, dict | None]:
     """Merges one dst video and commits it (outputs, frames table, then the record); never raises.
 
     ``xseg`` is ``load_merge_xseg``'s (model, id), used when this video's mask mode is an XSeg one.
+    ``quality``, when given, measures a fake (not a ``mode=original`` re-encode) before it is committed;
+    its metrics go into the record.
 
     Returns:
         (record row, error row or None).
@@ -409,6 +458,10 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
             has_audio, fps, size = tr.has_audio, tr.fps, tr.size
         if not rows:
             raise VideoError("the video has no decodable frames")
+        if quality is not None and fake and mask_local:
+            # On the local files, before they move: reading them back from an object store would cost a
+            # second download of both.
+            record.update(quality.measure(video_local, task["dst_uri"], mask_local, faces))
         w, h = size
         record.update(path=f"videos/{name}.mp4", sha256=_publish(video_local, join(out, "videos", f"{name}.mp4")))
         if mask_local:
@@ -449,7 +502,8 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
 def _config_key(cfg: MergeConfig) -> dict[str, Any]:
     """What shapes the outputs (resources and extraction excluded): a rerun must match it."""
     d = to_dict(cfg)
-    for k in ("predict", "workers", "extract", "retry_errors"):
+    # quality only adds columns to the records: a rerun that turns it on finishes an output made without.
+    for k in ("predict", "workers", "extract", "retry_errors", "quality"):
         d.pop(k)
     return d
 
@@ -500,6 +554,69 @@ def reference_embedding(uri: str) -> np.ndarray:
     i = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
     lm = build_landmarker(LandmarkConfig()).landmarks(rgb, dets.boxes[i:i + 1])
     return IdentityEmbedder().embed(rgb, lm)[0].astype(np.float64)
+
+
+def _training_src(model: str) -> str | None:
+    """The src faceset in the ``train_config.yaml`` of the training output ``model`` belongs to, if any.
+
+    ``model`` may be the training output, its run folder, a checkpoint folder or its ``model.pt``, or an
+    export written inside the training output: the file is looked for there and up to three folders up.
+    """
+    import posixpath
+
+    import yaml
+
+    fs, path = fs_and_path(model)
+    path = path.rstrip("/")
+    for _ in range(4):
+        cand = posixpath.join(path, "train_config.yaml")
+        if fs.isfile(cand):
+            with fs.open(cand, "rb") as f:
+                doc = yaml.safe_load(f) or {}
+            src = doc.get("src") if isinstance(doc, dict) else None
+            return src if isinstance(src, str) and src else None
+        parent = posixpath.dirname(path)
+        if not parent or parent == path:
+            break
+        path = parent
+    return None
+
+
+def source_identity(cfg: MergeConfig, model: str) -> tuple[np.ndarray, str] | None:
+    """The source identity ``quality.measure`` compares merged faces with, checked before any work.
+
+    It is the mean descriptor of the dominant person (``identity.threshold``) of the src faceset:
+    ``quality.source``, else the ``src`` of the training output ``model`` comes from.
+
+    Returns:
+        ((128,) descriptor, the faceset's URI), or None when ``quality`` is off.
+
+    Raises:
+        ConfigError: naming ``quality.source`` when no src faceset is given or found, it is not a faceset,
+            or it has no identity embeddings.
+    """
+    if not cfg.quality.enabled:
+        return None
+    from dflray.faceset import read_faces
+    from dflray.merge.video import select_faces
+
+    source = cfg.quality.source or _training_src(model)
+    if not source:
+        raise ConfigError("quality.source", f"--model {model} records no training src faceset (no "
+                          "train_config.yaml beside it or above it); give quality.source=FACESET")
+    if not exists(join(source, "faceset.json")):
+        raise ConfigError("quality.source", f"{source} is not a faceset (no faceset.json); give the src faceset "
+                          "written by dflray extract")
+    col = read_faces(source, columns=["embedding"]).column("embedding")
+    emb = np.asarray([e for e in col.to_pylist() if e is not None], np.float64).reshape(-1, 128)
+    emb = emb[np.isfinite(emb).all(1)]
+    if not len(emb):
+        raise ConfigError("quality.source", f"{source} has no identity embeddings (extract it with "
+                          "landmarks.embedding=true)")
+    # Every face counts as its own frame: the src faceset's stray faces (a bystander) are left out by
+    # identity, not by which frame they share.
+    keep = select_faces(np.arange(len(emb)), emb, "dominant", threshold=cfg.identity.threshold)
+    return emb[keep].mean(0), source
 
 
 def _dst_faceset(dst: list[str], out: str, cfg: MergeConfig, address: str | None) -> str:
@@ -553,7 +670,8 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
         The run's summary.
 
     Raises:
-        ValueError: for a bad model, output or option, before any video is merged.
+        ValueError: for a bad model, output or option (``ConfigError`` naming the field, e.g.
+            ``quality.source``), before any video is merged.
 
     Example:
         >>> run_merge("model.ts", ["facesets/dst"], "s3://bucket/fakes", MergeConfig())  # doctest: +SKIP
@@ -567,13 +685,14 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
         raise ValueError("predict.precision: fp16 runs on GPUs only (set predict.num_gpus, or use bf16 on CPU)")
     _check_writable(out)
     cfg, xseg_sha = resolve_merge_xseg(cfg)
+    identity = source_identity(cfg, model)
     model_uri, contract, model_sha, source = resolve_model(model, out)
     check_model(model_uri, contract)
     dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
     reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
     _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
                           "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract,
-                          "config": _config_key(cfg),
+                          "config": _config_key(cfg), "quality_source": identity[1] if identity else None,
                           "dataset_id": dataset_id, "dflray": dflray.__version__})
     init_ray(address)
     faceset = _dst_faceset(dst, out, cfg, address)
@@ -588,15 +707,22 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
     summary = MergeSummary(out=out, videos=len(todo), skipped=len(tasks) - len(todo))
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
     if todo:
-        _run_tasks(todo, cfg, out, model_uri, contract, model_sha, reference, run_id, dataset_id, summary)
-    _consolidate(out)
+        _run_tasks(todo, cfg, out, model_uri, contract, model_sha, reference, run_id, dataset_id, summary,
+                   source=identity[0] if identity else None)
+    records = _consolidate(out)
+    if identity:
+        from dflray.dataset.quality import success_stats
+
+        fakes = [r for r in records.select(["label", "status", "swap_success"]).to_pylist()
+                 if r["label"] == "FAKE" and r["status"] == "ok"]
+        summary.swap_success = success_stats(r["swap_success"] for r in fakes)
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
     return summary
 
 
 def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, reference, run_id, dataset_id,
-               summary: MergeSummary) -> None:
+               summary: MergeSummary, source: np.ndarray | None = None) -> None:
     p = cfg.predict
     predictors = []
     if p.concurrency:
@@ -616,7 +742,7 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
             MergeStage, batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
             fn_constructor_kwargs={"cfg": cfg, "out": out, "model_uri": model_uri, "contract": contract,
                                    "model_sha": model_sha, "predictors": predictors, "reference": reference,
-                                   "run_id": run_id, "dataset_id": dataset_id})
+                                   "run_id": run_id, "dataset_id": dataset_id, "source": source})
         for row in ds.iter_rows():
             status = str(row["status"])
             summary.by_status[status] = summary.by_status.get(status, 0) + 1
@@ -631,11 +757,12 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
             ray.kill(a)
 
 
-def _consolidate(out: str) -> None:
-    """Rebuilds ``index.parquet`` and ``errors.parquet`` from the per-video records."""
-    records = _read_dir("merged", join(out, "records"))
+def _consolidate(out: str) -> Any:
+    """Rebuilds ``index.parquet`` and ``errors.parquet`` from the per-video records; returns the index."""
+    records = _read_dir("merged", join(out, "records")).sort_by("output_id")
     with atomic_write(join(out, "index.parquet")) as f:
-        pq.write_table(records.sort_by("output_id"), f)
+        pq.write_table(records, f)
     errors = _read_dir("errors", join(out, "errors"))
     with atomic_write(join(out, "errors.parquet")) as f:
         pq.write_table(errors, f)
+    return records

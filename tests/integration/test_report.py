@@ -43,6 +43,7 @@ def _draw_fake(src: str, dst: str, color: tuple[int, int, int]) -> None:
 
 
 def _metrics(base: float) -> dict:
+    # swap_success, first of METRICS, gets ``base`` itself: a share in [0, 1]
     return {m: base + k * 0.1 for k, m in enumerate(METRICS)}
 
 
@@ -98,7 +99,7 @@ def dataset(tmp_path_factory) -> dict:
 
 def test_counts_returned(dataset):
     c = dataset["counts"]
-    assert (c["videos"], c["reals"], c["fakes"], c["rows"], c["histograms"]) == (7, 2, 5, 5, 6)
+    assert (c["videos"], c["reals"], c["fakes"], c["rows"], c["histograms"]) == (7, 2, 5, 5, len(METRICS))
     # the 5 originals and the 4 fakes with a video decode; the missing fake is a placeholder
     assert (c["thumbnails"], c["placeholders"]) == (9, 1)
     assert not list(dataset["root"].glob(".tmp-*")), "atomic write left its temporary file"
@@ -120,7 +121,7 @@ def test_self_contained_and_escaped(dataset):
     parser = _Tags()
     parser.feed(text)
     refs = [(tag, k, v or "") for tag, attrs in parser.tags for k, v in attrs.items() if k in ("src", "href")]
-    assert len(refs) >= 2 * 5 + 6, "thumbnails and histograms expected as img src"
+    assert len(refs) >= 2 * 5 + len(METRICS), "thumbnails and histograms expected as img src"
     outside = [(t, k, v[:40]) for t, k, v in refs if not v.startswith("data:")]
     assert not outside, outside
     assert not re.search(r"https?://|url\(|@import", text, flags=re.I)
@@ -132,6 +133,23 @@ def test_self_contained_and_escaped(dataset):
     assert "ds-test-1" in text and "provenance-tagged" in text
     rows = [attrs["data-video-id"] for tag, attrs in parser.tags if tag == "tr" and "data-video-id" in attrs]
     assert sorted(rows) == sorted(dataset["fakes"])
+
+
+def test_swap_success_headline_comes_first(dataset):
+    text = dataset["html"]
+    parser = _Tags()
+    parser.feed(text)
+    sections = [attrs["id"] for tag, attrs in parser.tags if tag == "section"]
+    assert sections[0] == "headline"
+    # Published fakes only (fake_g_missing was dropped), one NaN among them: 0.3, 0.9 and 0.1 measured.
+    mean = next(float(a["data-mean"]) for t, a in parser.tags if "data-mean" in a)
+    assert mean == pytest.approx((0.3 + 0.9 + 0.1) / 3, abs=1e-6)
+    assert next(a["data-ge50"] for t, a in parser.tags if "data-ge50" in a) == "1"
+    assert "mean swap_success over 3 published fakes" in text and "1 not measured" in text
+    figures = [a["data-metric"] for t, a in parser.tags if t == "figure"]
+    assert figures == list(METRICS), "swap_success's histogram leads, then the other metrics, each once"
+    columns = [a["data-column"] for t, a in parser.tags if t == "th" and "data-column" in a]
+    assert columns[columns.index("swap_success"):][:len(METRICS)] == list(METRICS)
 
 
 def test_perturbation_kinds():
@@ -238,6 +256,12 @@ def test_report_in_chromium(dataset, driver, tmp_path):
     desc = _column_values(driver, col)
     assert [v for v in desc if v is not None] == finite[::-1] and desc[-1] is None
     assert math.isclose(finite[0], 0.1 + METRICS.index("pose_error") * 0.1, rel_tol=1e-6)  # fake_a_evil's pose_error
+    # the headline metric sorts the same way
+    scol = next(i for i, h in enumerate(heads) if h.get_attribute("data-column") == "swap_success")
+    heads[scol].click()
+    success = _column_values(driver, scol)
+    assert [v for v in success if v is not None] == pytest.approx([0.1, 0.3, 0.5, 0.9]) and success[-1] is None
+    assert driver.find_element(By.CSS_SELECTOR, "#headline .figure").text == "0.43"
     # text columns sort too
     vcol = next(i for i, h in enumerate(heads) if h.get_attribute("data-column") == "video_id")
     heads[vcol].click()
@@ -273,6 +297,7 @@ def test_fsspec_root_and_empty_index(dataset, tmp_path):
     empty.mkdir()
     pq.write_table(table_from_rows("dataset", []), empty / "index.parquet")
     c = build_report(str(empty), str(empty / "report.html"))
-    assert (c["videos"], c["fakes"], c["rows"], c["histograms"]) == (0, 0, 0, 6)
+    assert (c["videos"], c["fakes"], c["rows"], c["histograms"]) == (0, 0, 0, len(METRICS))
     text = (empty / "report.html").read_text("utf-8")
     assert "<tr data-video-id" not in text and '<td data-label="total">0</td>' in text
+    assert "no published fake has a swap_success" in text

@@ -9,12 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dflray.config import QUALITY_METRICS, DetectConfig, QualityGate
+from dflray.config import QUALITY_METRICS, ConfigError, DetectConfig, QualityConfig, QualityGate, from_dict
 from dflray.dataset.quality import (
+    SAME_PERSON_THRESHOLD,
     FaceMeasurer,
     apply_gates,
     band,
     flicker,
+    format_success,
+    frame_swapped,
     head_pose,
     identity_distance,
     luma,
@@ -22,6 +25,8 @@ from dflray.dataset.quality import (
     seam,
     seam_ratio,
     similarity_nme,
+    success_stats,
+    swap_success,
 )
 from dflray.face.pose import _LANDMARKS_68_3D
 from dflray.io import schema
@@ -310,6 +315,7 @@ def test_measure_fake_end_to_end(swapped, measurer):
     assert all(v is not None and math.isfinite(v) for v in m.values()), m
     # The swap carries Hopper's identity and the astronaut's is gone; head pose and expression are kept.
     assert m["id_distance_source"] < 0.6 < m["id_distance_target"]
+    assert m["swap_success"] == 1.0  # re-detected in the fake, the face reads as Hopper in every sampled frame
     assert m["pose_error"] < 5.0 and m["expression_error"] < 0.1
     # A hard-edged paste of a still face: the edge shows, and the face jitters with the landmarks.
     assert m["seam"] > 1.2
@@ -319,7 +325,7 @@ def test_measure_fake_end_to_end(swapped, measurer):
     table = pa.table({"frame_index": pa.array(dst["frame_index"], pa.int32()),
                       "bbox": pa.array(dst["bbox"].tolist(), schema.FACES.field("bbox").type)})
     same = measurer.measure_fake(real, real, mask, table, None, sample_frames=2)
-    assert same["id_distance_source"] is None
+    assert same["id_distance_source"] is None and same["swap_success"] is None
     assert same["flicker"] == pytest.approx(0.0, abs=1e-6) and same["seam"] == pytest.approx(1.0)
     assert same["id_distance_target"] == pytest.approx(0.0, abs=1e-6)
     assert same["pose_error"] == pytest.approx(0.0, abs=1e-6) and same["expression_error"] == pytest.approx(0.0)
@@ -330,6 +336,7 @@ def test_measure_fake_without_faces_measures_only_the_mask_metrics(swapped, meas
     m = measurer.measure_fake(fake, real, mask, {"frame_index": np.zeros(0, int), "bbox": np.zeros((0, 4))},
                               None)
     assert m["id_distance_target"] is None and m["pose_error"] is None and m["expression_error"] is None
+    assert m["swap_success"] is None  # no sampled frame: nothing to judge (not a failure)
     assert m["flicker"] is not None and m["seam"] is not None
     with pytest.raises(ValueError, match="sample_frames"):
         measurer.measure_fake(fake, real, mask, {"frame_index": [], "bbox": []}, None, sample_frames=0)
@@ -359,3 +366,153 @@ def test_weak_mask_still_defines_the_manipulated_region():
     fake[16:48, 16:48] += 40
     assert seam_ratio(fake, real, m) > 1.5
     assert band(np.zeros((64, 64), np.uint8), 3).sum() == 0
+
+
+# ------------------------------------------------------------------------------------ swap success
+
+
+def _photo(name: str, width: int = 320) -> np.ndarray:
+    """A photo of ../shared/media as RGB, scaled to ``width`` and cut to even sides (for H.264)."""
+    bgr = cv2.imread(shared_media(name))
+    scale = width / bgr.shape[1]
+    img = cv2.resize(bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(cv2.cvtColor(img[:img.shape[0] // 2 * 2, :width], cv2.COLOR_BGR2RGB))
+
+
+@pytest.fixture(scope="module")
+def people(measurer) -> dict[str, np.ndarray]:
+    """dlib descriptors of real photos: two of Obama (one person) and one of Biden (another)."""
+    emb = {n: measurer.image_embedding(_photo(f"{n}.jpg")) for n in ("obama_1", "obama_2", "biden")}
+    assert all(e is not None for e in emb.values()), "no face found in a shared photo"
+    return emb
+
+
+def test_swap_success_on_real_descriptors(people):
+    o1, o2, biden = people["obama_1"], people["obama_2"], people["biden"]
+    # Obama is the source (his second photo); Biden's face is the destination.
+    assert swap_success([biden, biden], [biden, biden], o2) == 0.0  # the unchanged destination
+    assert swap_success([o1], [biden], o2) == 1.0  # the source's own face in place of Biden's
+    assert swap_success([o1, None, o1, None], [biden] * 4, o2) == 0.5  # no face found: a failure, not missing
+    assert swap_success([], [], o2) is None
+    # Both conditions count: a frame left as the destination is no swap even when the destination is the
+    # source person (nearer the source than... itself fails), and a threshold tighter than the pair's
+    # distance rejects it.
+    assert swap_success([o1], [o1], o2) == 0.0
+    assert identity_distance(o1, o2) > 0.3 and swap_success([o1], [biden], o2, threshold=0.3) == 0.0
+    # (N, 128) source descriptors are averaged into the identity.
+    assert swap_success([o1, biden], [biden, biden], np.stack([o1, o2])) == 0.5
+    assert frame_swapped(o1, biden, o2) and not frame_swapped(None, biden, o2)
+    assert SAME_PERSON_THRESHOLD == 0.6
+
+
+def test_swap_success_rejects_bad_input(people):
+    o2, biden = people["obama_2"], people["biden"]
+    with pytest.raises(ValueError, match="differ in length"):
+        swap_success([biden], [], o2)
+    with pytest.raises(ValueError, match=r"real_embeddings\[0\] is None"):
+        swap_success([biden], [None], o2)
+    with pytest.raises(ValueError, match="source embedding"):
+        swap_success([biden], [biden], np.zeros(64))
+    with pytest.raises(ValueError, match="threshold"):
+        frame_swapped(biden, biden, o2, threshold=0.0)
+
+
+@pytest.fixture(scope="module")
+def photo_swaps(tmp_path_factory, measurer):
+    """A 4-frame clip of Biden (a slow pan over biden.jpg) and fakes of it, each with its mask video.
+
+    ``unchanged``: the clip re-encoded untouched. ``swapped``: Obama's face (obama_1.jpg), aligned and
+    warped onto Biden's landmarks in every frame and pasted inside their hull, as a face swap does.
+    ``blank``: the swap, with frame 2 replaced by a flat grey frame (no face to find). The mask is Biden's
+    landmark hull in every frame. Returns the URIs and the destination faces ``{frame_index, bbox}``
+    found by the measurer's own detector (the extraction's default).
+    """
+    from dflray.face import get_transform_mat, hull_mask, warp_to_crop, warp_to_frame
+    from dflray.io.video import Transcoder, decode_range
+    from tests.media import write_video
+
+    tmp = tmp_path_factory.mktemp("photo-swap")
+    biden = _photo("biden.jpg")[:320]
+    obama = _photo("obama_1.jpg")
+    frames = [cv2.warpAffine(biden, np.float32([[1, 0, 3 * i], [0, 1, 2 * i]]), (320, 320),
+                             borderMode=cv2.BORDER_REPLICATE) for i in range(4)]
+    real = write_video(tmp / "real.mp4", frames)
+
+    def face(rgb):
+        d = measurer._detect(rgb)
+        assert len(d.boxes), "no face found in the photo"
+        p5 = d.points5[:1] if d.points5 is not None else None
+        return d.boxes[0], measurer.landmarker.landmarks(rgb, d.boxes[:1], p5)[0]
+
+    _, obama_lm = face(obama)
+    crop = warp_to_crop(obama, get_transform_mat(obama_lm, 256, "full"), 256)
+    boxes = {i: face(f)[0] for i, f in decode_range(real)}
+    out = {"real": real}
+    for kind in ("unchanged", "swapped", "blank"):
+        fake, mask_path = str(tmp / f"{kind}.mp4"), str(tmp / f"{kind}_mask.mp4")
+        with Transcoder(real, fake, mask_path=mask_path) as t:
+            for f in t.frames():
+                _, lm = face(f.rgb)
+                mask = hull_mask(f.rgb.shape, lm) * 255
+                rgb = f.rgb
+                if kind != "unchanged":
+                    warped = warp_to_frame(crop, get_transform_mat(lm, 256, "full"), f.rgb.shape)
+                    rgb = np.where(mask[..., None] > 0, warped, f.rgb).astype(np.uint8)
+                if kind == "blank" and f.index == 2:
+                    rgb = np.full_like(f.rgb, 128)
+                t.write(f, rgb, mask)
+        out[kind] = (fake, mask_path)
+    out["dst"] = {"frame_index": np.array(sorted(boxes)), "bbox": np.array([boxes[i] for i in sorted(boxes)])}
+    return out
+
+
+def test_measure_fake_swap_success_on_real_faces(photo_swaps, people, measurer):
+    real, dst, source = photo_swaps["real"], photo_swaps["dst"], people["obama_2"]
+    assert len(dst["frame_index"]) == 4
+
+    def measure(kind, src=source):
+        fake, mask = photo_swaps[kind]
+        return measurer.measure_fake(fake, real, mask, dst, src, sample_frames=4)
+
+    unchanged, swapped, blank = measure("unchanged"), measure("swapped"), measure("blank")
+    assert unchanged["swap_success"] == 0.0
+    assert swapped["swap_success"] == 1.0
+    assert swapped["id_distance_source"] < SAME_PERSON_THRESHOLD < swapped["id_distance_target"]
+    # The blank frame has no face to re-detect: one failure in four sampled frames, not a missing frame.
+    assert blank["swap_success"] == 0.75
+    # The distance metrics keep reading the face box as before, blank frame included.
+    assert blank["id_distance_source"] is not None and blank["id_distance_target"] is not None
+    assert measure("swapped", src=None)["swap_success"] is None
+
+
+def test_detect_at_needs_a_face_overlapping_the_box(photo_swaps, measurer):
+    from dflray.io.video import decode_range
+
+    (_, frame), = list(decode_range(photo_swaps["real"], 0, 1))
+    box = photo_swaps["dst"]["bbox"][0]
+    lm, emb = measurer.detect_at(frame, box)
+    assert lm.shape == (68, 2) and emb.shape == (128,)
+    assert measurer.detect_at(np.full_like(frame, 128), box) is None  # no face at all
+    assert measurer.detect_at(frame, np.array([0, 240, 80, 320])) is None  # a box in a corner, off the face
+
+
+def test_gate_on_swap_success_with_min():
+    cfg = from_dict(QualityConfig, {"gates": [{"metric": "swap_success", "min": 0.8}], "action": "drop"})
+    gate = cfg.gates[0]
+    assert (gate.metric, gate.min, gate.max) == ("swap_success", 0.8, None)
+    assert apply_gates({"swap_success": 0.875}, cfg.gates) == (True, [])
+    assert apply_gates({"swap_success": 0.8}, cfg.gates) == (True, [])
+    assert apply_gates({"swap_success": 0.75}, cfg.gates) == (False, ["swap_success 0.75 < min 0.8"])
+    assert apply_gates({"swap_success": None}, cfg.gates) == (False, ["swap_success not measured"])
+    with pytest.raises(ConfigError, match="metric"):
+        from_dict(QualityConfig, {"gates": [{"metric": "swap_sucess", "min": 0.8}]})
+
+
+def test_success_stats_distribution():
+    s = success_stats([0.0, 0.25, 0.5, 0.75, 1.0, float("nan"), None])
+    assert (s["n"], s["unmeasured"], s["ge_50"], s["ge_80"]) == (5, 2, 3, 1)
+    assert (s["min"], s["q1"], s["median"], s["q3"], s["max"]) == (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert s["mean"] == pytest.approx(0.5)
+    assert "mean 0.5 over 5 fakes" in format_success(s) and "≥0.8: 1 (20%)" in format_success(s)
+    empty = success_stats([])
+    assert empty["n"] == 0 and empty["mean"] is None and "not measured" in format_success(empty)

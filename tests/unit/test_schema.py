@@ -100,3 +100,42 @@ def test_faces_v1_files_read_with_null_xseg_columns(tmp_path):
             assert back.schema.names == schema.TABLES[name].names
             if name in new_in_v2:
                 assert back.column(new_in_v2[name]).to_pylist() == [None]
+
+
+def _as_v2(name: str, rows: list[dict]) -> pa.Table:
+    """A table as dflray wrote it at schema version 2: without the columns version 3 added."""
+    t = schema.table_from_rows(name, rows)
+    t = t.drop_columns([c for c in schema._NEW_COLUMNS[3].get(name, ()) if c in t.column_names])
+    t = t.set_column(t.column_names.index("schema_version"), "schema_version", pa.array([2] * t.num_rows, pa.int16()))
+    return t.replace_schema_metadata({b"dflray.schema_version": b"2"})
+
+
+def test_swap_success_round_trips_in_the_dataset_and_merge_indexes(tmp_path):
+    from dflray.config import QUALITY_METRICS
+
+    assert schema.DATASET.field("swap_success").type == pa.float32()
+    for name in ("dataset", "merged"):
+        assert all(schema.TABLES[name].field(m).type == pa.float32() for m in QUALITY_METRICS)
+        rows = [{"video_id": "a", "output_id": "a", "swap_success": 0.875, "seam": 1.25},
+                {"video_id": "b", "output_id": "b", "swap_success": None}]
+        pq.write_table(schema.table_from_rows(name, rows), tmp_path / f"{name}.parquet")
+        back = schema.read_table(name, [str(tmp_path / f"{name}.parquet")])
+        assert back.column("swap_success").to_pylist() == [0.875, None]  # exact in float32
+        assert back.column("seam").to_pylist() == [1.25, None]
+
+
+def test_v2_indexes_read_with_null_swap_success(tmp_path):
+    pq.write_table(_as_v2("dataset", [{"video_id": "a", "seam": 1.5, "xseg_id": "x"}]), tmp_path / "d.parquet")
+    back = schema.read_table("dataset", [str(tmp_path / "d.parquet")])
+    assert back.schema.names == schema.DATASET.names
+    assert back.column("swap_success").to_pylist() == [None]
+    assert back.column("seam").to_pylist() == [1.5] and back.column("xseg_id").to_pylist() == ["x"]
+    assert back.column("schema_version").to_pylist() == [schema.SCHEMA_VERSION]
+    old = _as_v2("merged", [{"output_id": "o", "status": "ok"}])
+    assert "swap_success" not in old.column_names and "quality_note" not in old.column_names
+    back = schema.conform("merged", old)
+    assert back.schema.names == schema.MERGED.names
+    assert back.column("swap_success").to_pylist() == [None] and back.column("quality_note").to_pylist() == [None]
+    # An empty v2 file (its version only in the schema metadata) upgrades too.
+    pq.write_table(_as_v2("dataset", []), tmp_path / "empty.parquet")
+    assert schema.read_table("dataset", [str(tmp_path / "empty.parquet")]).schema.names == schema.DATASET.names

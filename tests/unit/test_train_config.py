@@ -44,6 +44,7 @@ def test_parse_arch_rejects(text):
     ("mixed_precision=fp8", "mixed_precision"),
     ("num_workers=0", "num_workers"),
     ("steps=-1", "steps"),
+    ("holdout=0.9", "holdout"),
     ("nope=1", "nope"),
 ])
 def test_bad_values_name_the_field(override, field):
@@ -86,3 +87,11 @@ def test_exponent_floats_without_a_dot():
     assert load_config(TrainConfig, overrides=["optim.lr=5e-5"]).optim.lr == 5e-5
     with pytest.raises(ConfigError, match=r"^optim.lr: expected a number"):
         load_config(TrainConfig, overrides=["optim.lr=fast"])
+
+
+def test_off_is_the_string_not_yaml_false():
+    """YAML 1.1 reads a bare ``off`` as false; a Literal field that allows "off" takes it as that string."""
+    assert load_config(TrainConfig, overrides=["mixed_precision=off"]).mixed_precision == "off"
+    with pytest.raises(ConfigError) as e:
+        load_config(TrainConfig, overrides=["mixed_precision=yes"])  # no "on"/"yes" choice: still an error
+    assert "mixed_precision" in str(e.value)
