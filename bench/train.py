@@ -43,8 +43,7 @@ from dflray.config import ExtractConfig, ModelConfig, TrainConfig, load_config  
 from dflray.models import count_parameters  # noqa: E402
 from dflray.sample import make_sample  # noqa: E402
 from dflray.train.data import SAMPLE_COLUMNS, _make_samples, ct_references, epoch_plan, inspect_faceset  # noqa: E402
-from dflray.train.loop import _autocast, _join_batch, _train_step, _Trainer, _unwrap  # noqa: E402
-from dflray.train.optim import build_optimizer  # noqa: E402
+from dflray.train.step import SwapTrainer, join_batch  # noqa: E402
 
 RAY_CPUS = 2
 # The CPU model: liae-ud at 64 px with a quarter of SAEHD's channel widths, so that one step at batch 8
@@ -107,7 +106,7 @@ def plain_batches(src: str, dst: str, cfg: TrainConfig, n: int, device: torch.de
             arrays = _make_samples(batch, resolution=cfg.model.resolution, face_type=cfg.model.face_type,
                                    augment=cfg.augment, flip=flip, ct_refs=refs if role == "src" else None)
             half[role] = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-        out.append(_join_batch(half["src"], half["dst"]))
+        out.append(join_batch(half["src"], half["dst"]))
     return out
 
 
@@ -124,32 +123,31 @@ class PlainResult:
 
 
 def plain_loop(cfg: TrainConfig, batches: list[dict[str, torch.Tensor]], warmup: int, steps: int,
-               device: torch.device) -> PlainResult:
-    """The Ray worker's step, in this process: the same ``_Trainer`` (model, discriminators), optimizer,
-    precision, torch thread count and ``_train_step``; the clock covers the same span as the Ray loop's
-    ``step_time_s`` (``_train_step`` and, on a GPU, the synchronize after it)."""
+               device: torch.device, foreach: bool = True, channels_last: bool = False,
+               compile_model: bool = False) -> PlainResult:
+    """The Ray worker's step, in this process: the same ``SwapTrainer`` (model, discriminators, optimizer,
+    precision) and torch thread count; the clock covers the same span as the Ray loop's ``step_time_s``
+    (``train_step`` and, on a GPU, the synchronize after it)."""
     threads = None
     old_threads = torch.get_num_threads()
     if device.type == "cpu":  # as train_loop_per_worker does on CPU
         threads = cfg.torch_threads or max(1, int(np.ceil(cfg.cpus_per_worker)))
         torch.set_num_threads(threads)
     try:
-        t = _Trainer(cfg, device)
-        t.model.to(device)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        t.opt = build_optimizer(_unwrap(t.model).generator_parameters(cfg.augment.random_warp), cfg.optim,
-                                generator=gen)
-        t.d_opts = {}
-        for k, m in t.discriminators().items():
-            m.to(device)
-            t.d_opts[k] = build_optimizer(m.parameters(), cfg.optim)
-        autocast, scaler = _autocast(device, cfg.mixed_precision)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        wrap = (lambda m: torch.compile(m.to(device, memory_format=layout))) if compile_model else \
+            (lambda m: m.to(device, memory_format=layout))
+        t = SwapTrainer(cfg, device, wrap=wrap)
+        for group in t.opt.param_groups:
+            group["foreach"] = foreach
+        if channels_last:
+            batches = [{k: v.contiguous(memory_format=layout) for k, v in b.items()} for b in batches]
         times, skipped, mon = [], 0, None
         for i in range(warmup + steps):
             if i == warmup:
                 mon = Monitor(interval=0.5).__enter__()
             t0 = time.perf_counter()
-            losses = _train_step(t, batches[i % len(batches)], autocast, scaler, cfg.model.resolution, poison=False)
+            losses = t.train_step(batches[i % len(batches)])
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if i >= warmup:
@@ -254,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="cpus_per_worker of the 2-worker run (default 0.5: 2 x 0.5 leaves 1 CPU to the data pipeline)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="TrainConfig override for every run (repeatable), e.g. --set loss.gan_power=0.1")
+    ap.add_argument("--compile", action="store_true", help="[0] also times the step with torch.compile")
     ap.add_argument("--skip-gpu", action="store_true", help="skip part 3 even when a GPU is available")
     ap.add_argument("--gpu-steps", type=int, default=50, help="timed steps of the GPU runs (default 50)")
     ap.add_argument("--seconds", type=float, default=SAMPLE_SECONDS,
@@ -307,9 +306,12 @@ def _main(args, work: str) -> None:
     batches = plain_batches(src, dst, one, PLAIN_BATCHES, cpu)
     window = args.steps
 
+    # ---- [0] CPU step speed-ups, before/after in one run
+    speedups(args, one, batches, cpu)
+
     # ---- [1] step time: plain loop vs the Ray Train loop, 1 worker
     say("\n[1] step time: plain PyTorch loop vs the Ray Train loop (1 worker), same model, batch and config")
-    say(f"  plain loop: this process, no Ray; _Trainer + build_optimizer + loop._train_step on {PLAIN_BATCHES} "
+    say(f"  plain loop: this process, no Ray; SwapTrainer.train_step on {PLAIN_BATCHES} "
         f"pre-built batches (augment.make_batch), torch threads = {max(1, math.ceil(one.cpus_per_worker))} "
         f"as a worker with cpus_per_worker={one.cpus_per_worker:g} gets; {args.warmup} warm-up steps, then "
         f"{window} timed")
@@ -377,6 +379,46 @@ def _main(args, work: str) -> None:
             f"(torch {torch.__version__}{', a CPU-only build' if '+cpu' in torch.__version__ else ''})")
     else:
         gpu(args, src, dst, work)
+
+
+SPEEDUPS = [  # label, TrainConfig changes, plain_loop options
+    ("before: fp32, per-tensor optimizer", {"mixed_precision": "off"}, {"foreach": False}),
+    ("fp32, multi-tensor optimizer", {"mixed_precision": "off"}, {}),
+    ("after: bf16 autocast, multi-tensor optimizer", {"mixed_precision": "bf16"}, {}),
+    ("bf16 autocast + channels-last", {"mixed_precision": "bf16"}, {"channels_last": True}),
+]
+
+
+def speedups(args, cfg: TrainConfig, batches, device: torch.device) -> None:
+    """Step time of the plain loop (worker thread, as Ray Train runs it) with and without each CPU speed-up,
+    the variants interleaved twice so that a drift in the machine's load hits all of them alike."""
+    from dflray.train.step import cpu_has_bf16
+
+    variants = list(SPEEDUPS) + ([("bf16 autocast + torch.compile", {"mixed_precision": "bf16"},
+                                   {"compile_model": True})] if args.compile else [])
+    say("\n[0] CPU step time, before/after the speed-ups (plain loop in a worker thread, torch threads "
+        f"{max(1, math.ceil(cfg.cpus_per_worker))}; this CPU {'has' if cpu_has_bf16() else 'lacks'} native bf16 "
+        "(AVX-512 BF16 / AMX))")
+    runs: dict[str, list[PlainResult]] = {label: [] for label, _, _ in variants}
+    for _ in range(1 if args.quick else 2):
+        for label, changes, opts in variants:
+            c = dataclasses.replace(cfg, **changes)
+            box: list[PlainResult] = []
+            th = threading.Thread(target=lambda: box.append(plain_loop(c, batches, args.warmup, args.steps, device,
+                                                                       **opts)))
+            th.start()
+            th.join()
+            if not box:
+                raise RuntimeError(f"{label} failed (see the traceback above)")
+            runs[label].append(box[0])
+    before = statistics.mean(p.mean for p in runs[variants[0][0]])
+    rows = [[label, ms(statistics.mean(p.mean for p in rs)), " / ".join(ms(p.mean) for p in rs),
+             f"{before / statistics.mean(p.mean for p in rs):.2f}x", f"{statistics.mean(p.mon.other / p.mon.wall for p in rs):.2f}"]
+            for label, rs in runs.items()]
+    say(table(["", "step ms (mean)", "runs", "speed-up vs before", "other load (cores)"], rows))
+    after = statistics.mean(p.mean for p in runs[variants[2][0]])
+    say(f"  => step-time ratio after/before = {after / before:.2f} ({before / after:.2f}x faster); the training "
+        "default keeps fp32 on CPU unless mixed_precision=bf16 (see bench/README.md)")
 
 
 def _plain(label: str, cfg: TrainConfig, batches, warmup: int, steps: int, device: torch.device,

@@ -62,10 +62,11 @@ d_mask_dims), loss (masked_training, eyes_mouth_prio, blur_out_mask, true_face_p
 face_style_power, bg_style_power, gan_power, gan_patch_size, gan_dims), augment (random_warp,
 rotation, scale, shift, random_src_flip, random_dst_flip, random_hsv_power,
 ct_mode=none|rct|lct|mkl|idt|sot, uniform_yaw), optim (name=adabelief|rmsprop|adamw, lr,
-lr_dropout, clipgrad, weight_decay), batch_size (per worker), steps, pretrain, init_from,
+lr_dropout, clipgrad, weight_decay, warmup), batch_size (per worker), steps, pretrain, init_from,
 num_workers, use_gpu, cpus_per_worker, augment_cpus, torch_threads,
-mixed_precision=auto|off|bf16|fp16, checkpoint_every, keep_checkpoints, preview_every,
-log_every, max_failures, max_bad_steps, seed."""
+mixed_precision=auto|off|bf16|fp16 (auto: bf16 on GPUs and on CPUs with native bf16),
+checkpoint_every, keep_checkpoints, preview_every, log_every, max_failures, max_bad_steps, seed,
+holdout (share of each src video kept out of training for the held-out SSIM at checkpoints)."""
 
 EXPORT_HELP = """\
 Export a training checkpoint as an inference-only model: TorchScript (always) and ONNX (--onnx,

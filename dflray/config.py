@@ -356,6 +356,9 @@ class OptimConfig:
         lr_dropout: DFL's learning-rate dropout: each parameter update is kept with probability 0.3.
         clipgrad: clip the global gradient norm to 1.0 (DFL's clipgrad).
         weight_decay: decoupled weight decay (adamw only).
+        warmup: steps over which the learning rate rises linearly from ``lr / warmup`` to ``lr``
+            (adabelief and rmsprop; 0: none, as DFL). Lets a short run use a higher ``lr`` without the
+            early collapse a cold start at that rate can cause.
     """
 
     name: Literal["adabelief", "rmsprop", "adamw"] = "adabelief"
@@ -363,12 +366,15 @@ class OptimConfig:
     lr_dropout: bool = False
     clipgrad: bool = False
     weight_decay: float = 0.0
+    warmup: int = 0
 
     def __post_init__(self) -> None:
         _check(0.0 < self.lr <= 1.0, "lr", "must be in (0, 1]")
         _check(self.weight_decay >= 0.0, "weight_decay", "must be >= 0")
         _check(self.weight_decay == 0.0 or self.name == "adamw", "weight_decay", "only adamw takes weight decay")
         _check(not self.lr_dropout or self.name != "adamw", "lr_dropout", "needs adabelief or rmsprop (DFL's)")
+        _check(self.warmup >= 0, "warmup", "must be >= 0")
+        _check(self.warmup == 0 or self.name != "adamw", "warmup", "needs adabelief or rmsprop")
 
 
 @dataclass(frozen=True)
@@ -394,8 +400,9 @@ class TrainConfig:
         augment_cpus: CPUs reserved per augmentation task of the data pipeline (at least this much
             must be left free by the workers).
         torch_threads: intra-op threads per CPU worker (0: cpus_per_worker rounded up).
-        mixed_precision: ``auto`` (bf16 where supported, else fp16 with a grad scaler, on GPU only;
-            off on CPU), ``off``, ``bf16`` or ``fp16``.
+        mixed_precision: ``auto`` (on GPU bf16 where supported, else fp16 with a grad scaler; on a CPU
+            bf16 where it is native — AVX-512 BF16 / AMX —, else off), ``off``, ``bf16`` (GPU or CPU) or
+            ``fp16`` (GPU). Weights stay fp32.
         checkpoint_every: steps between checkpoints (a killed run loses at most this many steps).
         keep_checkpoints: checkpoints kept (the newest).
         preview_every: steps between preview and loss-curve PNGs (0: only at the end).

@@ -32,6 +32,11 @@ def save_payload(directory: str, payload: dict[str, Any]) -> None:
     meta = {"format": FORMAT, "step": payload["step"], "model_config": payload["model_config"],
             "run_config": payload["run_config"], "counters": payload.get("counters", {}),
             "rank_checksums": payload.get("rank_checksums", [])}
+    ssim = payload.get("ssim_history")
+    if ssim is not None and len(ssim):
+        # Held-out src reconstruction SSIM (DeepFaceLab paper's measure) at each evaluated step.
+        meta["ssim_history"] = [[int(s), round(float(v), 5)] for s, v in ssim.tolist()]
+        meta["heldout_ssim"] = meta["ssim_history"][-1][1]
     with open(os.path.join(directory, META_FILE), "w") as f:
         json.dump(meta, f, indent=1)
 

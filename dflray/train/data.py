@@ -5,6 +5,10 @@ turned into training samples by CPU tasks (crop to the model's face type and res
 flips, HSV, colour transfer — ``dflray.train.augment``). Ray Train splits each dataset across the
 workers, so every rank gets its own shard; the training workers only move tensors to their device.
 
+A fixed share of each src video (``holdout``: its last frames, so they are not near-duplicates of
+trained neighbours) is never trained on; ``heldout_samples`` gives them to the reconstruction-SSIM check.
+``dflray.train.local.FacesetSamples`` is the same sample stream without Ray, for plain PyTorch scripts.
+
 Before any worker starts, ``inspect_faceset`` and ``check_inputs`` reject what cannot train: a missing
 or empty faceset, mixed face types, src and dst of different face types or crop sizes, a model face type
 wider than the faceset's, fewer faces than one global batch.
@@ -22,6 +26,8 @@ from dflray.faceset import committed_face_files, read_faces
 from dflray.io.storage import arrow_filesystem, exists, join
 
 SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_source", "xseg", "yaw"]
+KEY_COLUMNS = ["video_id", "frame_index"]
+HELDOUT_MAX = 64  # held-out faces the SSIM check uses (evenly spaced), bounding its cost per checkpoint
 YAW_BINS = 128  # DFL's uniform_yaw bin count
 MAX_YAW_REPEAT = 16  # a rare yaw is repeated at most this often per epoch (bounds the epoch size)
 CT_REFERENCES = 256  # dst crops kept for colour transfer of src samples
@@ -39,17 +45,62 @@ class FacesetInfo:
     face_type: str
     size: int
     yaw: np.ndarray
+    cuts: dict[str, int] | None = None  # video_id → first held-out frame_index (src with holdout only)
+    heldout: int = 0  # faces held out
+
+    @property
+    def train_faces(self) -> int:
+        """Faces left for training after the hold-out."""
+        return self.faces - self.heldout
 
 
-def inspect_faceset(uri: str, role: str) -> FacesetInfo:
+def holdout_cuts(video_id: np.ndarray, frame_index: np.ndarray, share: float) -> tuple[dict[str, int], int]:
+    """Where each video's held-out tail starts: its last ``ceil(share × faces)`` frames, never all of them.
+
+    Args:
+        video_id: the faces' video ids.
+        frame_index: their frame indices.
+        share: the share to hold out (0: none).
+
+    Returns:
+        ``({video_id: first held-out frame_index}, held-out face count)``; a video too short to give
+        any (one frame) has no entry.
+
+    Example:
+        >>> holdout_cuts(np.array(["a"] * 10 + ["b"]), np.r_[np.arange(10), 0], 0.2)
+        ({'a': 8}, 2)
+    """
+    cuts, held = {}, 0
+    if share <= 0:
+        return cuts, 0
+    for vid in np.unique(video_id):
+        frames = np.sort(frame_index[video_id == vid])
+        k = min(int(np.ceil(share * len(frames))), len(frames) - 1)
+        if k > 0:
+            cuts[str(vid)] = int(frames[len(frames) - k])
+            held += int((frames >= frames[len(frames) - k]).sum())
+    return cuts, held
+
+
+def is_heldout(video_id: str, frame_index: int, cuts: dict[str, int] | None) -> bool:
+    """Whether a face is in the held-out tail of its video."""
+    return bool(cuts) and video_id in cuts and frame_index >= cuts[video_id]
+
+
+def inspect_faceset(uri: str, role: str, holdout: float = 0.0) -> FacesetInfo:
     """Reads a faceset's metadata (no images) and rejects one that cannot train.
+
+    Args:
+        uri: the faceset.
+        role: ``src`` or ``dst`` (named in errors).
+        holdout: share of each video's faces kept out of training (``TrainConfig.holdout``; src only).
 
     Raises:
         ConfigError: naming ``role`` (``src`` or ``dst``) when the faceset is missing, empty or mixed.
     """
     if not exists(join(uri, "faces")):
         raise ConfigError(role, f"{uri} is not a faceset (no faces/ folder); run dflray extract first")
-    table = read_faces(uri, columns=["face_type", "size", "yaw"])
+    table = read_faces(uri, columns=["face_type", "size", "yaw", *KEY_COLUMNS])
     if table.num_rows == 0:
         raise ConfigError(role, f"{uri} has no faces")
     types = sorted(set(table.column("face_type").to_pylist()))
@@ -57,7 +108,10 @@ def inspect_faceset(uri: str, role: str) -> FacesetInfo:
     if len(types) > 1 or len(sizes) > 1:
         raise ConfigError(role, f"{uri} mixes face types {types} / crop sizes {sizes}; extract it with one align config")
     yaw = np.nan_to_num(table.column("yaw").to_numpy(zero_copy_only=False).astype(np.float32))
-    return FacesetInfo(uri=uri, faces=table.num_rows, face_type=types[0], size=int(sizes[0]), yaw=yaw)
+    cuts, held = holdout_cuts(np.asarray(table.column("video_id").to_pylist(), dtype=object),
+                              table.column("frame_index").to_numpy(), holdout)
+    return FacesetInfo(uri=uri, faces=table.num_rows, face_type=types[0], size=int(sizes[0]), yaw=yaw,
+                       cuts=cuts or None, heldout=held)
 
 
 def check_inputs(cfg: TrainConfig, src: FacesetInfo, dst: FacesetInfo) -> None:
@@ -75,8 +129,9 @@ def check_inputs(cfg: TrainConfig, src: FacesetInfo, dst: FacesetInfo) -> None:
                           f"{src.face_type!r}; extract with a wider align.face_type or train a narrower one")
     need = cfg.batch_size * cfg.num_workers
     for role, info in (("src", src), ("dst", dst)):
-        if info.faces < need:
-            raise ConfigError(role, f"{info.uri} has {info.faces} faces, fewer than one global batch "
+        if info.train_faces < need:
+            held = f" once {info.heldout} are held out (holdout {cfg.holdout:g})" if info.heldout else ""
+            raise ConfigError(role, f"{info.uri} has {info.train_faces} faces{held}, fewer than one global batch "
                               f"(batch_size {cfg.batch_size} x num_workers {cfg.num_workers} = {need})")
 
 
@@ -97,7 +152,10 @@ def yaw_repeats(yaw_deg: np.ndarray, bins: int = YAW_BINS, max_repeat: int = MAX
     return repeats.astype(np.int64)
 
 
-def _repeat_rows(row: dict[str, Any], times: int, yaw_repeats: np.ndarray | None) -> list[dict[str, Any]]:
+def _repeat_rows(row: dict[str, Any], times: int, yaw_repeats: np.ndarray | None,
+                 cuts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    if is_heldout(row["video_id"], int(row["frame_index"]), cuts):
+        return []
     if yaw_repeats is not None:
         from dflray.train.augment import yaw_bin_index
 
@@ -162,11 +220,13 @@ def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.nd
     import ray
 
     fs, _ = arrow_filesystem(info.uri)
-    ds = ray.data.read_parquet(committed_face_files(info.uri), filesystem=fs).select_columns(SAMPLE_COLUMNS)
+    ds = ray.data.read_parquet(committed_face_files(info.uri), filesystem=fs).select_columns(
+        SAMPLE_COLUMNS + KEY_COLUMNS)
     times, yaw, _ = epoch_plan(info, cfg)
-    if times > 1 or yaw is not None:
-        ds = ds.flat_map(_repeat_rows, fn_kwargs={"times": times, "yaw_repeats": yaw}, num_cpus=cfg.augment_cpus)
-    ds = ds.random_shuffle()
+    if times > 1 or yaw is not None or info.cuts:
+        ds = ds.flat_map(_repeat_rows, fn_kwargs={"times": times, "yaw_repeats": yaw, "cuts": info.cuts},
+                         num_cpus=cfg.augment_cpus)
+    ds = ds.select_columns(SAMPLE_COLUMNS).random_shuffle()
     flip = cfg.augment.random_src_flip if role == "src" else cfg.augment.random_dst_flip
     return ds.map_batches(
         _make_samples, batch_size=cfg.batch_size, num_cpus=cfg.augment_cpus, batch_format="numpy",
@@ -174,12 +234,11 @@ def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.nd
                    "flip": flip, "ct_refs": ct_refs if role == "src" else None})
 
 
-def fixed_samples(uri: str, cfg: TrainConfig, count: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """``count`` evenly spaced faces as un-augmented training samples (previews, colour references)."""
+def plain_samples(table, idx: np.ndarray, cfg: TrainConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Rows ``idx`` of a faces table (``SAMPLE_COLUMNS``) as un-augmented training samples: the crop
+    the model sees at its face type and resolution, no warp, flip, colour shift or transfer."""
     from dflray.train.augment import make_batch
 
-    table = read_faces(uri, columns=SAMPLE_COLUMNS)
-    idx = np.unique(np.linspace(0, table.num_rows - 1, min(count, table.num_rows)).round().astype(int))
     rows = table.take(idx).to_pydict()
     batch = {k: np.array(v, dtype=object) for k, v in rows.items()}
     batch["landmarks"] = np.array(rows["landmarks"], dtype=np.float32)
@@ -190,9 +249,35 @@ def fixed_samples(uri: str, cfg: TrainConfig, count: int, seed: int = 0) -> dict
     return make_batch(batch, cfg.model.resolution, cfg.model.face_type, plain, np.random.default_rng(seed), False)
 
 
+def evenly_spaced(n: int, count: int) -> np.ndarray:
+    """``count`` (at most ``n``) evenly spaced indices of ``range(n)``, first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(int)) if n else np.zeros(0, int)
+
+
+def fixed_samples(uri: str, cfg: TrainConfig, count: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``count`` evenly spaced faces as un-augmented training samples (previews, colour references)."""
+    table = read_faces(uri, columns=SAMPLE_COLUMNS)
+    return plain_samples(table, evenly_spaced(table.num_rows, count), cfg, seed)
+
+
+def heldout_samples(uri: str, cfg: TrainConfig, count: int = HELDOUT_MAX) -> dict[str, np.ndarray]:
+    """Up to ``count`` evenly spaced held-out src faces (``cfg.holdout``), un-augmented, for the SSIM check.
+
+    Returns:
+        ``target`` (N×3×R×R) and ``target_mask`` (N×1×R×R) float32; N is 0 when nothing is held out.
+    """
+    table = read_faces(uri, columns=SAMPLE_COLUMNS + KEY_COLUMNS)
+    cuts, _ = holdout_cuts(np.asarray(table.column("video_id").to_pylist(), dtype=object),
+                           table.column("frame_index").to_numpy(), cfg.holdout)
+    held = np.flatnonzero([is_heldout(v, f, cuts) for v, f in zip(table.column("video_id").to_pylist(),
+                                                                     table.column("frame_index").to_pylist())])
+    return plain_samples(table.select(SAMPLE_COLUMNS), held[evenly_spaced(len(held), count)], cfg, 0)
+
+
 def ct_references(dst: FacesetInfo, cfg: TrainConfig) -> np.ndarray | None:
     """dst training crops (uint8 RGB) for ``ct_mode``, or None when colour transfer is off."""
     if cfg.augment.ct_mode == "none":
         return None
     target = fixed_samples(dst.uri, cfg, CT_REFERENCES)["target"]
     return np.ascontiguousarray((target.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8))
+

@@ -4,7 +4,8 @@ DFL's SAEHD trains with AdaBelief (Zhuang et al., 2020) as DFL defines it: no bi
 ``eps = 1e-6`` (float32's resolution) added to ``sqrt(s)``. Its "learning-rate dropout" keeps each
 element of a parameter's update with probability 0.3 (a fresh Bernoulli mask every step; the moment
 estimates are updated regardless), and when it is on the learning rate follows a cosine with a period of
-500 steps. ``clipgrad`` clips the global gradient norm to 1.0 before the update.
+500 steps. ``clipgrad`` clips the global gradient norm to 1.0 before the update. ``warmup`` (ours, not
+DFL's) ramps the learning rate up linearly over the first steps.
 
 Example:
     >>> import torch
@@ -29,25 +30,33 @@ _EPS = 1e-6  # np.finfo(float32).resolution, DFL's epsilon
 
 
 class _DFLOptimizer(torch.optim.Optimizer):
-    """Shared step: global-norm clipping, cosine lr, lr dropout on the update; subclasses give the rule."""
+    """Shared step: global-norm clipping, cosine lr, lr dropout on the update; subclasses give the rule.
+
+    The rule runs over all of a group's tensors at once (torch's multi-tensor ``_foreach`` kernels, as
+    torch's own optimizers do): per-tensor Python loops made the optimizer a third of a CPU training step
+    of a small model. A param group with ``foreach=False`` runs the same rule one tensor at a time.
+    """
 
     def __init__(self, params: Iterable, defaults: dict, generator: torch.Generator | None):
         super().__init__(params, defaults)
         self.generator = generator
 
-    def _update(self, p: torch.Tensor, g: torch.Tensor, state: dict, group: dict, lr: float) -> torch.Tensor:
+    def _updates(self, params: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict], group: dict,
+                 lr: float) -> list[torch.Tensor]:
         raise NotImplementedError
 
     def _lr_and_clip(self, group: dict) -> tuple[float, float]:
         step = group["step"] = group.get("step", 0) + 1
         lr = group["lr"]
+        if group.get("warmup", 0) and step <= group["warmup"]:
+            lr *= step / group["warmup"]
         if group["lr_cos"]:
             lr *= (math.cos((step - 1) * 2 * math.pi / group["lr_cos"]) + 1.0) / 2.0
         scale = 1.0
         if group["clipnorm"] > 0:
             grads = [p.grad for p in group["params"] if p.grad is not None]
             if grads:
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                 scale = min(1.0, group["clipnorm"] / max(float(norm), 1e-12))
         return lr, scale
 
@@ -56,19 +65,37 @@ class _DFLOptimizer(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             lr, scale = self._lr_and_clip(group)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = self._update(p, p.grad * scale, self.state[p], group, lr)
-                if group["lr_dropout"] < 1.0:  # the moments above were updated regardless, as in DFL
-                    update = update * torch.empty_like(update).bernoulli_(group["lr_dropout"],
-                                                                          generator=self.generator)
-                p.add_(update)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            if scale != 1.0:
+                grads = torch._foreach_mul(grads, scale)
+            states = [self.state[p] for p in params]
+            if group.get("foreach", True):
+                updates = self._updates(params, grads, states, group, lr)
+            else:  # one tensor at a time (the same rule; kept to measure what the multi-tensor kernels save)
+                updates = [self._updates([p], [g], [st], group, lr)[0] for p, g, st in zip(params, grads, states)]
+            if group["lr_dropout"] < 1.0:  # the moments were updated regardless, as in DFL
+                # One mask per tensor, in parameter order: the generator's draws are those of a per-tensor loop.
+                masks = [torch.empty_like(u).bernoulli_(group["lr_dropout"], generator=self.generator)
+                         for u in updates]
+                torch._foreach_mul_(updates, masks)
+            torch._foreach_add_(params, updates)
         return loss
 
 
+def _state(states: list[dict], params: list[torch.Tensor], *names: str) -> list[list[torch.Tensor]]:
+    for st, p in zip(states, params):
+        for n in names:
+            if n not in st:
+                st[n] = torch.zeros_like(p)
+    return [[st[n] for st in states] for n in names]
+
+
 class AdaBelief(_DFLOptimizer):
-    """AdaBelief as DeepFaceLab runs it (no bias correction)."""
+    """AdaBelief as DeepFaceLab runs it (no bias correction): ``m ← b1·m + (1−b1)·g``,
+    ``s ← b2·s + (1−b2)·(g−m)²``, update ``−lr·m / (√s + eps)``."""
 
     def __init__(self, params: Iterable, lr: float = 5e-5, betas: tuple[float, float] = (0.9, 0.999),
                  lr_dropout: float = 1.0, lr_cos: int = 0, clipnorm: float = 0.0,
@@ -76,15 +103,19 @@ class AdaBelief(_DFLOptimizer):
         super().__init__(params, dict(lr=lr, betas=betas, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm),
                          generator)
 
-    def _update(self, p, g, state, group, lr):
+    def _updates(self, params, grads, states, group, lr):
         b1, b2 = group["betas"]
-        if not state:
-            state["m"] = torch.zeros_like(p)
-            state["s"] = torch.zeros_like(p)
-        m, s = state["m"], state["s"]
-        m.mul_(b1).add_(g, alpha=1 - b1)
-        s.mul_(b2).addcmul_(g - m, g - m, value=1 - b2)
-        return -lr * m / (s.sqrt() + _EPS)
+        m, s = _state(states, params, "m", "s")
+        torch._foreach_mul_(m, b1)
+        torch._foreach_add_(m, grads, alpha=1 - b1)
+        diff = torch._foreach_sub(grads, m)
+        torch._foreach_mul_(s, b2)
+        torch._foreach_addcmul_(s, diff, diff, value=1 - b2)
+        denom = torch._foreach_sqrt(s)
+        torch._foreach_add_(denom, _EPS)
+        updates = torch._foreach_mul(m, -lr)
+        torch._foreach_div_(updates, denom)
+        return updates
 
 
 class RMSprop(_DFLOptimizer):
@@ -95,12 +126,15 @@ class RMSprop(_DFLOptimizer):
         super().__init__(params, dict(lr=lr, rho=rho, lr_dropout=lr_dropout, lr_cos=lr_cos, clipnorm=clipnorm),
                          generator)
 
-    def _update(self, p, g, state, group, lr):
-        if not state:
-            state["a"] = torch.zeros_like(p)
-        a = state["a"]
-        a.mul_(group["rho"]).addcmul_(g, g, value=1 - group["rho"])
-        return -lr * g / (a.sqrt() + _EPS)
+    def _updates(self, params, grads, states, group, lr):
+        (a,) = _state(states, params, "a")
+        torch._foreach_mul_(a, group["rho"])
+        torch._foreach_addcmul_(a, grads, grads, value=1 - group["rho"])
+        denom = torch._foreach_sqrt(a)
+        torch._foreach_add_(denom, _EPS)
+        updates = torch._foreach_mul(grads, -lr)
+        torch._foreach_div_(updates, denom)
+        return updates
 
 
 def build_optimizer(params: Iterable, cfg: OptimConfig, generator: torch.Generator | None = None
@@ -114,7 +148,12 @@ def build_optimizer(params: Iterable, cfg: OptimConfig, generator: torch.Generat
     cos = LR_COS_PERIOD if cfg.lr_dropout else 0
     clip = CLIP_NORM if cfg.clipgrad else 0.0
     if cfg.name == "adabelief":
-        return AdaBelief(params, lr=cfg.lr, lr_dropout=keep, lr_cos=cos, clipnorm=clip, generator=generator)
-    if cfg.name == "rmsprop":
-        return RMSprop(params, lr=cfg.lr, lr_dropout=keep, lr_cos=cos, clipnorm=clip, generator=generator)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = AdaBelief(params, lr=cfg.lr, lr_dropout=keep, lr_cos=cos, clipnorm=clip, generator=generator)
+    elif cfg.name == "rmsprop":
+        opt = RMSprop(params, lr=cfg.lr, lr_dropout=keep, lr_cos=cos, clipnorm=clip, generator=generator)
+    else:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for group in opt.param_groups:
+        group["warmup"] = cfg.warmup
+    return opt
+

@@ -52,8 +52,9 @@ def preview_grid(samples: dict[str, np.ndarray], step: int) -> bytes:
     return png.tobytes()
 
 
-def loss_curve(history: np.ndarray) -> bytes:
-    """PNG bytes of the loss curve: ``history`` rows are (step, src_loss, dst_loss)."""
+def loss_curve(history: np.ndarray, ssim: np.ndarray | None = None) -> bytes:
+    """PNG bytes of the loss curve: ``history`` rows are (step, src_loss, dst_loss); ``ssim`` rows
+    (step, held-out SSIM) are drawn on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -71,8 +72,17 @@ def loss_curve(history: np.ndarray) -> bytes:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if ssim is not None and len(ssim):
+        ax2 = ax.twinx()
+        ax2.plot(ssim[:, 0], ssim[:, 1], "o-", color="black", lw=1.2, ms=3,
+                 label=f"held-out SSIM ({ssim[-1, 1]:.3f})")
+        ax2.set_ylabel("held-out src SSIM")
+        ax2.set_ylim(0, 1)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    if handles:
+        ax.legend(handles, labels, loc="upper right", fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

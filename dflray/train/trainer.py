@@ -109,7 +109,10 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
             raise ConfigError("dst", "a dst faceset is required (or pretrain=true)")
         dst = src
     eff = cfg.effective
-    src_info, dst_info = inspect_faceset(src, "src"), inspect_faceset(dst, "dst")
+    # The src hold-out (faces never trained on, for the SSIM check); in pretraining dst is src, so it
+    # leaves out the same faces.
+    src_info = inspect_faceset(src, "src", eff.holdout)
+    dst_info = inspect_faceset(dst, "dst", eff.holdout if dst == src else 0.0)
     check_inputs(eff, src_info, dst_info)
     if cfg.init_from:
         _check_init_from(cfg.init_from, eff)

@@ -19,7 +19,7 @@ from dflray.extract import run_extract
 from dflray.train import latest_checkpoint, load_payload, run_train
 from dflray.train.checkpoint import read_meta
 from dflray.train.export import export_model, load_exported
-from dflray.train.loop import param_checksum
+from dflray.train.step import param_checksum
 
 TINY = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
         "batch_size=4", "preview_every=0", "log_every=5", "augment_cpus=0.5"]
@@ -63,6 +63,11 @@ def test_learning_is_real(facesets, tmp_path):
         img = cv2.imread(str(Path(out, name)))
         assert img is not None and img.size > 0, name
     assert Path(out, "train_config.yaml").is_file()
+    # Held-out src SSIM (faces never trained on) at each checkpoint, in the metadata and the payload.
+    meta = read_meta(latest_checkpoint(out))
+    assert [s for s, _ in meta["ssim_history"]] == [60, 120]
+    assert all(0.0 < v <= 1.0 for _, v in meta["ssim_history"]) and meta["heldout_ssim"] == meta["ssim_history"][-1][1]
+    assert payload["ssim_history"].shape == (2, 2)
 
     # init_from (a new run starting at step 0 from a checkpoint's exact weights) is checked end to end by
     # test_generate.py's shared-media test, whose models fine-tune from a pretrained base.

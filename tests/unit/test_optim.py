@@ -97,3 +97,42 @@ def test_build_optimizer_and_state_round_trip():
         assert again.state_dict()["state"].keys() == state["state"].keys()
     with pytest.raises(ConfigError, match="lr_dropout"):
         OptimConfig(name="adamw", lr_dropout=True)
+
+
+@pytest.mark.parametrize("cls", [AdaBelief, RMSprop])
+def test_multi_tensor_step_equals_one_tensor_at_a_time(cls):
+    """The _foreach path computes exactly the per-tensor rule (same lr-dropout draws, same order)."""
+    def run(foreach):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s)) for s in ((3, 4), (5,), (2, 2, 2))]
+        opt = cls(params, lr=1e-2, lr_dropout=0.3, lr_cos=500, clipnorm=1.0,
+                  generator=torch.Generator().manual_seed(1))
+        opt.param_groups[0]["foreach"] = foreach
+        for step in range(4):
+            for i, p in enumerate(params):
+                p.grad = torch.full_like(p, 0.5 * (i + 1) * (-1) ** step)
+            opt.step()
+        return [p.detach().clone() for p in params]
+
+    for a, b in zip(run(True), run(False)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+
+
+def test_warmup_ramps_the_learning_rate_linearly():
+    """With warmup=4 the first update is a quarter of the full-rate one, the fourth and later full."""
+    def first_updates(warmup):
+        p = _param([1.0])
+        opt = build_optimizer([p], OptimConfig(lr=1e-2, warmup=warmup))
+        out = []
+        for _ in range(6):
+            before = p.detach().clone()
+            p.grad = torch.ones(1)
+            opt.step()
+            out.append(float((p.detach() - before)[0]))
+        return out
+
+    plain, warm = first_updates(0), first_updates(4)
+    assert [w / p for w, p in zip(warm, plain)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0], rel=1e-5)
+    with pytest.raises(ConfigError) as e:
+        OptimConfig(name="adamw", warmup=10)
+    assert "warmup" in str(e.value)
