@@ -368,8 +368,8 @@ def judge(out: str, data: str) -> dict:
     import cv2
     import pyarrow.parquet as pq
 
-    from dflray.dataset.quality import FaceMeasurer, identity_distance, swap_success
     from dflray.faceset import read_faces
+    from dflray.quality import FaceMeasurer, identity_distance, swap_success
 
     src = read_faces(os.path.join(data, "src"), columns=["embedding"]).column("embedding").to_pylist()
     src = np.asarray([e for e in src if e is not None], np.float64)

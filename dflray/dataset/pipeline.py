@@ -89,7 +89,7 @@ class GenerateSummary:
     swap_success: dict[str, Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        from dflray.dataset.quality import format_success
+        from dflray.quality import format_success
 
         fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"  # noqa: E731
         lines = [f"generate → {self.out}: {self.videos} real videos, {self.identities} identities "
@@ -535,7 +535,7 @@ class _QualityWorker(_Stage):
     applied when the dataset is published, from the plan's current ``quality``)."""
 
     def __init__(self, cfg: GenerateConfig, work: str):
-        from dflray.dataset.quality import FaceMeasurer
+        from dflray.quality import FaceMeasurer
 
         self.cfg, self.work = cfg, work
         self.measurer = FaceMeasurer()
@@ -632,8 +632,8 @@ def _published_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality
                     dataset_id: str, run_id: str) -> list[dict[str, Any]]:
     """One DATASET row (plus how to make it) per planned video and compression level."""
     from dflray.dataset.perturb import distortion_values, draw_distortions, final_crf, spec_string
-    from dflray.dataset.quality import apply_gates
     from dflray.dataset.plan import plan_seed
+    from dflray.quality import apply_gates
 
     videos_of: dict[str, list[str]] = {}
     for r in plan:
@@ -753,7 +753,7 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
     per_fake = {r["item_id"]: r["swap_success"] for r in
                 index.select(["item_id", "label", "status", "swap_success"]).to_pylist()
                 if r["label"] == "FAKE" and r["status"] == "ok"}
-    from dflray.dataset.quality import success_stats
+    from dflray.quality import success_stats
 
     summary.swap_success = success_stats(per_fake.values())
     for path, doc in lay.metadata_files(cfg.layout, rows).items():

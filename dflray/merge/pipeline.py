@@ -13,7 +13,7 @@ Layout of a merge output at ``OUT``::
     OUT/_faceset/                    the dst faceset, when --dst was videos (extracted first)
 
 With ``quality.measure`` (or ``quality.source=FACESET``) each merged video is also measured before it is
-committed (``dflray.dataset.quality.FaceMeasurer``: ``swap_success``, identity distances, pose and
+committed (``dflray.quality.FaceMeasurer``: ``swap_success``, identity distances, pose and
 expression error, flicker, seam) against its dst video, its mask, the dst faceset's boxes and the source
 identity (the dominant person of the src faceset, by default the one the model was trained on); the
 metrics go into its record, and the summary prints the distribution of ``swap_success``.
@@ -105,7 +105,7 @@ class MergeSummary:
                  f"{self.frames} frames ({self.frames_swapped} with a swapped face), {self.seconds:.1f} s, "
                  f"{self.frames_per_second:.1f} frames/s"]
         if self.swap_success:
-            from dflray.dataset.quality import format_success
+            from dflray.quality import format_success
 
             lines.append(f"  {format_success(self.swap_success)}")
         lines += [f"  failed: {f}" for f in self.failures[:20]]
@@ -333,9 +333,8 @@ class MergeStage:
         self.xseg = load_merge_xseg(cfg)
         self.quality = None
         if source is not None:  # the measuring models load once per worker, like the swap model
-            # The measurer lives with the dataset job's quality stage; the merge borrows it rather than
-            # keep a second copy of the metrics.
-            from dflray.dataset.quality import FaceMeasurer
+            # The measurer lives in the shared quality layer, the same one the dataset job gates with.
+            from dflray.quality import FaceMeasurer
 
             self.quality = QualityProbe(FaceMeasurer(), np.asarray(source, np.float64), cfg.quality.sample_frames)
 
@@ -359,7 +358,7 @@ class QualityProbe:
     """What ``merge_one`` measures each merged video with (``MergeConfig.quality``).
 
     Attributes:
-        measurer: a loaded ``dflray.dataset.quality.FaceMeasurer``.
+        measurer: a loaded ``dflray.quality.FaceMeasurer``.
         source: (128,) mean descriptor of the source identity.
         sample_frames: frames per video the identity metrics are measured on.
     """
@@ -711,7 +710,7 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
                    source=identity[0] if identity else None)
     records = _consolidate(out)
     if identity:
-        from dflray.dataset.quality import success_stats
+        from dflray.quality import success_stats
 
         fakes = [r for r in records.select(["label", "status", "swap_success"]).to_pylist()
                  if r["label"] == "FAKE" and r["status"] == "ok"]
