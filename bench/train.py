@@ -417,8 +417,8 @@ def speedups(args, cfg: TrainConfig, batches, device: torch.device) -> None:
             for label, rs in runs.items()]
     say(table(["", "step ms (mean)", "runs", "speed-up vs before", "other load (cores)"], rows))
     after = statistics.mean(p.mean for p in runs[variants[2][0]])
-    say(f"  => step-time ratio after/before = {after / before:.2f} ({before / after:.2f}x faster); the training "
-        "default keeps fp32 on CPU unless mixed_precision=bf16 (see bench/README.md)")
+    say(f"  => step-time ratio after/before = {after / before:.2f} ({before / after:.2f}x faster); "
+        "mixed_precision=auto trains in bf16 on a CPU with native bf16, else fp32 (see bench/README.md)")
 
 
 def _plain(label: str, cfg: TrainConfig, batches, warmup: int, steps: int, device: torch.device,
