@@ -181,8 +181,11 @@ def test_index_metadata_and_files_agree(dataset):
         crf = encoded_crf(str(path))
         assert crf == pytest.approx(r["crf"])
         assert r["crf"] >= {"c0": 0, "c23": 23}[r["compression"]]
-    # the XSeg mask mode's fakes name the XSeg model, the others none
-    assert xseg_modes == {"learned-prd*learned-dst": None, "XSeg-prd*XSeg-dst": _sha(Path(out).parent / "xseg.pt")}
+    # the XSeg mask mode's fakes name the XSeg model, the others none. Which modes the 4 fakes draw depends
+    # on their seeds, which derive from the clips' paths (a new temporary folder each run): all four can
+    # draw the same mode (1 run in 8), so only the pairing of mode and model is checked.
+    want = {"learned-prd*learned-dst": None, "XSeg-prd*XSeg-dst": _sha(Path(out).parent / "xseg.pt")}
+    assert xseg_modes and all(want[mode] == xseg_id for mode, xseg_id in xseg_modes.items()), xseg_modes
     # every video was perturbed (fraction 1.0), and a video's two compression levels share the draw
     assert all(r["perturbation"] != "none" for r in ok)
     by_item = {}
