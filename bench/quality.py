@@ -162,58 +162,11 @@ def _median(values) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def detail_ratio(fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> float | None:
-    """Face-scale detail of a fake frame relative to the real one, inside the manipulation mask.
-
-    The variance of the Laplacian (``blur_score``) after a Gaussian prefilter of 1.5% of the mask's width,
-    inside the mask eroded by 5 px so the paste's own edge does not count. The prefilter removes pixel
-    noise and compression artefacts: unfiltered, a blur of a pixel or two already takes the ratio near 0.
-
-    Args:
-        fake: H×W×3 RGB uint8 fake frame.
-        real: the real frame it was made from.
-        mask: H×W uint8 mask (0..255); the face is where it is > 127.
-
-    Returns:
-        fake / real detail: 1 is as detailed as the real face, ~0 a featureless blur; None when the
-        eroded mask is (nearly) empty or the real face has no detail.
-    """
-    import cv2
-
-    from dflray.face.quality import blur_score
-
-    binary = (mask > 127).astype(np.uint8)
-    inner = cv2.erode(binary, np.ones((11, 11), np.uint8))
-    if inner.sum() < 100:
-        return None
-    xs = np.flatnonzero(binary.any(0))
-    sigma = max(1.0, 0.015 * (xs[-1] - xs[0] + 1))
-    gray = [cv2.GaussianBlur(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32), (0, 0), sigma)
-            for x in (fake, real)]
-    r = blur_score(gray[1] / 255.0, inner)
-    return blur_score(gray[0] / 255.0, inner) / r if r > 0 else None
-
-
-def video_detail(fake_uri: str, real_uri: str, mask_uri: str, frames: int) -> float | None:
-    """Median ``detail_ratio`` of a merged video over ``frames`` evenly spaced frames with a non-empty mask."""
-    from dflray.io.video import decode_range, read_masks
-    from dflray.train.data import evenly_spaced
-
-    masked = [i for i, m in read_masks(mask_uri) if (m > 127).any()]
-    want = {masked[i] for i in evenly_spaced(len(masked), frames)}
-    ratios = []
-    for (i, fake), (_, real), (_, mask) in zip(decode_range(fake_uri), decode_range(real_uri), read_masks(mask_uri)):
-        if i in want:
-            ratios.append(detail_ratio(fake, real, mask))
-    ratios = [r for r in ratios if r is not None]
-    return float(np.median(ratios)) if ratios else None
-
-
 def merge_point(model_ts: str, inputs: Inputs, out: str, mcfg: MergeConfig) -> dict:
     """Merges the merge dst with an exported model, quality measuring on.
 
     Returns:
-        The merged video's metrics (``QUALITY_METRICS`` from its ``index.parquet`` row, and ``detail``),
+        The merged video's metrics (``QUALITY_METRICS`` from its ``index.parquet`` row, ``detail`` included),
         its status, frame counts and path, and the merge's wall time.
     """
     import pyarrow.parquet as pq
@@ -230,10 +183,6 @@ def merge_point(model_ts: str, inputs: Inputs, out: str, mcfg: MergeConfig) -> d
                quality_note=row.get("quality_note"), frames=row.get("frames"),
                frames_swapped=row.get("frames_swapped"), video=os.path.join(out, row["path"]) if row.get("path") else None,
                merge_record_s=row.get("seconds"), failures=summary.failures)
-    got["detail"] = None
-    if row.get("status") == "ok" and row.get("mask_path"):
-        got["detail"] = video_detail(got["video"], row["dst_uri"], os.path.join(out, row["mask_path"]),
-                                           mcfg.quality.sample_frames)
     return got
 
 
@@ -290,6 +239,7 @@ def blur_control(inputs: Inputs, mcfg: MergeConfig, strengths: list[float]) -> l
     from dflray.io.video import decode_range
     from dflray.merge.pipeline import source_identity
     from dflray.quality import FaceMeasurer, frame_swapped, identity_distance
+    from dflray.quality.metrics import DETAIL_MATCH, blur_like, detail_ratio
     from dflray.train.data import evenly_spaced
 
     source, _ = source_identity(mcfg, "")
@@ -306,20 +256,29 @@ def blur_control(inputs: Inputs, mcfg: MergeConfig, strengths: list[float]) -> l
             frames.append((rgb, box, lm, measurer.face_at(rgb, box)[1]))
     out = []
     for frac in strengths:
-        hits, d_src, detail, found = [], [], [], 0
+        hits, unguarded, d_src, detail, found = [], [], [], [], 0
         for rgb, box, lm, real in frames:
             sigma = frac * (box[2] - box[0])
             m = cv2.GaussianBlur(hull_mask(rgb.shape[:2], lm).astype(np.float32), (0, 0), 3)[..., None]
             fake = (rgb * (1 - m) + cv2.GaussianBlur(rgb, (0, 0), sigma) * m).round().astype(np.uint8)
-            detail.append(detail_ratio(fake, rgb, (m[..., 0] * 255).astype(np.uint8)))
+            mask = (m[..., 0] * 255).astype(np.uint8)
+            ratio = detail_ratio(fake, rgb, mask)
+            detail.append(ratio)
             got = measurer.detect_at(fake, box)
             emb = None if got is None else got[1]
             found += emb is not None
-            hits.append(frame_swapped(emb, real, source))
+            # judged as FaceMeasurer.measure_fake judges a merged frame: with the blur guard (the real face
+            # blurred to the fake's detail is a reference too), and without it, for comparison
+            soft = None
+            if emb is not None and ratio is not None and ratio < DETAIL_MATCH:
+                soft = measurer.face_at(blur_like(rgb, mask, ratio)[0], box)[1]
+            hits.append(frame_swapped(emb, real, source, soft_real=soft))
+            unguarded.append(frame_swapped(emb, real, source))
             if emb is not None:
                 d_src.append(identity_distance(emb, source))
         out.append({"sigma_face_width": frac, "frames": len(frames), "faces_found": found,
                     "swap_success": float(np.mean(hits)) if hits else None,
+                    "swap_success_unguarded": float(np.mean(unguarded)) if unguarded else None,
                     "id_distance_source": float(np.median(d_src)) if d_src else None,
                     "detail": _median(detail)})
     return out
@@ -714,7 +673,8 @@ def main(argv: list[str] | None = None) -> None:
             control = blur_control(inputs, mcfg, args.blur_control)
             say(f"  blur control (no swap: the real dst face blurred inside its hull, judged like a merge; "
                 f"{time.perf_counter() - t:.0f} s): "
-                + "; ".join(f"sigma {c['sigma_face_width']:g} x face width → swap_success {fmt(c['swap_success'], 2)}, "
+                + "; ".join(f"sigma {c['sigma_face_width']:g} x face width → swap_success {fmt(c['swap_success'], 2)} "
+                            f"(without the blur guard {fmt(c['swap_success_unguarded'], 2)}), "
                             f"id→src {fmt(c['id_distance_source'], 3)}, detail {fmt(c['detail'], 2)}, faces found "
                             f"{c['faces_found']}/{c['frames']}"
                             for c in control))

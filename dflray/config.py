@@ -804,7 +804,7 @@ COMPRESSION_LEVELS = ("c0", "c23", "c40")  # FaceForensics++: raw (lossless), HQ
 # swap_success, the headline (share of sampled frames whose swapped face reads as the source person), leads:
 # reports and tables list the metrics in this order.
 QUALITY_METRICS = ("swap_success", "id_distance_source", "id_distance_target", "pose_error", "expression_error",
-                   "flicker", "seam")
+                   "flicker", "seam", "detail")
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
 # xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode);
 # 3 adds ``dataset.swap_success`` and the quality metrics of ``merged`` (every name in
-# ``config.QUALITY_METRICS``, and ``quality_note``). New columns are null in tables written before.
+# ``config.QUALITY_METRICS``, and ``quality_note``); 4 adds ``detail`` to ``merged`` and ``dataset`` (the
+# fake face's detail over the real face's). New columns are null in tables written before.
 
 
 def _f32(n: int) -> pa.DataType:
@@ -149,6 +150,7 @@ MERGED = pa.schema([
     ("expression_error", pa.float32()),
     ("flicker", pa.float32()),
     ("seam", pa.float32()),
+    ("detail", pa.float32()),
     ("quality_note", pa.string()),  # why the metrics are missing, when measuring failed
     ("schema_version", pa.int16()),
 ])
@@ -218,6 +220,7 @@ DATASET = pa.schema([
     ("expression_error", pa.float32()),  # landmark distance after similarity alignment / inter-ocular
     ("flicker", pa.float32()),  # temporal change inside the mask, fake minus real (grey levels)
     ("seam", pa.float32()),  # gradient energy on the mask boundary, fake over real
+    ("detail", pa.float32()),  # face-scale detail (Laplacian variance) inside the mask, fake over real
     ("quality_pass", pa.bool_()),
     ("quality_reasons", pa.string()),  # the failed gates, "; "-separated
     ("frames", pa.int32()),
@@ -266,6 +269,7 @@ _NEW_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
     2: {"faces": ("xseg_polys", "xseg_label", "xseg", "xseg_model"), "merged": ("xseg_sha256",),
         "dataset": ("xseg_id",)},
     3: {"merged": (*_QUALITY_COLUMNS, "quality_note"), "dataset": ("swap_success",)},
+    4: {"merged": ("detail",), "dataset": ("detail",)},
 }
 
 

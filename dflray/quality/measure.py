@@ -5,8 +5,10 @@ detector, once per worker. Identity, pose and expression are measured on up to `
 per fake, evenly spaced among the frames with a swap; landmarks are re-detected with the same landmarker
 in both the fake and the real frame (inside the destination face's box), so a landmarker's own bias
 cancels out; for ``swap_success`` the fake's face is also re-detected with the detector (not taken from
-the destination's box), so a frame where the swap destroyed the face counts as a failure. Flicker and
-seam use every frame. ``FaceMeasurer.measure_fake`` streams the three videos (fake, real, mask) in step,
+the destination's box), so a frame where the swap destroyed the face counts as a failure; when the fake
+face is softer than the real one (``detail``), the real face blurred to the fake's detail is described
+too, and the fake must read as the source against it as well (blur alone moves dlib's descriptor).
+Flicker and seam use every frame. ``FaceMeasurer.measure_fake`` streams the three videos (fake, real, mask) in step,
 so memory does not grow with video length.
 
 The models and ``dflray.io.video`` are imported when first needed, so importing this module (and
@@ -29,6 +31,7 @@ from dflray.config import DetectConfig, LandmarkConfig
 # The metrics' private helpers are shared within this package: the streaming accumulators and the
 # mask, pose and descriptor checks are the same ones the public metric functions use.
 from dflray.quality.metrics import (
+    DETAIL_MATCH,
     _angle_diff,
     _bbox,
     _binary,
@@ -37,6 +40,8 @@ from dflray.quality.metrics import (
     _pose,
     _SeamAcc,
     _source_mean,
+    blur_like,
+    detail_ratio,
     identity_distance,
     similarity_nme,
     swap_success,
@@ -231,8 +236,10 @@ class FaceMeasurer:
         samples = _pick_samples(mask_boxes, frame_index, bbox, sample_frames)
 
         flick, seams = _FlickerAcc(), _SeamAcc()
-        d_src, d_dst, poses, exprs = [], [], [], []
-        found, reals = [], []  # per sampled frame: the face re-detected in the fake (or None), the real one
+        d_src, d_dst, poses, exprs, details = [], [], [], [], []
+        # per sampled frame: the face re-detected in the fake (or None), the real one, the real one blurred
+        # to the fake's detail (None when the fake is as detailed)
+        found, reals, softs = [], [], []
         streams = (decode_range(fake_uri), decode_range(real_uri), read_masks(mask_uri))
         for (fi, fake), (ri, real), (mi, mask) in _in_step(
                 *streams, error="fake, real and mask videos differ in frame count"):
@@ -244,11 +251,17 @@ class FaceMeasurer:
                 lm_f, emb_f = self.face_at(fake, samples[fi])
                 lm_r, emb_r = self.face_at(real, samples[fi])
                 d_dst.append(identity_distance(emb_f, emb_r))
+                detail = detail_ratio(fake, real, mask)
+                details.append(detail)
                 if src is not None:
                     d_src.append(identity_distance(emb_f, src))
                     redetected = self.detect_at(fake, samples[fi])
                     found.append(None if redetected is None else redetected[1])
                     reals.append(emb_r)
+                    soft = None
+                    if redetected is not None and detail is not None and detail < DETAIL_MATCH:
+                        soft = self.face_at(blur_like(real, mask, detail)[0], samples[fi])[1]
+                    softs.append(soft)
                 try:
                     exprs.append(similarity_nme(lm_f, lm_r))
                     # A mirror pose solution (roll pinned at ±90°) is not a measurement; skip that frame.
@@ -266,7 +279,9 @@ class FaceMeasurer:
             "expression_error": float(np.mean(exprs)) if exprs else None,
             "flicker": flick.value(),
             "seam": seams.value(),
-            "swap_success": swap_success(found, reals, src) if src is not None else None,
+            "detail": float(np.median([d for d in details if d is not None])) if any(
+                d is not None for d in details) else None,
+            "swap_success": swap_success(found, reals, src, soft_embeddings=softs) if src is not None else None,
         }
 
 

@@ -22,6 +22,12 @@ artefact scores over the manipulation mask:
   recognised as the source person: nearer the source identity than the real face it replaced, and
   under dlib's same-person distance (``SAME_PERSON_THRESHOLD``). A frame where no face was found in the
   fake counts as a failure. 1 is a swap that always reads as the source, 0 one that never does.
+  Blur alone can fool dlib's descriptor (a destination face blurred to a featureless oval drifts toward
+  an "average" face and can land nearer the source than its own sharp self), so when the fake is softer
+  than the real face, the fake must also be nearer the source than the real face *blurred to the fake's
+  detail* (``blur_like``): a blurred copy of the destination is not a swap.
+- ``detail``: face-scale detail of the fake face over the real one (``detail_ratio``, median over the
+  sampled frames): 1 is as detailed as the real face, ~0 a featureless blur.
 
 Everything here works on arrays already in hand (descriptors, landmarks, frames, masks): no model, no
 video decoding. ``dflray.quality.measure.FaceMeasurer`` produces those arrays from videos and calls
@@ -52,6 +58,8 @@ __all__ = [
     "SAME_PERSON_THRESHOLD",
     "apply_gates",
     "band",
+    "blur_like",
+    "detail_ratio",
     "flicker",
     "format_success",
     "frame_swapped",
@@ -78,6 +86,12 @@ _SEAM_WIDTH_AT_256 = 5
 # dlib's convention for its 128-D descriptor: two faces nearer than this are the same person (99.38% on
 # LFW at this threshold).
 SAME_PERSON_THRESHOLD = 0.6
+# A fake face with at least this share of the real face's detail needs no blur-matched reference in
+# ``swap_success``: it is not soft enough for blur to move its descriptor.
+DETAIL_MATCH = 0.9
+# Gaussian sigmas, as shares of the mask's width, that ``blur_like`` tries in turn (bench/quality.py's blur
+# control: 0.04 of the face width already turned 7 of 20 frames of a real face into the source by dlib).
+BLUR_LADDER = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.08, 0.1)
 # The pose estimate's mirror solution reports a roll clipped to exactly ±90° (see tests/unit/test_pose.py).
 _FLIPPED_ROLL = 89.99
 _OUTER_EYE_CORNERS = (36, 45)
@@ -122,13 +136,16 @@ def _source_mean(source: np.ndarray) -> np.ndarray:
 
 
 def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
-                  threshold: float = SAME_PERSON_THRESHOLD) -> bool:
+                  threshold: float = SAME_PERSON_THRESHOLD, soft_real: np.ndarray | None = None) -> bool:
     """Whether one frame's swapped face is recognised as the source person.
 
     It is when its descriptor is nearer the source identity than the real face it replaced, and
     nearer than ``threshold`` (the same person by dlib's convention). Both conditions matter: the
     first alone accepts a face that resembles nobody, the second alone accepts an unchanged frame
-    when the source happens to look like the destination.
+    when the source happens to look like the destination. When the fake is softer than the real face,
+    ``soft_real`` (the real face blurred to the fake's detail, ``blur_like``) is a third face the fake
+    must be farther from than from the source: blur alone moves a descriptor, and a blurred destination
+    is not a swap.
 
     Args:
         fake: (128,) descriptor of the face found in the fake frame; None when no face was found
@@ -136,6 +153,8 @@ def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
         real: (128,) descriptor of the real (destination) face in the same frame.
         source: (128,) mean descriptor of the source identity, or (N, 128) descriptors to average.
         threshold: same-person distance.
+        soft_real: (128,) descriptor of the real face blurred to the fake's detail; None when the fake
+            is about as detailed as the real face (``DETAIL_MATCH``) and ``real`` is the reference.
 
     Returns:
         True when the fake frame reads as the source.
@@ -147,6 +166,9 @@ def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
         >>> src, real = np.zeros(128), np.full(128, 0.1)  # 1.13 apart: two people
         >>> frame_swapped(src + 0.01, real, src), frame_swapped(real, real, src), frame_swapped(None, real, src)
         (True, False, False)
+        >>> blurred_dst = np.full(128, 0.03)  # nearer the source (0.34) than its sharp self (0.79)
+        >>> frame_swapped(blurred_dst, real, src), frame_swapped(blurred_dst, real, src, soft_real=blurred_dst)
+        (True, False)
     """
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold}")
@@ -154,11 +176,13 @@ def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
     if fake is None:
         return False
     d_src = identity_distance(fake, src)
-    return d_src < threshold and d_src < identity_distance(fake, real)
+    ok = d_src < threshold and d_src < identity_distance(fake, real)
+    return ok and (soft_real is None or d_src < identity_distance(fake, soft_real))
 
 
 def swap_success(fake_embeddings: Sequence[np.ndarray | None], real_embeddings: Sequence[np.ndarray],
-                 source_embedding: np.ndarray, threshold: float = SAME_PERSON_THRESHOLD) -> float | None:
+                 source_embedding: np.ndarray, threshold: float = SAME_PERSON_THRESHOLD,
+                 soft_embeddings: Sequence[np.ndarray | None] | None = None) -> float | None:
     """The share of frames whose swapped face is recognised as the source (see ``frame_swapped``).
 
     Args:
@@ -168,12 +192,15 @@ def swap_success(fake_embeddings: Sequence[np.ndarray | None], real_embeddings: 
         source_embedding: the source identity's mean descriptor (128,), or (N, 128) descriptors
             to be averaged.
         threshold: same-person distance (dlib's 0.6).
+        soft_embeddings: per sampled frame, the descriptor of the real face blurred to the fake's detail
+            (``blur_like``), or None for a frame whose fake is as detailed as the real face; None: no
+            blur guard (every frame judged against the real face only).
 
     Returns:
         The share of successful frames in [0, 1]; None when there are no frames.
 
     Raises:
-        ValueError: when the two sequences differ in length, a real descriptor is missing, or a
+        ValueError: when the sequences differ in length, a real descriptor is missing, or a
             descriptor has the wrong shape.
 
     Example:
@@ -186,15 +213,130 @@ def swap_success(fake_embeddings: Sequence[np.ndarray | None], real_embeddings: 
     if len(fake_embeddings) != len(real_embeddings):
         raise ValueError(f"fake_embeddings and real_embeddings differ in length: {len(fake_embeddings)} and "
                          f"{len(real_embeddings)}")
+    softs = [None] * len(fake_embeddings) if soft_embeddings is None else list(soft_embeddings)
+    if len(softs) != len(fake_embeddings):
+        raise ValueError(f"soft_embeddings has {len(softs)} frames, fake_embeddings {len(fake_embeddings)}")
     src = _source_mean(source_embedding)
     if not len(fake_embeddings):
         return None
     hits = 0
-    for i, (fake, real) in enumerate(zip(fake_embeddings, real_embeddings)):
+    for i, (fake, real, soft) in enumerate(zip(fake_embeddings, real_embeddings, softs)):
         if real is None:  # without the real face there is nothing to be nearer than; the caller leaves it out
             raise ValueError(f"real_embeddings[{i}] is None: leave frames without a real face out")
-        hits += frame_swapped(fake, real, src, threshold)
+        hits += frame_swapped(fake, real, src, threshold, soft)
     return hits / len(fake_embeddings)
+
+
+def _face_crop(mask: np.ndarray, *frames: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """The mask's box padded by a fifth of its width (clipped to the frame), and the bool mask inside it."""
+    m = _binary(mask)
+    box = _bbox(m)
+    if box is None:
+        return None
+    x1, y1, x2, y2 = box
+    pad = max(8, (x2 - x1) // 5)
+    h, w = m.shape
+    sl = (slice(max(0, y1 - pad), min(h, y2 + pad)), slice(max(0, x1 - pad), min(w, x2 + pad)))
+    for f in frames:
+        if f.shape[:2] != m.shape:
+            raise ValueError(f"frame and mask sizes differ: {f.shape[:2]} and {m.shape}")
+    return sl, m[sl]
+
+
+def _detail(gray: np.ndarray, inner: np.ndarray, sigma: float) -> float:
+    """Variance of the Laplacian of ``gray`` inside ``inner`` after a Gaussian prefilter of ``sigma``."""
+    g = cv2.GaussianBlur(gray, (0, 0), sigma)
+    lap = cv2.Laplacian(g, cv2.CV_32F)[inner]
+    return float(lap.var()) if lap.size else 0.0
+
+
+def detail_ratio(fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> float | None:
+    """Face-scale detail of a fake frame relative to the real one, inside the manipulation mask.
+
+    The variance of the Laplacian after a Gaussian prefilter of 1.5% of the mask's width, inside the
+    mask eroded by 5 px so the paste's own edge does not count. The prefilter removes pixel noise and
+    compression artefacts: unfiltered, a blur of a pixel or two already takes the ratio near 0.
+
+    Args:
+        fake: H×W×3 RGB uint8 fake frame (or H×W grey).
+        real: the real frame it was made from.
+        mask: H×W manipulation mask (uint8 0..255, feathered; see ``band`` for the threshold).
+
+    Returns:
+        fake / real detail: 1 is as detailed as the real face, ~0 a featureless blur (sharpened fakes
+        exceed 1); None when the eroded mask is (nearly) empty or the real face has no detail.
+
+    Raises:
+        ValueError: when the sizes differ.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> real = cv2.resize(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), (96, 96))
+        >>> mask = np.zeros((96, 96), np.uint8); mask[16:80, 16:80] = 255
+        >>> detail_ratio(real, real, mask), detail_ratio(cv2.GaussianBlur(real, (0, 0), 3), real, mask) < 0.2
+        (1.0, True)
+    """
+    crop = _face_crop(mask, fake, real)
+    if crop is None:
+        return None
+    sl, m = crop
+    inner = cv2.erode(m.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
+    if inner.sum() < 100:
+        return None
+    xs = np.flatnonzero(m.any(0))
+    sigma = max(1.0, 0.015 * (xs[-1] - xs[0] + 1))
+    r = _detail(luma(real[sl]), inner, sigma)
+    return _detail(luma(fake[sl]), inner, sigma) / r if r > 0 else None
+
+
+def blur_like(real: np.ndarray, mask: np.ndarray, detail: float,
+              ladder: Sequence[float] = BLUR_LADDER) -> tuple[np.ndarray, float]:
+    """The real frame with its face blurred to a given detail: what a fake that soft would be without a swap.
+
+    Tries the Gaussian sigmas of ``ladder`` (shares of the mask's width) in turn and keeps the first whose
+    ``detail_ratio`` against the real frame is at most ``detail``; the blur is blended in through the
+    mask (feathered by a sigma of its own), as a merge pastes its face. ``swap_success`` judges a soft fake
+    against this copy as well as against the sharp real face.
+
+    Args:
+        real: H×W×3 RGB uint8 real frame.
+        mask: its H×W manipulation mask (as in ``detail_ratio``).
+        detail: the fake's ``detail_ratio``; at or above 1 the real frame comes back unchanged.
+        ladder: ascending sigmas as shares of the mask's width (the last is used when none is soft enough).
+
+    Returns:
+        ``(frame, share)``: the blurred copy (uint8, same shape) and the sigma share used (0.0: unchanged).
+
+    Raises:
+        ValueError: when the sizes differ or the ladder is empty.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> real = cv2.resize(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), (96, 96))
+        >>> mask = np.zeros((96, 96), np.uint8); mask[16:80, 16:80] = 255
+        >>> soft, share = blur_like(real, mask, 0.3)
+        >>> share > 0 and detail_ratio(soft, real, mask) <= 0.3
+        True
+    """
+    if not len(ladder):
+        raise ValueError("ladder must not be empty")
+    real = np.asarray(real)
+    crop = _face_crop(mask, real)
+    if crop is None or detail >= 1.0:
+        return real.copy(), 0.0
+    sl, m = crop
+    xs = np.flatnonzero(m.any(0))
+    width = float(xs[-1] - xs[0] + 1)
+    alpha = cv2.GaussianBlur(m.astype(np.float32), (0, 0), max(1.0, 0.02 * width))[..., None]
+    part = real[sl].astype(np.float32)
+    out = real.copy()
+    for share in ladder:
+        blurred = cv2.GaussianBlur(part, (0, 0), max(0.3, share * width))
+        out[sl] = np.clip(part * (1 - alpha) + blurred * alpha + 0.5, 0, 255).astype(np.uint8)
+        got = detail_ratio(out, real, mask)
+        if got is None or got <= detail:
+            break
+    return out, float(share)
 
 
 def success_stats(values: Iterable[float | None]) -> dict[str, Any]:

@@ -198,7 +198,8 @@ def test_quality_metrics_filled_and_gated(dataset):
     out, cfg, summary, _ = dataset
     fakes = [r for r in _index(out) if r["label"] == "FAKE" and r["status"] == "ok"]
     for r in fakes:
-        for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam"):
+        for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam",
+                  "detail"):
             assert r[m] is not None and np.isfinite(r[m]), (m, r[m])
         # pose_error <= 0.001 degrees is a gate no real swap passes: every fake is flagged and says why
         assert r["quality_pass"] is False and "pose_error" in r["quality_reasons"]
@@ -393,7 +394,8 @@ def test_shared_media_two_real_people(ray_local, tmp_path):
             assert by_id[r["original"]]["source_uri"] == r["source_uri"]
             # gaps between extracted frames are filled: (nearly) every frame has its face swapped
             assert r["frames_swapped"] >= 0.9 * r["frames"]
-            for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam"):
+            for m in ("id_distance_source", "id_distance_target", "pose_error", "expression_error", "flicker", "seam",
+                      "detail"):
                 assert r[m] is not None and np.isfinite(r[m])
             # the swap sits on the destination's face: landmarks re-found in the fake agree in pose
             assert r["pose_error"] < 15

@@ -192,7 +192,9 @@ def photo_swaps(tmp_path_factory, measurer):
 
     ``unchanged``: the clip re-encoded untouched. ``swapped``: Obama's face (obama_1.jpg), aligned and
     warped onto Biden's landmarks in every frame and pasted inside their hull, as a face swap does.
-    ``blank``: the swap, with frame 2 replaced by a flat grey frame (no face to find). The mask is Biden's
+    ``blank``: the swap, with frame 2 replaced by a flat grey frame (no face to find). ``blurred``: no swap,
+    Biden's own face blurred inside the hull (Gaussian, sigma 5% of the face box's width): what blur alone
+    does to the identity metrics. The mask is Biden's
     landmark hull in every frame. Returns the URIs and the destination faces ``{frame_index, bbox}``
     found by the measurer's own detector (the extraction's default).
     """
@@ -217,14 +219,18 @@ def photo_swaps(tmp_path_factory, measurer):
     crop = warp_to_crop(obama, get_transform_mat(obama_lm, 256, "full"), 256)
     boxes = {i: face(f)[0] for i, f in decode_range(real)}
     out = {"real": real}
-    for kind in ("unchanged", "swapped", "blank"):
+    for kind in ("unchanged", "swapped", "blank", "blurred"):
         fake, mask_path = str(tmp / f"{kind}.mp4"), str(tmp / f"{kind}_mask.mp4")
         with Transcoder(real, fake, mask_path=mask_path) as t:
             for f in t.frames():
                 _, lm = face(f.rgb)
                 mask = hull_mask(f.rgb.shape, lm) * 255
                 rgb = f.rgb
-                if kind != "unchanged":
+                if kind == "blurred":
+                    box = boxes[f.index]
+                    soft = cv2.GaussianBlur(f.rgb, (0, 0), 0.05 * (box[2] - box[0]))
+                    rgb = np.where(mask[..., None] > 0, soft, f.rgb).astype(np.uint8)
+                elif kind != "unchanged":
                     warped = warp_to_frame(crop, get_transform_mat(lm, 256, "full"), f.rgb.shape)
                     rgb = np.where(mask[..., None] > 0, warped, f.rgb).astype(np.uint8)
                 if kind == "blank" and f.index == 2:
@@ -252,6 +258,21 @@ def test_measure_fake_swap_success_on_real_faces(photo_swaps, people, measurer):
     # The distance metrics keep reading the face box as before, blank frame included.
     assert blank["id_distance_source"] is not None and blank["id_distance_target"] is not None
     assert measure("swapped", src=None)["swap_success"] is None
+    # detail: the untouched face is as detailed as itself, a sharp pasted face keeps most of it.
+    assert unchanged["detail"] == pytest.approx(1.0, abs=0.05)
+    assert swapped["detail"] > 0.5
+
+
+def test_measure_fake_a_blurred_destination_is_no_swap(photo_swaps, people, measurer):
+    """Blur moves dlib's descriptor: the blur guard judges a soft fake against the real face blurred alike."""
+    from dflray.quality.metrics import DETAIL_MATCH
+
+    fake, mask = photo_swaps["blurred"]
+    m = measurer.measure_fake(fake, photo_swaps["real"], mask, photo_swaps["dst"], people["obama_2"],
+                              sample_frames=4)
+    assert m["detail"] < DETAIL_MATCH / 2  # soft enough for the guard to apply
+    assert m["id_distance_target"] > 0.0  # the blur did move the descriptor away from the sharp face
+    assert m["swap_success"] == 0.0
 
 
 def test_detect_at_needs_a_face_overlapping_the_box(photo_swaps, measurer):

@@ -11,8 +11,11 @@ import pytest
 from dflray.config import ConfigError, QualityConfig, QualityGate, from_dict
 from dflray.face.pose import _LANDMARKS_68_3D
 from dflray.quality.metrics import (
+    BLUR_LADDER,
     apply_gates,
     band,
+    blur_like,
+    detail_ratio,
     flicker,
     format_success,
     head_pose,
@@ -23,6 +26,7 @@ from dflray.quality.metrics import (
     seam_ratio,
     similarity_nme,
     success_stats,
+    swap_success,
 )
 from dflray.sample import load_portrait
 from tests.media import ASTRONAUT_LM
@@ -193,6 +197,61 @@ def test_seam_undefined_without_a_mask_edge():
     assert seam_ratio(real, real, np.zeros(real.shape[:2], np.uint8)) is None
     with pytest.raises(ValueError, match="sizes differ"):
         seam_ratio(real, real[:64], np.zeros(real.shape[:2], np.uint8))
+
+
+# ------------------------------------------------------------------------------------ detail, blur guard
+
+
+@pytest.fixture(scope="module")
+def portrait_face():
+    """The astronaut portrait (a real face) and its landmark-hull mask."""
+    from dflray.face import hull_mask
+
+    rgb = load_portrait("astronaut")
+    return rgb, (hull_mask(rgb.shape, ASTRONAUT_LM) * 255).astype(np.uint8)
+
+
+def test_detail_ratio_falls_with_blur_and_ignores_outside(portrait_face):
+    rgb, mask = portrait_face
+    inside = mask[..., None] > 0
+    ratios = [detail_ratio(np.where(inside, cv2.GaussianBlur(rgb, (0, 0), s), rgb), rgb, mask) for s in (1, 3, 6, 12)]
+    assert detail_ratio(rgb, rgb, mask) == pytest.approx(1.0)
+    assert all(a > b for a, b in zip(ratios, ratios[1:])), ratios
+    assert ratios[-1] < 0.1
+    # Changes outside the mask (and on its edge, eroded away) do not count.
+    outside = np.where(inside, rgb, cv2.GaussianBlur(rgb, (0, 0), 8))
+    assert detail_ratio(outside, rgb, mask) == pytest.approx(1.0, abs=0.02)
+    assert detail_ratio(rgb, rgb, np.zeros_like(mask)) is None
+    with pytest.raises(ValueError, match="sizes differ"):
+        detail_ratio(rgb[:100], rgb, mask)
+
+
+@pytest.mark.parametrize("target", [0.6, 0.3, 0.1, 0.03])
+def test_blur_like_reaches_the_fakes_detail_and_no_softer_than_needed(portrait_face, target):
+    rgb, mask = portrait_face
+    soft, share = blur_like(rgb, mask, target)
+    got = detail_ratio(soft, rgb, mask)
+    assert got <= target and share in BLUR_LADDER
+    i = BLUR_LADDER.index(share)
+    if i:  # the previous, smaller sigma was not soft enough: the copy is the least blur that matches
+        prev, _ = blur_like(rgb, mask, target, ladder=BLUR_LADDER[i - 1:i])
+        assert detail_ratio(prev, rgb, mask) > target
+    assert (soft[mask == 0] == rgb[mask == 0]).mean() > 0.9  # the face is blurred, not the frame
+    same, share = blur_like(rgb, mask, 1.2)
+    assert share == 0.0 and (same == rgb).all()
+
+
+def test_swap_success_blur_guard():
+    src, real = np.zeros(128), np.full(128, 0.1)
+    blurred_real = np.full(128, 0.03)  # the real face blurred: 0.34 from the source, nearer than its sharp self
+    swap = src + 0.01
+    assert swap_success([blurred_real], [real], src) == 1.0  # fooled without the guard
+    assert swap_success([blurred_real], [real], src, soft_embeddings=[blurred_real]) == 0.0
+    # A real swap is still one: nearer the source than the blurred destination too; frames with no soft
+    # reference (as detailed as the real face) are judged against the real face only.
+    assert swap_success([swap, swap], [real, real], src, soft_embeddings=[blurred_real, None]) == 1.0
+    with pytest.raises(ValueError, match="soft_embeddings has 1 frames"):
+        swap_success([swap, swap], [real, real], src, soft_embeddings=[None])
 
 
 def test_luma_is_bt601():
