@@ -39,7 +39,11 @@ demo: $(STAMP)
 	$(VENV)/bin/dflray generate examples/sample_plan.yaml --out $(OUT)/dataset "videos=$(SAMPLE_VIDEOS)"
 	@echo "dataset: $(OUT)/dataset (index.parquet, metadata.json, frames.parquet, videos/, masks/); open $(OUT)/dataset/report.html"
 
+# The layering (import-linter contracts in pyproject.toml) and ruff first: seconds, and a broken layer
+# or lint fails the run before the tests start.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check dflray tests bench jobs
 	$(VENV)/bin/python -m pytest -q -ra tests
 
 bench: $(STAMP)

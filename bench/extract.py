@@ -36,9 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 
 from dflray.config import ExtractConfig, load_config  # noqa: E402
 from dflray.detect import build_detector, build_landmarker  # noqa: E402
@@ -117,7 +117,7 @@ def library_threads(single: bool):
 
 def run_loop(uris: list[str], cfg: ExtractConfig, out_dir: str, warm_frame: np.ndarray) -> LoopResult:
     """Extracts ``uris`` in this process, one stage after another, timing each stage."""
-    from dflray.extract.pipeline import video_id
+    from dflray.faceset import video_id
 
     res = LoopResult()
     t0 = time.perf_counter()
@@ -204,7 +204,8 @@ class Monitor:
       machine may be shared, and timings are only comparable when that load is near zero.
     """
 
-    KINDS = (("SegmentStage", "fused decode+detect+face actor"), ("DetectFaceStage", "fused detect+face actor"), ("DetectStage", "DetectStage actor"),
+    KINDS = (("SegmentStage", "fused decode+detect+face actor"), ("DetectFaceStage", "fused detect+face actor"),
+             ("DetectStage", "DetectStage actor"),
              ("FaceStage", "FaceStage actor"),
              ("decode_segment", "decode task"), ("Write", "Parquet write task"), ("IDLE", "idle pooled worker"),
              ("DashboardAgent", "Ray node agents"), ("RuntimeEnvAgent", "Ray node agents"))

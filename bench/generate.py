@@ -36,9 +36,8 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
-
+import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py)
 
 RAY_CPUS = 2
@@ -92,9 +91,9 @@ def make_clips(out_dir: str, n: int, frames: int, size: int, fps: int = 25) -> l
 
 
 def _task_timer(times_dir: str):
-    """A Ray worker setup hook that times every call of the dataset stage actors (``_Stage.__call__``).
+    """A Ray worker setup hook that times every call of the dataset stage actors (``TaskActor.__call__``).
 
-    It patches ``dflray.dataset.pipeline`` only when a worker imports it (an import hook), so workers that
+    It patches ``dflray.dataset.stages.base`` only when a worker imports it (an import hook), so workers that
     never run a stage actor (extraction, training) do not pay for the import. One JSON line per call:
     actor class, pid, start and end (``time.time()``), tasks in the call.
     """
@@ -107,10 +106,10 @@ def _task_timer(times_dir: str):
         import sys as _sys
         import time as _time
 
-        name = "dflray.dataset.pipeline"
+        name = "dflray.dataset.stages.base"
 
         def patch(mod) -> None:
-            orig = mod._Stage.__call__
+            orig = mod.TaskActor.__call__
             if getattr(orig, "_bench_timed", False):
                 return
             path = _os.path.join(times_dir, f"{_os.getpid()}.jsonl")
@@ -122,13 +121,14 @@ def _task_timer(times_dir: str):
                 finally:
                     t1 = _time.time()
                     # Ray Data wraps the stage class in a subclass of its own: name the dflray class
-                    cls = next((c.__name__ for c in type(self).__mro__ if c.__module__ == name), type(self).__name__)
+                    cls = next((c.__name__ for c in type(self).__mro__ if c.__module__.startswith("dflray.dataset.")),
+                               type(self).__name__)
                     with open(path, "a") as f:
                         f.write(_json.dumps({"cls": cls, "pid": _os.getpid(), "start": t0,
                                              "end": t1, "tasks": len(batch["task"])}) + "\n")
 
             timed._bench_timed = True
-            mod._Stage.__call__ = timed
+            mod.TaskActor.__call__ = timed
 
         if name in _sys.modules:
             patch(_sys.modules[name])

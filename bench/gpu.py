@@ -36,7 +36,6 @@ if _RAY_FREE:
     sys.modules["ray"] = None  # type: ignore[assignment]
 
 import argparse  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -127,7 +126,8 @@ def step_bench(cfg, device, warmup: int, steps: int, compile_model: bool = False
         t.train_step(batch)
     _sync(device)
     dt = (time.perf_counter() - t0) / steps
-    out = {"precision": cfg.mixed_precision, "compiled": compile_model, "warmup_s": warm_s, "batch": n, "ms_per_step": dt * 1e3, "samples_per_s": 2 * n / dt,
+    out = {"precision": cfg.mixed_precision, "compiled": compile_model, "warmup_s": warm_s, "batch": n,
+           "ms_per_step": dt * 1e3, "samples_per_s": 2 * n / dt,
            "params_m": count_parameters(t.model)["total"] / 1e6, "steps_timed": steps}
     if device.type == "cuda":
         out["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -191,10 +191,10 @@ def swaps_and_predictor(trainer, cfg, data: str, out: str, device, max_faces: in
     import pyarrow.parquet as pq
     import torch
 
+    from dflray.artifacts.export import build_swap_module, contract
     from dflray.faceset import read_faces
     from dflray.merge.predict import Predictor
     from dflray.train.data import SAMPLE_COLUMNS, evenly_spaced, plain_samples
-    from dflray.train.export import build_swap_module, contract
 
     payload = trainer.payload()
     module = build_swap_module(payload)

@@ -33,12 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
-import psutil  # noqa: E402
 import torch  # noqa: E402
-
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 import dflray.merge.video as merge_mod  # noqa: E402
@@ -80,8 +79,8 @@ def cut(src: str, dst: str, frames: int, crf: int = 18, preset: str = "medium") 
 
 def make_model(work: str, resolution: int, dims: tuple[int, int, int, int]) -> tuple[str, ModelConfig]:
     """An untrained liae-ud model of this size, checkpointed and exported to TorchScript."""
-    from dflray.train.checkpoint import FORMAT, save_payload
-    from dflray.train.export import export_model
+    from dflray.artifacts.checkpoint import FORMAT, save_payload
+    from dflray.artifacts.export import export_model
 
     ae, e, d, mk = dims
     mc = ModelConfig(resolution=resolution, face_type="whole_face", ae_dims=ae, e_dims=e, d_dims=d, d_mask_dims=mk)
@@ -100,8 +99,7 @@ def copies_faceset(one: str, out: str, uris: list[str]) -> int:
     """A faceset for ``uris`` (copies of one video) from the faceset of the first: the same face rows under
     each copy's video id and URI, one faces file per video (as extraction writes one per segment), one
     videos table. Returns the number of face rows written."""
-    from dflray.faceset import committed_face_files, read_videos
-    from dflray.extract.pipeline import video_id
+    from dflray.faceset import committed_face_files, read_videos, video_id
 
     os.makedirs(os.path.join(out, "faces"), exist_ok=True)
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
@@ -262,7 +260,7 @@ def plan_for(faceset: str, cfg: MergeConfig):
 
 def inprocess(clip: str, model: str, faceset: str, cfg: MergeConfig, out_dir: str, device: str) -> Timed:
     """merge_video in this process with the model inline, as run_merge's worker runs it per video."""
-    from dflray.extract.pipeline import video_id
+    from dflray.faceset import video_id
 
     predictor = Predictor.load(model, device, cfg.predict.precision)
     r, ft = predictor.resolution, predictor.face_type
@@ -313,7 +311,7 @@ def fixed_cost(faceset: str, model: str, cfg: MergeConfig, work: str, videos: in
     tasks = _tasks(faceset, [faceset], cfg, "0" * 64, model)[:videos]
     for t in tasks:
         t["seed"] = video_seed(cfg.seed, t["dst_video_id"])
-    predict = InlinePredict(FreeModel(int(contract["resolution"]), contract["face_type"]), cfg.predict.batch_size)
+    predict = InlinePredict(FreeModel(contract.resolution, contract.face_type), cfg.predict.batch_size)
     out = os.path.join(work, "fixed")
     kw = dict(contract=contract, model_uri=model, model_sha="0" * 64, reference=None, run_id="bench",
               dataset_id="bench")

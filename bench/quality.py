@@ -39,10 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import numpy as np  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
+import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import torch  # noqa: E402
-
 from extract import quiet_ray, say, table  # noqa: E402  (bench/extract.py: the quiet local cluster, the table)
 
 from dflray.cli import _expand_arch  # noqa: E402
@@ -194,9 +193,9 @@ def identity_reference(inputs: Inputs, mcfg: MergeConfig, holdout: float) -> dic
         merged clip's real dst faces (the person replaced: no swap), their count, the median dlib
         distance to the source identity the merges are judged against, and the share under 0.6.
     """
-    from dflray.quality import identity_distance
     from dflray.faceset import read_faces
     from dflray.merge.pipeline import source_identity
+    from dflray.quality import identity_distance
     from dflray.train.data import holdout_cuts, is_heldout
 
     source, _ = source_identity(mcfg, "")  # quality.source is set: the model argument is not read
@@ -353,9 +352,9 @@ def run_recipe(name: str, cfg: TrainConfig, inputs: Inputs, args, out_root: str,
     Returns:
         The recipe's name, config, curve (one dict per point) and its training-speed figures.
     """
-    from dflray.train.checkpoint import save_payload
+    from dflray.artifacts.checkpoint import save_payload
+    from dflray.artifacts.export import export_model
     from dflray.train.data import ct_references, heldout_samples, inspect_faceset
-    from dflray.train.export import export_model
     from dflray.train.local import FacesetSamples, loader
     from dflray.train.step import SwapTrainer, join_batch
 
@@ -698,7 +697,8 @@ def main(argv: list[str] | None = None) -> None:
             + (f"first at {hit['cpu_min']:.1f} CPU-min (step {hit['steps']})" if hit
                else f"not reached in {args.minutes:g} CPU-min"))
     doc = {"settings": {k: v for k, v in vars(args).items()}, "inputs": dataclasses.asdict(inputs),
-           "merge_config": to_dict(mcfg), "identity_reference": ref, "blur_control": control, "machine": {"cpus": os.cpu_count(), "bf16": cpu_has_bf16(),
+           "merge_config": to_dict(mcfg), "identity_reference": ref, "blur_control": control,
+           "machine": {"cpus": os.cpu_count(), "bf16": cpu_has_bf16(),
                                                       "torch": torch.__version__, "ray": ray.__version__},
            "total_wall_s": total, "recipes": results}
     path_json, path_png = os.path.join(args.out, "quality.json"), os.path.join(args.out, "quality.png")

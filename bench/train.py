@@ -32,10 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
+import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import torch  # noqa: E402
-
 from extract import Monitor, quiet_ray, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.cli import _expand_arch  # noqa: E402
@@ -413,7 +412,8 @@ def speedups(args, cfg: TrainConfig, batches, device: torch.device) -> None:
             runs[label].append(box[0])
     before = statistics.mean(p.mean for p in runs[variants[0][0]])
     rows = [[label, ms(statistics.mean(p.mean for p in rs)), " / ".join(ms(p.mean) for p in rs),
-             f"{before / statistics.mean(p.mean for p in rs):.2f}x", f"{statistics.mean(p.mon.other / p.mon.wall for p in rs):.2f}"]
+             f"{before / statistics.mean(p.mean for p in rs):.2f}x",
+             f"{statistics.mean(p.mon.other / p.mon.wall for p in rs):.2f}"]
             for label, rs in runs.items()]
     say(table(["", "step ms (mean)", "runs", "speed-up vs before", "other load (cores)"], rows))
     after = statistics.mean(p.mean for p in runs[variants[2][0]])

@@ -33,12 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
 import torch  # noqa: E402
-
 from extract import Monitor, quiet_ray, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 
 from dflray.config import ExtractConfig, XSegApplyConfig, XSegTrainConfig, load_config  # noqa: E402
@@ -392,10 +391,10 @@ def loop_apply(faceset: str, model_path: str, threads: int, cfg: XSegApplyConfig
     per stage: Parquet read + ``schema.conform``, JPEG decode, ``predict_mask`` (``cfg.batch_size`` crops per
     forward pass, crops of one size together), PNG encode, the column swap and the Parquet write
     (temporary name, then rename). The model is loaded and warmed up before the clock starts."""
+    from dflray.artifacts.xseg import load_xseg, model_id
     from dflray.faceset import committed_face_files
-    from dflray.extract.xseg_apply import model_id
     from dflray.io import schema
-    from dflray.models.xseg import load_xseg, predict_mask
+    from dflray.models.xseg import predict_mask
 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -566,8 +565,8 @@ def _main(args, work: str) -> None:
             f"{1000 * step:.0f} ms,\n    making its batch (make_xseg_batch: occluders + augmentation) {1000 * make:.0f} ms;"
             f" {steps} steps of compute alone = {steps * step:.0f} s: the Ray Train run took "
             f"{tr.seconds / (steps * step):.2f}x that")
+    from dflray.artifacts.xseg import load_xseg
     from dflray.models import count_parameters
-    from dflray.models.xseg import load_xseg
 
     model = load_xseg(model_path)
     c = model.config()

@@ -11,6 +11,8 @@ import argparse
 import logging
 import re
 import sys
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from dflray.config import (
     MERGE_SETTING_FIELDS,
@@ -23,6 +25,7 @@ from dflray.config import (
     XSegApplyConfig,
     XSegTrainConfig,
     load_config,
+    to_dict,
 )
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
@@ -174,6 +177,15 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     return plain, overrides
 
 
+def _job_options(p: argparse.ArgumentParser, config: type | None) -> None:
+    """The options every Ray job shares: ``--config`` (its root config class), ``--address``, ``--print-config``."""
+    if config is not None:
+        p.add_argument("--config", metavar="FILE", help=f"YAML config ({config.__name__}); overrides apply on top")
+    p.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    p.add_argument("--print-config", action="store_true",
+                   help=f"print the resolved {'config' if config else 'plan'} as YAML and exit")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dflray", description="DeepFaceLab's face-swap pipeline as a Ray batch "
                                 "system, for labelled deepfake-detection datasets.")
@@ -185,9 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders, globs or manifests; "
                    "key.path=value items override the config")
     e.add_argument("--out", required=True, metavar="URI", help="faceset folder (any fsspec URL)")
-    e.add_argument("--config", metavar="FILE", help="YAML config (ExtractConfig); overrides apply on top")
-    e.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    e.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    _job_options(e, ExtractConfig)
 
     pv = sub.add_parser("preview", help="contact sheet of a faceset's aligned faces with landmarks",
                         description="Draw a grid of aligned faces from a faceset with their landmarks (and hull "
@@ -205,11 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dst", metavar="FACESET", help="dst faceset (optional with pretrain=true)")
     t.add_argument("--out", required=True, metavar="URI", help="training output: checkpoints, previews")
     t.add_argument("--arch", metavar="ARCH", help="DFL architecture string, e.g. liae-ud, df-udt (sets model.*)")
-    t.add_argument("--config", metavar="FILE", help="YAML config (TrainConfig); overrides apply on top")
     t.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from "
                    "(a rerun continues from one anyway)")
-    t.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    t.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    _job_options(t, TrainConfig)
 
     x = sub.add_parser("export", help="checkpoint → inference-only TorchScript (and ONNX) model",
                        description=EXPORT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -224,9 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--model", required=True, metavar="MODEL", help="exported model (.ts) or training output/checkpoint")
     m.add_argument("--dst", required=True, nargs="+", metavar="DST", help="dst faceset, or videos/folders/globs/manifests")
     m.add_argument("--out", required=True, metavar="URI", help="output root (any fsspec URL)")
-    m.add_argument("--config", metavar="FILE", help="YAML config (MergeConfig); overrides apply on top")
-    m.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    m.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    _job_options(m, MergeConfig)
 
     g = sub.add_parser("generate", help="plan of real videos → labelled, measured, perturbed forgery dataset",
                        description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -236,8 +242,7 @@ def _parser() -> argparse.ArgumentParser:
                    "layout, flat): dfdc = dfdc_<split>_part_<n>/ with metadata.json each; ffpp = "
                    "original_sequences/ + manipulated_sequences/")
     g.add_argument("--no-report", action="store_true", help="skip report.html")
-    g.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
-    g.add_argument("--print-config", action="store_true", help="print the resolved plan as YAML and exit")
+    _job_options(g, None)
 
     r = sub.add_parser("report", help="self-contained HTML report of a generated dataset",
                        description="Write a self-contained HTML page about a dataset made by dflray generate: "
@@ -274,8 +279,7 @@ def _parser() -> argparse.ArgumentParser:
                          "cpus_per_worker, data_cpus, torch_threads, checkpoint_every, log_every, max_failures, seed.")
     xt.add_argument("inputs", nargs="+", metavar="FACESET", help="facesets, then key.path=value overrides")
     xt.add_argument("--out", required=True, metavar="URI", help="training output (checkpoints, xseg.pt)")
-    xt.add_argument("--config", metavar="FILE", help="YAML config (XSegTrainConfig)")
-    xt.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    _job_options(xt, XSegTrainConfig)
     xa = xsub.add_parser("apply", help="write the XSeg mask of every face into a faceset (Ray Data)",
                          description="Predict every face's visible-face mask with a trained XSeg model and write it "
                          "into the faceset's xseg column (PNG, crop size) with the model's id, file by file. Applying "
@@ -283,8 +287,7 @@ def _parser() -> argparse.ArgumentParser:
                          "threshold.")
     xa.add_argument("inputs", nargs="+", metavar="FACESET", help="the faceset, then key.path=value overrides")
     xa.add_argument("--model", required=True, metavar="XSEG", help="xseg.pt (or the xseg train output)")
-    xa.add_argument("--config", metavar="FILE", help="YAML config (XSegApplyConfig)")
-    xa.add_argument("--address", metavar="ADDR", help="Ray cluster address (default: RAY_ADDRESS, else a local cluster)")
+    _job_options(xa, XSegApplyConfig)
 
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
@@ -317,136 +320,199 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
+# ------------------------------------------------------------------------------------------------
+# The subcommands as a table: how each reads its config (class, file, overrides) and what runs it.
+# ``--config``, ``--print-config`` and validation are done once, in ``_run``, from the config class.
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its root config class (None: it has none) and the two steps around it.
+
+    Attributes:
+        config: the root config dataclass the command's options load into.
+        inputs: ``args → (YAML file or None, key.path=value overrides)``; checks the positional inputs
+            (raising ``ConfigError`` naming them) and keeps what the runner needs on ``args``.
+        run: ``(args, cfg) → exit code``; imports its stage only here, so ``--help`` and
+            ``--print-config`` stay fast and need no Ray.
+    """
+
+    config: type | None
+    inputs: Callable[[argparse.Namespace], tuple[str | None, list[str]]] | None
+    run: Callable[[argparse.Namespace, Any], int]
+
+
+def _extract_inputs(args) -> tuple[str | None, list[str]]:
+    args.videos, overrides = _split_overrides(args.inputs)
+    if not args.videos:
+        raise ConfigError("INPUT", "at least one input video, folder, glob or manifest is required")
+    return args.config, overrides
+
+
+def _check_extract(cfg: ExtractConfig) -> None:
+    from dflray.detect import detector_names
+
+    if cfg.detect.detector not in ("auto", *detector_names()):
+        raise ConfigError("detect.detector", f"unknown detector {cfg.detect.detector!r} "
+                          f"(known: auto, {', '.join(detector_names())})")
+
+
+def _run_extract(args, cfg: ExtractConfig) -> int:
+    from dflray.extract import run_extract
+
+    summary = run_extract(args.videos, args.out, cfg, address=args.address)
+    print(summary)
+    return 1 if summary.videos and summary.by_status.get("error", 0) == summary.videos else 0
+
+
+def _train_inputs(args) -> tuple[str | None, list[str]]:
+    inputs, overrides = _split_overrides(args.inputs)
+    if inputs:
+        raise ConfigError(inputs[0], "train takes no positional inputs other than key.path=value overrides")
+    return args.config, _expand_arch(overrides, args.arch)
+
+
+def _run_train(args, cfg: TrainConfig) -> int:
+    from dflray.train import run_train
+
+    print(run_train(args.src, args.dst, args.out, cfg, resume=args.resume, address=args.address))
+    return 0
+
+
+def _merge_inputs(args) -> tuple[str | None, list[str]]:
+    dst, more = _split_overrides(args.dst)  # `--dst a b mode=x`: nargs swallows trailing overrides
+    inputs, overrides = _split_overrides(args.inputs)
+    if inputs:
+        raise ConfigError(inputs[0], "merge takes no positional inputs other than key.path=value overrides")
+    if not dst:
+        raise ConfigError("--dst", "give a dst faceset or videos")
+    args.dst = dst
+    return args.config, _merge_overrides(more + overrides)
+
+
+def _run_merge(args, cfg: MergeConfig) -> int:
+    from dflray.extract import run_extract
+    from dflray.merge.pipeline import run_merge
+
+    # Merge is a sibling of extraction: dst videos are extracted by the stage the entry point hands it.
+    summary = run_merge(args.model, args.dst, args.out, cfg, address=args.address, extractor=run_extract)
+    print(summary)
+    return 1 if summary.videos and not summary.by_status.get("ok") else 0  # some failures: see errors
+
+
+def _generate_inputs(args) -> tuple[str | None, list[str]]:
+    inputs, overrides = _split_overrides(args.inputs)
+    if len(inputs) != 1:
+        raise ConfigError("PLAN", "give exactly one PLAN.yaml (then key.path=value overrides)")
+    return inputs[0], [*overrides, f"layout={args.layout}"] if args.layout else overrides
+
+
+def _run_generate(args, cfg: GenerateConfig) -> int:
+    from dflray.dataset.pipeline import run_generate
+
+    summary = run_generate(cfg, args.out, address=args.address, report=not args.no_report)
+    print(summary)
+    return 1 if summary.published and not summary.published.get("ok") else 0
+
+
+def _xseg_inputs(args) -> tuple[str | None, list[str]]:
+    args.facesets, overrides = _split_overrides(args.inputs)
+    if args.xseg_command == "train" and not args.facesets:
+        raise ConfigError("FACESET", "give at least one faceset")
+    if args.xseg_command == "apply" and len(args.facesets) != 1:
+        raise ConfigError("FACESET", "give exactly one faceset")
+    return args.config, overrides
+
+
+def _run_xseg_train(args, cfg: XSegTrainConfig) -> int:
+    from dflray.train.xseg import run_xseg_train
+
+    print(run_xseg_train(args.facesets, args.out, cfg, address=args.address))
+    return 0
+
+
+def _run_xseg_apply(args, cfg: XSegApplyConfig) -> int:
+    from dflray.extract.xseg_apply import run_xseg_apply
+
+    print(run_xseg_apply(args.facesets[0], args.model, cfg, address=args.address))
+    return 0
+
+
+def _run_report(args, _cfg) -> int:
+    from dflray.dataset.report import build_report
+
+    info = build_report(args.dataset, args.out, max_rows=args.max_rows)
+    print(f"report: {info} → {args.out}")
+    return 0
+
+
+def _run_import_dfl(args, _cfg) -> int:
+    from dflray.extract.dfl_import import run_import_dfl
+
+    summary = run_import_dfl(args.aligned, args.out)
+    print(summary)
+    return 1 if not summary.skipped and summary.faces == 0 else 0
+
+
+def _run_export(args, _cfg) -> int:
+    from dflray.artifacts.export import export_model
+
+    for line in export_model(args.checkpoint, args.out, onnx=args.onnx):
+        print(line)
+    return 0
+
+
+def _run_preview(args, _cfg) -> int:
+    from dflray.extract.preview import contact_sheet
+
+    n = contact_sheet(args.faceset, args.out, n=args.n, cols=args.cols, tile=args.tile)
+    print(f"preview: {n} faces → {args.out}")
+    return 0
+
+
+def _run_sample(args, _cfg) -> int:
+    from dflray.sample import make_sample
+
+    for uri in make_sample(args.out, seconds=args.seconds, size=args.size, variants=args.variants):
+        print(uri)
+    return 0
+
+
+# command (or "xseg train"/"xseg apply") → how it runs
+COMMANDS: dict[str, Command] = {
+    "extract": Command(ExtractConfig, _extract_inputs, _run_extract),
+    "train": Command(TrainConfig, _train_inputs, _run_train),
+    "merge": Command(MergeConfig, _merge_inputs, _run_merge),
+    "generate": Command(GenerateConfig, _generate_inputs, _run_generate),
+    "xseg train": Command(XSegTrainConfig, _xseg_inputs, _run_xseg_train),
+    "xseg apply": Command(XSegApplyConfig, _xseg_inputs, _run_xseg_apply),
+    "export": Command(None, None, _run_export),
+    "report": Command(None, None, _run_report),
+    "import-dfl": Command(None, None, _run_import_dfl),
+    "preview": Command(None, None, _run_preview),
+    "sample": Command(None, None, _run_sample),
+}
+# extra checks of a loaded config that need more than the config class (a registry of the stage)
+_CHECKS: dict[str, Callable[[Any], None]] = {"extract": _check_extract}
+
+
 def _run(args, parser) -> int:
-    if args.command == "extract":
-        inputs, overrides = _split_overrides(args.inputs)
-        if not inputs:
-            raise ConfigError("INPUT", "at least one input video, folder, glob or manifest is required")
-        cfg = load_config(ExtractConfig, args.config, overrides)
-        from dflray.detect import detector_names
-
-        if cfg.detect.detector not in ("auto", *detector_names()):
-            raise ConfigError("detect.detector", f"unknown detector {cfg.detect.detector!r} "
-                              f"(known: auto, {', '.join(detector_names())})")
-        if args.print_config:
+    name = f"xseg {args.xseg_command}" if args.command == "xseg" else args.command
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        parser.error(f"unknown command {name}")
+    cfg = None
+    if cmd.config is not None:
+        path, overrides = cmd.inputs(args)
+        cfg = load_config(cmd.config, path, overrides)
+        if name in _CHECKS:
+            _CHECKS[name](cfg)
+        if getattr(args, "print_config", False):
             import yaml
-
-            from dflray.config import to_dict
 
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
-        from dflray.extract import run_extract
-
-        summary = run_extract(inputs, args.out, cfg, address=args.address)
-        print(summary)
-        return 1 if summary.videos and summary.by_status.get("error", 0) == summary.videos else 0
-    if args.command == "train":
-        inputs, overrides = _split_overrides(args.inputs)
-        if inputs:
-            raise ConfigError(inputs[0], "train takes no positional inputs other than key.path=value overrides")
-        cfg = load_config(TrainConfig, args.config, _expand_arch(overrides, args.arch))
-        if args.print_config:
-            import yaml
-
-            from dflray.config import to_dict
-
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-            return 0
-        from dflray.train import run_train
-
-        summary = run_train(args.src, args.dst, args.out, cfg, resume=args.resume, address=args.address)
-        print(summary)
-        return 0
-    if args.command == "merge":
-        dst, more = _split_overrides(args.dst)  # `--dst a b mode=x`: nargs swallows trailing overrides
-        inputs, overrides = _split_overrides(args.inputs)
-        if inputs:
-            raise ConfigError(inputs[0], "merge takes no positional inputs other than key.path=value overrides")
-        if not dst:
-            raise ConfigError("--dst", "give a dst faceset or videos")
-        args.dst, overrides = dst, more + overrides
-        cfg = load_config(MergeConfig, args.config, _merge_overrides(overrides))
-        if args.print_config:
-            import yaml
-
-            from dflray.config import to_dict
-
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-            return 0
-        from dflray.merge.pipeline import run_merge
-
-        summary = run_merge(args.model, args.dst, args.out, cfg, address=args.address)
-        print(summary)
-        return 1 if summary.videos and not summary.by_status.get("ok") else 0  # some failures: see errors
-    if args.command == "generate":
-        inputs, overrides = _split_overrides(args.inputs)
-        if len(inputs) != 1:
-            raise ConfigError("PLAN", "give exactly one PLAN.yaml (then key.path=value overrides)")
-        if args.layout:
-            overrides = [*overrides, f"layout={args.layout}"]
-        cfg = load_config(GenerateConfig, inputs[0], overrides)
-        if args.print_config:
-            import yaml
-
-            from dflray.config import to_dict
-
-            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
-            return 0
-        from dflray.dataset.pipeline import run_generate
-
-        summary = run_generate(cfg, args.out, address=args.address, report=not args.no_report)
-        print(summary)
-        return 1 if summary.published and not summary.published.get("ok") else 0
-    if args.command == "report":
-        from dflray.dataset.report import build_report
-
-        info = build_report(args.dataset, args.out, max_rows=args.max_rows)
-        print(f"report: {info} → {args.out}")
-        return 0
-    if args.command == "xseg":
-        inputs, overrides = _split_overrides(args.inputs)
-        if args.xseg_command == "train":
-            if not inputs:
-                raise ConfigError("FACESET", "give at least one faceset")
-            from dflray.train.xseg import run_xseg_train
-
-            summary = run_xseg_train(inputs, args.out, load_config(XSegTrainConfig, args.config, overrides),
-                                     address=args.address)
-        else:
-            if len(inputs) != 1:
-                raise ConfigError("FACESET", "give exactly one faceset")
-            from dflray.extract.xseg_apply import run_xseg_apply
-
-            summary = run_xseg_apply(inputs[0], args.model, load_config(XSegApplyConfig, args.config, overrides),
-                                     address=args.address)
-        print(summary)
-        return 0
-    if args.command == "import-dfl":
-        from dflray.extract.dfl_import import run_import_dfl
-
-        summary = run_import_dfl(args.aligned, args.out)
-        print(summary)
-        return 1 if not summary.skipped and summary.faces == 0 else 0
-    if args.command == "export":
-        from dflray.train.export import export_model
-
-        for line in export_model(args.checkpoint, args.out, onnx=args.onnx):
-            print(line)
-        return 0
-    if args.command == "preview":
-        from dflray.extract.preview import contact_sheet
-
-        n = contact_sheet(args.faceset, args.out, n=args.n, cols=args.cols, tile=args.tile)
-        print(f"preview: {n} faces → {args.out}")
-        return 0
-    if args.command == "sample":
-        from dflray.sample import make_sample
-
-        for uri in make_sample(args.out, seconds=args.seconds, size=args.size, variants=args.variants):
-            print(uri)
-        return 0
-    parser.error(f"unknown command {args.command}")
-    return 2
+    return cmd.run(args, cfg)
 
 
 if __name__ == "__main__":

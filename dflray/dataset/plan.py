@@ -40,7 +40,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 import numpy as np
 
 from dflray.config import GenerateConfig, PairingConfig, SplitsConfig, VideoEntry
-from dflray.extract.pipeline import video_id as _video_id
+from dflray.faceset import video_id as _video_id
 from dflray.io.storage import join, open_uri
 
 __all__ = ["SPLITS", "assign_splits", "cluster_identities", "dominant_embedding", "pair", "plan_seed",
@@ -107,7 +107,7 @@ def read_manifest(cfg: GenerateConfig) -> list[dict]:
 
     Returns:
         One row per video, in manifest order: ``{"uri", "video_id", "identity", "attributes"}``, where
-        ``video_id`` is the faceset's id of the URI (``dflray.extract.pipeline.video_id``), ``identity``
+        ``video_id`` is the faceset's id of the URI (``dflray.faceset.video_id``), ``identity``
         the label ("" when unlabelled) and ``attributes`` a ``dict[str, str]``.
 
     Raises:

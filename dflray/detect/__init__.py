@@ -1,5 +1,7 @@
 """Face detectors and landmarkers behind explicit registries."""
 
+from dflray.detect import dlib_models as _dlib_models  # noqa: F401  (registers dlib-hog, dlib-cnn, dlib68)
+from dflray.detect import retinaface as _retinaface  # noqa: F401  (registers retinaface)
 from dflray.detect._registry import (
     Detections,
     Detector,
@@ -12,8 +14,6 @@ from dflray.detect._registry import (
     register_detector,
     register_landmarker,
 )
-from dflray.detect import dlib_models as _dlib_models  # noqa: F401  (registers dlib-hog, dlib-cnn, dlib68)
-from dflray.detect import retinaface as _retinaface  # noqa: F401  (registers retinaface)
 
 __all__ = [
     "Detections",

@@ -143,8 +143,8 @@ class Dlib68Landmarker:
         for i, b in enumerate(boxes):
             # Detector boxes are used as they are: squaring/shifting RetinaFace boxes toward dlib's
             # training boxes changed landmark error by only 0.2% of the eye distance on the samples.
-            l, t, r, bt = (int(round(v)) for v in b[:4])
-            out.append(self._pred(img, self._dlib.rectangle(l, t, r, bt)))
+            left, top, right, bottom = (int(round(v)) for v in b[:4])
+            out.append(self._pred(img, self._dlib.rectangle(left, top, right, bottom)))
         return out
 
     def landmarks(self, frame: np.ndarray, boxes: np.ndarray, points5: np.ndarray | None = None) -> np.ndarray:

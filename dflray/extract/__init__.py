@@ -1,6 +1,6 @@
-"""The extraction stage: videos → Parquet faceset on Ray Data."""
+"""The extraction stage: videos → Parquet faceset on Ray Data (``run_extract``); facesets are read with
+``dflray.faceset``."""
 
-from dflray.faceset import read_errors, read_faces, read_videos
-from dflray.extract.pipeline import ExtractSummary, run_extract, video_id
+from dflray.extract.pipeline import ExtractSummary, run_extract
 
-__all__ = ["ExtractSummary", "run_extract", "video_id", "read_faces", "read_videos", "read_errors"]
+__all__ = ["ExtractSummary", "run_extract"]

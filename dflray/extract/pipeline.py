@@ -8,19 +8,18 @@ Layout of a faceset at ``OUT``::
     OUT/errors/<run>.parquet      one row per failure
     OUT/_staging/<run>/           work in progress (removed on commit or on the next start)
 
-Work is committed in chunks of ``commit_every`` videos. A chunk's faces are written to staging by Ray
-Data, moved into ``faces/``, and only then is ``videos/<run>.parquet`` written: its presence is what
-makes the chunk real. On start, faces files without a commit record are deleted and videos that have
-one are skipped, so a killed job rerun with the same command finishes the rest with no duplicate rows.
+Work is committed in chunks of ``commit_every`` videos through ``dflray.faceset.Commit``: a chunk's
+faces are written to staging by Ray Data, moved into ``faces/``, and only then is
+``videos/<run>.parquet`` written: its presence is what makes the chunk real. On start, faces files
+without a commit record are deleted and videos that have one are skipped, so a killed job rerun with
+the same command finishes the rest with no duplicate rows.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,8 @@ from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
 from dflray.extract.stages import DetectStage, FaceStage, SegmentStage, decode_segment
+from dflray.faceset import Commit, faceset_recover, video_id
+from dflray.faceset.commit import STAGING
 from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
@@ -39,17 +40,12 @@ from dflray.io.storage import (
     join,
     list_files,
     makedirs,
-    move,
     remove,
 )
 from dflray.io.video import VideoError, frame_ranges, probe
+from dflray.runtime import init_ray
 
 log = logging.getLogger("dflray.extract")
-
-
-def video_id(uri: str) -> str:
-    """Stable id of a video: a hash of its URI (the same input always maps to the same id)."""
-    return hashlib.sha1(uri.encode()).hexdigest()[:16]
 
 
 @ray.remote
@@ -105,26 +101,6 @@ class ExtractSummary:
                 f"{self.seconds:.1f} s, {self.frames_per_second:.1f} frames/s, detector {self.detector or '-'}")
 
 
-def init_ray(address: str | None = None) -> None:
-    """Connects to the Ray cluster this job runs in (``RAY_ADDRESS`` or ``address``), else starts a local one."""
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
-
-
-def _recover(out: str) -> set[str]:
-    """Deletes uncommitted work and returns the ids of videos already committed."""
-    remove(join(out, "_staging"), recursive=True)
-    committed_runs = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(out, "videos"), ".parquet")}
-    for f in list_files(join(out, "faces"), ".parquet"):
-        run = f.rsplit("/", 1)[-1].split("-", 1)[0]
-        if run not in committed_runs:
-            remove(f)
-    fs, _ = arrow_filesystem(out)
-    files = [fs_and_path(u)[1] for u in list_files(join(out, "videos"), ".parquet")]
-    done = schema.read_table("videos", files, filesystem=fs, columns=["video_id"])
-    return set(done.column("video_id").to_pylist())
-
-
 def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | None = None) -> ExtractSummary:
     """Runs extraction of ``inputs`` into the faceset at ``out`` on the current Ray cluster.
 
@@ -146,13 +122,13 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
         raise ValueError(f"no videos found in {inputs}")
     makedirs(out)
     init_ray(address)
-    done = _recover(out)
+    done = faceset_recover(out)
     todo = [u for u in uris if video_id(u) not in done]
     summary = ExtractSummary(out=out, videos=len(todo), skipped=len(uris) - len(todo))
     _write_manifest(out, cfg)
     for i in range(0, len(todo), cfg.commit_every):
         _run_chunk(todo[i:i + cfg.commit_every], out, cfg, summary)
-    remove(join(out, "_staging"), recursive=True)
+    remove(join(out, STAGING), recursive=True)  # each chunk removed its own folder: the parent goes too
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
     return summary
@@ -166,7 +142,8 @@ def _write_manifest(out: str, cfg: ExtractConfig) -> None:
 
 
 def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSummary) -> None:
-    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    commit = Commit(out)
+    run_id = commit.run_id
     infos = ray.get([_probe.remote(u) for u in uris])
     videos: dict[str, dict[str, Any]] = {}
     errors: list[dict[str, Any]] = []
@@ -192,7 +169,7 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
                                  "end": -1 if b is None else b, "fps": info["fps"]})
         videos[vid] = row
 
-    staging = join(out, "_staging", run_id)
+    staging = commit.staging
     if segments:
         ledger = _Ledger.remote()
         # Writers take a sliver of CPU so they stream rows out while the actors hold the rest.
@@ -203,12 +180,11 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
         ray.kill(ledger)
         summary.detector = _account(videos, errors, decoded, failures, staging, out, run_id) or summary.detector
 
-    # Commit: faces first, then the videos record that makes them real, then errors.
+    # Faces moved in, then errors, then the videos record that makes them real.
     for f in list_files(join(staging, "faces"), ".parquet"):
-        move(f, join(out, "faces", f"{run_id}-{f.rsplit('/', 1)[-1]}"))
-    _write_table("errors", errors, join(out, "errors", f"{run_id}.parquet"))
-    _write_table("videos", list(videos.values()), join(out, "videos", f"{run_id}.parquet"))
-    remove(staging, recursive=True)
+        commit.move_in(f, f"faces/{run_id}-{f.rsplit('/', 1)[-1]}")
+    commit.write("errors", errors, f"errors/{run_id}.parquet")
+    commit.record("videos", list(videos.values()), f"videos/{run_id}.parquet")
 
     for row in videos.values():
         summary.by_status[row["status"]] = summary.by_status.get(row["status"], 0) + 1
@@ -279,9 +255,3 @@ def _account(videos, errors, decoded, failures, staging, out, run_id) -> str:
         else:
             row["status"] = "ok" if n else "no_faces"
     return ",".join(sorted(detectors))
-
-
-def _write_table(name: str, rows: list[dict[str, Any]], uri: str) -> None:
-    table = schema.table_from_rows(name, rows)
-    with atomic_write(uri, "wb") as f:
-        pq.write_table(table, f)

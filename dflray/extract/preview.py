@@ -5,9 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dflray.faceset import read_faces
 from dflray.extract.stages import decode_image, encode_image
 from dflray.face.align import transform_points
+from dflray.faceset import read_faces
 from dflray.io import schema
 from dflray.io.storage import atomic_write
 

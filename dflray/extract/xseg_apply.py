@@ -8,7 +8,6 @@ this model's id is left alone, so applying twice changes nothing, and a killed r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,8 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from dflray.artifacts.xseg import load_xseg, resolve_xseg
 from dflray.config import XSegApplyConfig
-from dflray.io.storage import open_uri
 
 log = logging.getLogger("dflray.xseg")
 
@@ -36,43 +35,6 @@ class XSegApplySummary:
         rate = self.faces / self.seconds if self.seconds else 0.0
         return (f"xseg apply → {self.faceset}: model {self.model_id[:12]}, {self.files} files rewritten "
                 f"({self.skipped} already done), {self.faces} masks, {self.seconds:.1f} s, {rate:.1f} masks/s")
-
-
-def model_id(uri: str) -> str:
-    """The id of an XSeg model file: the SHA-256 of its bytes."""
-    h = hashlib.sha256()
-    with open_uri(uri) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def resolve_xseg(model: str, field: str = "--model") -> tuple[str, str]:
-    """Finds and checks an XSeg model: ``xseg.pt`` or the ``dflray xseg train`` folder holding it.
-
-    Args:
-        model: a file or folder, any fsspec URL (local paths are made absolute, for Ray workers).
-        field: the option named in errors.
-
-    Returns:
-        (URI of the model file, its id ``model_id``).
-
-    Raises:
-        ValueError: naming ``field`` when it is missing or not an XSeg model written by dflray.
-    """
-    import os
-
-    from dflray.io.storage import exists, join
-    from dflray.models.xseg import load_xseg
-
-    model = model if "://" in model else os.path.abspath(model)
-    if not model.endswith(".pt") and exists(join(model, "xseg.pt")):
-        model = join(model, "xseg.pt")
-    try:
-        load_xseg(model)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"{field}: {model} is not an XSeg model written by dflray xseg train: {e}") from e
-    return model, model_id(model)
 
 
 def masks_for(model, images: list[bytes], batch_size: int, threshold: float = 0.0) -> list[bytes]:
@@ -96,16 +58,11 @@ class ApplyStage:
     def __init__(self, faceset: str, model_uri: str, model_sha: str, cfg: XSegApplyConfig):
         import torch
 
-        from dflray.models.xseg import load_xseg
-
         self.faceset, self.model_sha, self.cfg = faceset, model_sha, cfg
         device = "cuda" if cfg.num_gpus and torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(max(1, int(np.ceil(cfg.num_cpus))))
-        with open_uri(model_uri) as f:
-            import io
-
-            self.model = load_xseg(torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True), device)
+        self.model = load_xseg(model_uri, device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {"file": [], "status": [], "faces": [], "seconds": []}
@@ -158,8 +115,8 @@ def run_xseg_apply(faceset: str, model: str, cfg: XSegApplyConfig, address: str 
     from ray.data import ActorPoolStrategy
 
     from dflray.faceset import committed_face_files
-    from dflray.extract.pipeline import init_ray
     from dflray.io.storage import exists, join
+    from dflray.runtime import init_ray
 
     t0 = time.perf_counter()
     faceset = faceset if "://" in faceset else os.path.abspath(faceset)

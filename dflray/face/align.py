@@ -23,9 +23,11 @@ import math
 import cv2
 import numpy as np
 
-from dflray.config import FACE_TYPES
+__all__ = ["FACE_TYPES", "FACE_TYPE_ORDER", "get_transform_mat", "transform_points", "warp_to_crop", "warp_to_frame"]
 
-__all__ = ["FACE_TYPES", "get_transform_mat", "transform_points", "warp_to_crop", "warp_to_frame"]
+# DFL's face types, narrowest crop first (``FACE_TYPE_ORDER``: name -> rank, so a wider type has a higher rank).
+FACE_TYPES = ("half", "mid_full", "full", "whole_face", "head")
+FACE_TYPE_ORDER = {name: i for i, name in enumerate(FACE_TYPES)}
 
 # DFL's mean face for landmarks 17..48 and 54, in the unit square (x right, y down).
 _MEAN_FACE_2D = np.array([

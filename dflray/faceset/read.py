@@ -58,3 +58,24 @@ def read_faces(faceset: str, columns: list[str] | None = None) -> pa.Table:
     table = schema.read_table("faces", files, filesystem=fs, columns=cols)
     table = table.sort_by([("video_id", "ascending"), ("frame_index", "ascending"), ("face_index", "ascending")])
     return table.select(columns) if columns else table
+
+
+def read_video_faces(faceset: str, files: list[str], video_id: str, columns: list[str] | None = None) -> pa.Table | None:
+    """One video's face rows, reading only ``files`` (``face_holders(faceset)[video_id]``).
+
+    Args:
+        faceset: the faceset URI (its filesystem resolves ``files``).
+        files: the committed faces files holding the video's rows, as ``face_holders`` lists them.
+        video_id: the video.
+        columns: columns to read (all by default).
+
+    Returns:
+        The rows, or None when ``files`` is empty (the video has no faces).
+    """
+    if not files:
+        return None
+    import pyarrow.dataset as pads
+
+    fs, _ = arrow_filesystem(faceset)
+    ds = pads.dataset(files, filesystem=fs, format="parquet")  # paths inside the faceset's filesystem
+    return ds.to_table(columns=columns, filter=pads.field("video_id") == video_id)

@@ -96,16 +96,25 @@ ERRORS = pa.schema([
 ])
 
 
-def _setting_fields() -> list[tuple[str, pa.DataType]]:
-    """One column per merge setting (``dflray.config.MergeSettings``), typed like the field."""
-    import dataclasses
-    import typing
-
-    from dflray.config import MergeSettings
-
-    hints = typing.get_type_hints(MergeSettings)
-    kinds = {int: pa.int32(), bool: pa.bool_(), float: pa.float32()}
-    return [(f.name, kinds.get(hints[f.name], pa.string())) for f in dataclasses.fields(MergeSettings)]
+# One column per DeepFaceLab merge setting (``dflray.config.MergeSettings``), typed like its field. Written
+# out here, not derived from the config class, so that the schema changes only with a new version;
+# tests/unit/test_schema.py checks the two agree.
+MERGE_SETTING_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("mode", pa.string()),
+    ("mask_mode", pa.string()),
+    ("erode", pa.int32()),
+    ("blur", pa.int32()),
+    ("face_scale", pa.int32()),
+    ("masked_hist_match", pa.bool_()),
+    ("hist_match_threshold", pa.int32()),
+    ("color_transfer", pa.string()),
+    ("sharpen_mode", pa.string()),
+    ("sharpen_amount", pa.int32()),
+    ("denoise", pa.int32()),
+    ("bicubic_degrade", pa.int32()),
+    ("color_degrade", pa.int32()),
+    ("motion_blur", pa.int32()),
+]
 
 
 # The merge job's index: one row per output video (the commit record of that video).
@@ -122,7 +131,7 @@ MERGED = pa.schema([
     ("arch", pa.string()),
     ("face_type", pa.string()),
     ("resolution", pa.int32()),
-    *_setting_fields(),
+    *MERGE_SETTING_COLUMNS,
     ("smooth_window", pa.int32()),
     ("identity_mode", pa.string()),
     ("seed", pa.int64()),
@@ -207,7 +216,7 @@ DATASET = pa.schema([
     ("crf", pa.int32()),  # CRF of the final encode
     ("perturbation", pa.string()),  # e.g. "blur:3+noise:2", or "none"
     ("perturbation_values", pa.string()),  # JSON {kind: parameter value}
-    *_setting_fields(),
+    *MERGE_SETTING_COLUMNS,
     ("smooth_window", pa.int32()),
     ("seed", pa.int64()),
     ("settings_sha256", pa.string()),

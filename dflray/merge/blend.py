@@ -13,14 +13,19 @@ One face is merged in two phases so a model can run on batches of faces from man
 ``merge_face`` does the three steps with a callable predictor. Several faces in a frame are merged
 one after another, each ``paste`` taking the previous result's frame.
 
+Each merge mode is a function registered with ``@register_blend_mode(name)`` (twice is an error), its
+name parsed there into a frozen ``BlendSpec``; the registry must hold exactly ``dflray.config.MERGE_MODES``
+(checked on import). ``merge_spec(settings)`` gives the parsed modes of a setting (``MergeSpec``: its
+``BlendSpec``, the ``MaskSpec`` of ``dflray.merge.masks``, the colour transfer); the code branches on them.
+
 Semantics follow DFL's ``MergeMaskedFace`` step by step (see ``MergeSettings`` for the options):
 
-- The working mask (``build_mask``) is resized to 4× the model resolution and eroded/dilated and
-  blurred there (``refine_mask``), so ``erode`` and ``blur`` are pixels of that 4R mask: their effect
+- The working mask (``dflray.merge.masks.build_mask``) is resized to 4× the model resolution and
+  eroded/dilated and blurred there (``refine_mask``), so ``erode`` and ``blur`` are pixels of that 4R mask: their effect
   relative to the face is the same for every frame size, and scales with the model resolution.
 - The face, and its mask, are pasted with the output matrix, the model matrix scaled by
   ``1 + face_scale/100`` about the crop centre (a positive scale shrinks the pasted face, as DFL).
-- Colour transfer (``dflray.merge.color``) recolours the predicted face toward the dst crop inside
+- Colour transfer (``dflray.face.color``) recolours the predicted face toward the dst crop inside
   the mask, before pasting, except in the seamless modes, where it recolours the merged result.
 - ``hist-match`` matches per-channel histograms (optionally inside the mask only) with DFL's
   threshold; ``seamless`` is OpenCV's Poisson blending (``cv2.seamlessClone``) under the mask
@@ -42,9 +47,7 @@ Where dflray departs from DFL (outputs otherwise agree with DFL's own code to 8-
   square (what changed), where DFL reports the face mask. ``original`` and ``raw-predict`` report an
   empty manipulation mask (nothing changed).
 - Output bytes are rounded, not truncated; mask weights round up so any change is inside the mask.
-- XSeg mask modes take the XSeg masks as inputs (``xseg_crops`` cuts the XSeg model's inputs,
-  ``xseg_to_model`` brings its masks into the model crop). DFL cuts both at the model's face type;
-  here they are cut at the XSeg model's own face type, the same when the two agree.
+- XSeg masks are cut at the XSeg model's own face type (see ``dflray.merge.masks``).
 - No super resolution (it needs a network dflray does not ship).
 
 Example:
@@ -64,49 +67,41 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from dflray.config import MASK_MODES, XSEG_MASK_MODES, MergeSettings
-from dflray.face.align import get_transform_mat, transform_points
-from dflray.face.masks import hull_mask
+from dflray.config import MASK_MODES, MERGE_MODES, XSEG_MASK_MODES, MergeSettings
+from dflray.face.color import color_transfer
 from dflray.merge import postprocess as pp
-from dflray.merge.color import color_transfer
+from dflray.merge.geometry import (
+    MergeContext,
+    _check_frame,
+    _check_modes,
+    _shift,
+    _to_crop,
+    _to_frame,
+    _u8,
+    crop_hull,
+    output_matrix,
+    prepare_crop,
+)
+from dflray.merge.masks import (
+    _NOISE,
+    MaskSpec,
+    build_mask,
+    mask_spec,
+    refine_mask,
+    xseg_crops,
+    xseg_masks,
+    xseg_needs,
+    xseg_to_model,
+)
 
-__all__ = ["MASK_MODES", "MERGE_MODES", "XSEG_MASK_MODES", "MergeContext", "MergeResult", "build_mask",
-           "color_hist_match", "crop_hull", "hist_match", "merge_face", "output_matrix", "paste", "prepare_crop",
-           "refine_mask", "xseg_crops", "xseg_masks", "xseg_needs", "xseg_to_model"]
+__all__ = ["MASK_MODES", "MERGE_MODES", "XSEG_MASK_MODES", "BlendSpec", "MergeContext", "MergeResult", "MergeSpec",
+           "build_mask", "color_hist_match", "crop_hull", "hist_match", "merge_face", "merge_spec", "output_matrix",
+           "paste", "prepare_crop", "refine_mask", "register_blend_mode", "xseg_crops", "xseg_masks", "xseg_needs",
+           "xseg_to_model"]
 
 log = logging.getLogger(__name__)
 
-MERGE_MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
-_NOISE = np.float32(1.0 / 255.0)  # DFL zeroes mask values below one 8-bit step
-_MASK_SUBRES = 4  # DFL refines the mask at 4× the model resolution
-_MARGIN = 3  # ROI margin in frame pixels: bicubic reaches 2 pixels past the crop's footprint
-
 Predictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
-
-
-@dataclass(frozen=True)
-class MergeContext:
-    """What ``paste`` needs to put a predicted face back into its frame.
-
-    Attributes:
-        frame_shape: (H, W) of the frame.
-        resolution: the model's crop side R.
-        face_type: the model's face type.
-        landmarks: (68, 2) dst landmarks in frame pixels.
-        face_mat: (2, 3) frame → model crop.
-        output_mat: (2, 3) frame → crop with the output face scale (where the face is pasted).
-        roi: (x0, y0, x1, y1) frame region the pasted crop can touch (empty when off-frame).
-        crop: R×R×3 float32 RGB dst crop (the model input; the colour reference).
-    """
-
-    frame_shape: tuple[int, int]
-    resolution: int
-    face_type: str
-    landmarks: np.ndarray
-    face_mat: np.ndarray
-    output_mat: np.ndarray
-    roi: tuple[int, int, int, int]
-    crop: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -131,225 +126,121 @@ class MergeResult:
     frame_degraded: bool = False
 
 
-# ------------------------------------------------------------------------------------ masks
+# ------------------------------------------------------------------------------------ merge modes
 
 
-def xseg_needs(mask_mode: str | MergeSettings) -> tuple[bool, bool]:
-    """(needs XSeg-prd, needs XSeg-dst) for a mask mode."""
-    mode = mask_mode.mask_mode if isinstance(mask_mode, MergeSettings) else mask_mode
-    return "XSeg-prd" in mode, "XSeg-dst" in mode
+@dataclass(frozen=True)
+class BlendSpec:
+    """A parsed merge mode.
+
+    Attributes:
+        swap: the swapped face is used; False for ``original`` (the frame passes through, no model runs).
+        raw: the prediction as it comes, its mask neither eroded nor blurred and the face not recoloured
+            (``raw-rgb``, ``raw-predict``).
+        to_frame: the face is pasted into the frame; False for ``raw-predict``, which returns the crop.
+        seamless: OpenCV Poisson blending, the colour transfer after it (``seamless*``).
+        hist_match: histogram matching toward dst: of the face before it is pasted (``hist-match``), or
+            of the seamless result (``seamless-hist-match``).
+    """
+
+    swap: bool = True
+    raw: bool = False
+    to_frame: bool = True
+    seamless: bool = False
+    hist_match: bool = False
+
+    @property
+    def mode(self) -> str:
+        """The mode string this spec is parsed from."""
+        if not self.swap:
+            return "original"
+        if self.raw:
+            return "raw-rgb" if self.to_frame else "raw-predict"
+        return "-".join([w for w, on in (("seamless", self.seamless), ("hist-match", self.hist_match)) if on]
+                        or ["overlay"])
 
 
-def build_mask(mask_mode: str | MergeSettings, prd_mask: np.ndarray | None, dst_mask: np.ndarray | None,
-               hull: np.ndarray | None, *, xseg_prd: np.ndarray | None = None, xseg_dst: np.ndarray | None = None,
-               size: int | None = None) -> np.ndarray:
-    """The working face mask in crop pixels for a DFL mask mode.
-
-    Args:
-        mask_mode: one of ``MASK_MODES`` (or the settings holding it): ``full`` (the whole crop),
-            ``dst`` (landmark hull), ``learned-prd`` (the model's mask of the swapped face),
-            ``learned-dst`` (its mask of dst), their product or their clipped sum; ``XSeg-prd``,
-            ``XSeg-dst`` (the XSeg model's masks of the swapped face and of dst), their product, or the
-            product of all four learned masks (``learned-prd*learned-dst*XSeg-prd*XSeg-dst``).
-        prd_mask: R×R model mask of the swapped face, float in [0, 1].
-        dst_mask: R×R model mask of the dst face.
-        hull: R×R landmark hull mask of dst in the crop (``crop_hull``).
-        xseg_prd: R×R XSeg mask of the swapped face in the model crop (``xseg_to_model``).
-        xseg_dst: R×R XSeg mask of dst in the model crop.
-        size: R, needed only for ``full`` when no mask is given.
-
-    Returns:
-        R×R float32 in [0, 1], values under 1/255 set to 0.
+def _parse(mode: str) -> BlendSpec:
+    """Parses a merge mode string: ``original``, ``overlay``, ``raw-rgb``, ``raw-predict``, or ``seamless``
+    and/or ``hist-match`` joined by ``-``.
 
     Raises:
-        ValueError: on an unknown mode or when the mode's input is missing.
-
-    Example:
-        >>> m = build_mask("learned-prd*learned-dst", np.full((4, 4), .5), np.full((4, 4), .5), None)
-        >>> float(m[0, 0])
-        0.25
-        >>> float(build_mask("XSeg-prd*XSeg-dst", None, None, None, xseg_prd=np.full((4, 4), .5),
-        ...                  xseg_dst=np.ones((4, 4)))[0, 0])
-        0.5
+        ValueError: on a string of none of these forms.
     """
-    mode = mask_mode.mask_mode if isinstance(mask_mode, MergeSettings) else mask_mode
-    if mode not in MASK_MODES:
-        raise ValueError(f"mask mode must be one of {', '.join(MASK_MODES)}, got {mode!r}")
-    inputs = {"learned-prd": ("the model's mask of the swapped face", prd_mask),
-              "learned-dst": ("the model's mask of dst", dst_mask), "dst": ("the landmark hull", hull),
-              "XSeg-prd": ("the XSeg mask of the swapped face", xseg_prd), "XSeg-dst": ("the XSeg mask of dst", xseg_dst)}
-    if mode == "full":
-        terms: list[str] = []
-    elif mode == "learned-prd+learned-dst":
-        terms = ["learned-prd", "learned-dst"]
-    else:
-        terms = mode.split("*")
-    missing = [inputs[t][0] for t in terms if inputs[t][1] is None]
-    if missing:
-        raise ValueError(f"mask mode {mode!r} needs {' and '.join(missing)}")
-    given = [m for m in (prd_mask, dst_mask, hull, xseg_prd, xseg_dst) if m is not None]
-    if not given and size is None:
-        raise ValueError("mask mode 'full' needs a mask or the size")
-    shape = np.asarray(given[0]).shape[:2] if given else (size, size)
-
-    def get(term):
-        return np.clip(np.asarray(inputs[term][1], np.float32).reshape(shape), 0, 1)
-
-    if mode == "full":
-        out = np.ones(shape, np.float32)
-    elif mode == "learned-prd+learned-dst":
-        out = np.minimum(get("learned-prd") + get("learned-dst"), 1)
-    else:
-        out = get(terms[0])
-        for t in terms[1:]:
-            out = out * get(t)
-    out[out < _NOISE] = 0
-    return out
+    fixed = {"original": BlendSpec(swap=False), "raw-rgb": BlendSpec(raw=True),
+             "raw-predict": BlendSpec(raw=True, to_frame=False)}
+    spec = fixed.get(mode) or BlendSpec(seamless=mode.startswith("seamless"), hist_match=mode.endswith("hist-match"))
+    if spec.mode != mode:  # what does not print back as itself is none of the forms
+        raise ValueError(f"merge mode {mode!r} is not original, overlay, raw-rgb, raw-predict or "
+                         "[seamless-][hist-match]")
+    return spec
 
 
-def _affine3(mat: np.ndarray) -> np.ndarray:
-    return np.vstack([np.asarray(mat, np.float64), [0.0, 0.0, 1.0]])
+@dataclass(frozen=True)
+class _Job:
+    """One ``paste`` call, as the merge mode functions take it."""
+
+    frame: np.ndarray
+    context: MergeContext
+    face: Any
+    face_mask: Any
+    dst_mask: Any
+    settings: MergeSettings
+    spec: "MergeSpec"
+    rng: Any
+    motion: tuple[float, float] | None
+    xseg_prd: Any
+    xseg_dst: Any
 
 
-def _xseg_mat(context: MergeContext, face_type: str, resolution: int) -> tuple[np.ndarray, bool]:
-    """(frame → XSeg crop matrix, whether the XSeg crop is the model crop scaled)."""
-    if face_type == context.face_type:  # get_transform_mat scales linearly with the output size
-        scale = resolution / context.resolution
-        return np.asarray(context.face_mat, np.float64) * scale, True
-    return get_transform_mat(context.landmarks, resolution, face_type), False
+BlendFn = Callable[[_Job], MergeResult]
+_BLEND_MODES: dict[str, tuple[BlendSpec, BlendFn]] = {}
 
 
-def xseg_crops(frame: np.ndarray, context: MergeContext, face: np.ndarray | None, *, face_type: str,
-               resolution: int, prd: bool = True, dst: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The XSeg model's inputs for one face: the swapped face and the dst face at XSeg's crop.
-
-    DFL segments dst in a crop of the frame at the model's face type and the swapped face by resizing the
-    prediction to XSeg's input. Here both crops are cut at the XSeg model's own face type (the one it
-    was trained at), which is the same thing when the face types agree. When they differ, the swapped
-    face is warped into XSeg's crop and laid over the dst crop, so XSeg sees it in its frame as trained.
-
-    Args:
-        frame: H×W×3 uint8 RGB dst frame (before any face of it is pasted).
-        context: ``prepare_crop``'s context of this face.
-        face: R×R×3 float RGB swapped face in [0, 1] (needed for ``prd``).
-        face_type: the XSeg model's face type.
-        resolution: the XSeg model's input side S.
-        prd: cut the swapped face's crop.
-        dst: cut the dst face's crop.
-
-    Returns:
-        (prd crop, dst crop): S×S×3 uint8 RGB each, or None where not asked for.
+def register_blend_mode(mode: str):
+    """Function decorator adding a merge mode: the function blends one ``paste`` call's face.
 
     Raises:
-        ValueError: on a bad frame or a missing face when ``prd`` is asked for.
+        ValueError: when ``mode`` is already registered or does not parse.
     """
-    frame = _check_frame(frame)
-    mat, scaled = _xseg_mat(context, face_type, resolution)
-    s = int(resolution)
-    dst_crop = None
-    if dst or (prd and not scaled):
-        dst_crop = cv2.warpAffine(frame, mat, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT)
-    prd_crop = None
-    if prd:
-        if face is None:
-            raise ValueError("the XSeg-prd mask needs the swapped face")
-        f = np.clip(np.asarray(face, np.float32), 0, 1)
-        r = context.resolution
-        if f.ndim != 3 or f.shape[2] != 3:
-            raise ValueError(f"face must be H×W×3 RGB, got {f.shape}")
-        if f.shape[:2] != (r, r):
-            f = cv2.resize(f, (r, r), interpolation=cv2.INTER_CUBIC)
-        if scaled:
-            warped = cv2.resize(f, (s, s), interpolation=cv2.INTER_CUBIC)
-        else:
-            to_xseg = (_affine3(mat) @ np.linalg.inv(_affine3(context.face_mat)))[:2]
-            warped = cv2.warpAffine(f, to_xseg, (s, s), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-            cover = cv2.warpAffine(np.ones((r, r), np.float32), to_xseg, (s, s), flags=cv2.INTER_LINEAR)
-            cover = np.clip(cover, 0, 1)[..., None]
-            warped = warped * cover + (dst_crop.astype(np.float32) / np.float32(255)) * (1 - cover)
-        prd_crop = _u8(warped)
-    return prd_crop, (dst_crop if dst else None)
+
+    def deco(fn: BlendFn) -> BlendFn:
+        if mode in _BLEND_MODES:
+            raise ValueError(f"merge mode {mode!r} is already registered")
+        _BLEND_MODES[mode] = (_parse(mode), fn)
+        return fn
+
+    return deco
 
 
-def xseg_masks(xseg: Any, items: list[tuple[np.ndarray, MergeContext, np.ndarray]], prd: bool,
-               dst: bool) -> list[dict[str, np.ndarray]]:
-    """XSeg masks in the model crop for (dst frame, context, swapped face) items, one model call per kind.
+@dataclass(frozen=True)
+class MergeSpec:
+    """The mode strings of one ``MergeSettings``, parsed.
 
-    Returns:
-        Per item, ``paste``'s keyword arguments: ``xseg_prd`` and/or ``xseg_dst`` (R×R float32).
+    Attributes:
+        blend: the merge mode's spec.
+        mask: the mask mode's spec.
+        color: the colour transfer mode (``dflray.face.color``), None for ``none``.
     """
-    from dflray.models.xseg import predict_mask
 
-    ft, s = xseg.face_type, xseg.resolution
-    crops = [xseg_crops(rgb, ctx, face, face_type=ft, resolution=s, prd=prd, dst=dst) for rgb, ctx, face in items]
-    out: list[dict[str, np.ndarray]] = [{} for _ in items]
-    for j, key in enumerate(("xseg_prd", "xseg_dst")):
-        if crops and crops[0][j] is not None:
-            masks = predict_mask(xseg, np.stack([c[j] for c in crops]), batch_size=32)
-            for o, m, (_, ctx, _) in zip(out, masks, items):
-                o[key] = xseg_to_model(m, ctx, ft)
-    return out
+    blend: BlendSpec
+    mask: MaskSpec
+    color: str | None
 
 
-def xseg_to_model(mask: np.ndarray, context: MergeContext, face_type: str) -> np.ndarray:
-    """An XSeg mask (S×S, XSeg's crop) in the model crop, R×R float32 in [0, 1].
+def merge_spec(settings: MergeSettings) -> MergeSpec:
+    """The parsed merge, mask and colour modes of ``settings``.
 
-    A bicubic resize when XSeg's face type is the model's (as DFL), else a warp through the frame;
-    model-crop pixels outside XSeg's crop take the value at its nearest edge (XSeg saw nothing there; a
-    zero would cut the face at the crop's edge). Train XSeg at a face type at least as wide as the model's.
-    """
-    mask = np.asarray(mask, np.float32)
-    s, r = mask.shape[0], context.resolution
-    mat, scaled = _xseg_mat(context, face_type, s)
-    if scaled:
-        out = mask if s == r else cv2.resize(mask, (r, r), interpolation=cv2.INTER_CUBIC)
-    else:
-        to_model = (_affine3(context.face_mat) @ np.linalg.inv(_affine3(mat)))[:2]
-        out = cv2.warpAffine(mask, to_model, (r, r), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(out, 0, 1)
-
-
-def refine_mask(mask: np.ndarray, erode: int = 0, blur: int = 0, *, subres: int = _MASK_SUBRES) -> np.ndarray:
-    """Erodes (or dilates) and blurs a crop mask at ``subres`` × its resolution, in DFL's units.
-
-    The R×R mask is resized (bicubic) to ``subres·R``; ``erode`` > 0 erodes it with an elliptical
-    ``erode × erode`` kernel and ``erode`` < 0 dilates with ``|erode|``; a ``blur`` > 0 zeroes the
-    outer ``blur // 2`` pixels (so the blur fades to 0 at the crop edge) and applies a Gaussian of
-    that odd size. Dilation may grow past the crop edge only into a zero margin of R pixels, which
-    is cut off again: the mask never leaves the predicted area.
-
-    Args:
-        mask: R×R float mask in [0, 1].
-        erode: -400..400, pixels at ``subres·R`` (DFL's ``erode_mask_modifier``).
-        blur: 0..400, pixels at ``subres·R`` (DFL's ``blur_mask_modifier``).
-        subres: refinement scale (DFL: 4).
-
-    Returns:
-        (subres·R)×(subres·R) float32 mask in [0, 1].
+    Raises:
+        ValueError: on an unknown merge or mask mode.
 
     Example:
-        >>> m = np.zeros((32, 32), np.float32); m[8:24, 8:24] = 1
-        >>> bool(refine_mask(m, 20).sum() < refine_mask(m).sum() < refine_mask(m, -20).sum())
+        >>> merge_spec(MergeSettings(mode="seamless")).blend.seamless
         True
     """
-    mask = np.asarray(mask, np.float32)
-    r = mask.shape[0]
-    size = r * subres
-    if mask.shape[:2] != (size, size):
-        mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_CUBIC)
-    if erode == 0 and blur <= 0:
-        return np.clip(mask, 0, 1)
-    pad = r
-    m = np.pad(mask, pad)
-    if erode:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (abs(erode), abs(erode)))
-        m = cv2.erode(m, k) if erode > 0 else cv2.dilate(m, k)
-    clip = pad + max(blur, 0) // 2
-    m[:clip], m[-clip:], m[:, :clip], m[:, -clip:] = 0, 0, 0, 0
-    if blur > 0:
-        k = blur + (1 - blur % 2)
-        m = cv2.GaussianBlur(m, (k, k), 0)
-    return np.clip(m[pad:-pad, pad:-pad], 0, 1)
+    _check_modes(settings)
+    ct = settings.color_transfer
+    return MergeSpec(_BLEND_MODES[settings.mode][0], mask_spec(settings.mask_mode), None if ct == "none" else ct)
 
 
 # ------------------------------------------------------------------------------------ histogram matching
@@ -404,125 +295,7 @@ def hist_match(src: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None,
     return color_hist_match(src, ref, threshold)
 
 
-# ------------------------------------------------------------------------------------ geometry
-
-
-def output_matrix(face_mat: np.ndarray, resolution: int, face_scale: int) -> np.ndarray:
-    """The paste matrix: ``face_mat`` scaled by ``1 + face_scale/100`` about the crop centre.
-
-    DFL's ``get_transform_mat(..., scale)`` divides the crop's frame extent by the scale around the
-    same centre; in crop pixels that is this scaling. A positive ``face_scale`` makes the frame window
-    smaller, so the pasted face comes out smaller.
-
-    Example:
-        >>> output_matrix(np.array([[1.0, 0, 0], [0, 1.0, 0]]), 100, 50).tolist()
-        [[1.5, 0.0, -25.0], [0.0, 1.5, -25.0]]
-    """
-    s = 1.0 + 0.01 * face_scale
-    c = resolution / 2.0
-    scale = np.array([[s, 0.0, (1 - s) * c], [0.0, s, (1 - s) * c], [0.0, 0.0, 1.0]])
-    return (scale @ np.vstack([np.asarray(face_mat, np.float64), [0.0, 0.0, 1.0]]))[:2]
-
-
-def _footprint(mat: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Frame bounding box (x0, y0, x1, y1) of a size×size crop made with ``mat``, plus a margin, clipped."""
-    corners = transform_points(np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64), mat, invert=True)
-    lo = np.floor(corners.min(axis=0)) - _MARGIN
-    hi = np.ceil(corners.max(axis=0)) + _MARGIN
-    h, w = shape
-    x0, y0 = int(np.clip(lo[0], 0, w)), int(np.clip(lo[1], 0, h))
-    x1, y1 = int(np.clip(hi[0], x0, w)), int(np.clip(hi[1], y0, h))
-    return x0, y0, x1, y1
-
-
-def _shift(mat: np.ndarray, x0: int, y0: int) -> np.ndarray:
-    """The same matrix for a frame cut at (x0, y0)."""
-    out = np.array(mat, np.float64)
-    out[:, 2] += out[:, :2] @ np.array([x0, y0], np.float64)
-    return out
-
-
-def _to_frame(img: np.ndarray, mat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Inverse-warps a crop into a (w, h) frame region, bicubic, 0 outside (DFL's paste warp)."""
-    return cv2.warpAffine(img, mat, size, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def _to_crop(img: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
-    return cv2.warpAffine(img, mat, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def _check_frame(frame: np.ndarray) -> np.ndarray:
-    frame = np.asarray(frame)
-    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frame must be H×W×3 uint8 RGB, got {frame.dtype} {frame.shape}")
-    return frame
-
-
-def _check_settings(settings: MergeSettings) -> None:
-    if settings.mode not in MERGE_MODES:
-        raise ValueError(f"mode must be one of {', '.join(MERGE_MODES)}, got {settings.mode!r}")
-    if settings.mask_mode not in MASK_MODES:
-        raise ValueError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {settings.mask_mode!r}")
-
-
 # ------------------------------------------------------------------------------------ phases
-
-
-def prepare_crop(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolution: int,
-                 settings: MergeSettings) -> tuple[np.ndarray, MergeContext]:
-    """Cuts the dst face for the model and records how to paste the result back.
-
-    Args:
-        frame: H×W×3 uint8 RGB dst frame.
-        landmarks: (68, 2) dst landmarks in frame pixels (possibly smoothed over time).
-        face_type: the model's face type ("half" … "head").
-        resolution: the model's crop side R.
-        settings: merge settings (the face scale is used here).
-
-    Returns:
-        (crop, context): the R×R×3 float32 RGB model input in [0, 1] (bicubic, as DFL), and the
-        ``MergeContext`` for ``paste``.
-
-    Raises:
-        ValueError: on a bad frame, landmarks, face type or resolution.
-
-    Example:
-        >>> crop, ctx = prepare_crop(frame, lm, "full", 128, MergeSettings())  # doctest: +SKIP
-        >>> crop.shape, crop.dtype  # doctest: +SKIP
-        ((128, 128, 3), dtype('float32'))
-    """
-    frame = _check_frame(frame)
-    _check_settings(settings)
-    landmarks = np.asarray(landmarks, np.float64)
-    face_mat = get_transform_mat(landmarks, resolution, face_type)
-    out_mat = output_matrix(face_mat, resolution, settings.face_scale)
-    shape = frame.shape[:2]
-    # Warped in float, as DFL: a uint8 warp would round the model input (and the colour reference).
-    x0, y0, x1, y1 = _footprint(face_mat, resolution, shape)
-    if x1 > x0 and y1 > y0:
-        region = frame[y0:y1, x0:x1].astype(np.float32) / np.float32(255)
-        crop = np.clip(_to_crop(region, _shift(face_mat, x0, y0), resolution), 0, 1)
-    else:  # the face is entirely off-frame
-        crop = np.zeros((resolution, resolution, 3), np.float32)
-    ctx = MergeContext(frame_shape=(int(shape[0]), int(shape[1])), resolution=int(resolution), face_type=face_type,
-                       landmarks=landmarks, face_mat=face_mat, output_mat=out_mat,
-                       roi=_footprint(out_mat, resolution, shape), crop=crop)
-    return crop, ctx
-
-
-def crop_hull(context: MergeContext) -> np.ndarray:
-    """The dst landmark hull (mask mode ``dst``) in the model crop, R×R float32 in [0, 1].
-
-    As DFL, the hull is rasterised in frame pixels and warped into the crop (bicubic), which gives it
-    a soft edge; only the crop's footprint of the frame is rasterised.
-    """
-    r = context.resolution
-    x0, y0, x1, y1 = _footprint(context.face_mat, r, context.frame_shape)
-    if x1 <= x0 or y1 <= y0:
-        return np.zeros((r, r), np.float32)
-    region = hull_mask((y1 - y0, x1 - x0), context.landmarks - [x0, y0]).astype(np.float32)
-    return np.clip(_to_crop(region, _shift(context.face_mat, x0, y0), r), 0, 1)
 
 
 def _prediction(face, face_mask, dst_mask, r: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -553,10 +326,6 @@ def _model_mask(m: np.ndarray | None, r: int) -> np.ndarray | None:
     if m.shape != (r, r):
         raise ValueError(f"XSeg masks must be in the model crop ({r}×{r}), got {m.shape}")
     return m
-
-
-def _u8(img: np.ndarray) -> np.ndarray:
-    return np.clip(img * np.float32(255) + np.float32(0.5), 0, 255).astype(np.uint8)
 
 
 def _unchanged(frame: np.ndarray) -> MergeResult:
@@ -618,38 +387,75 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
             masks are missing.
     """
     frame = _check_frame(frame)
-    _check_settings(settings)
+    spec = merge_spec(settings)
     if frame.shape[:2] != context.frame_shape:
         raise ValueError(f"frame is {frame.shape[:2]}, the context was made for {context.frame_shape}")
-    mode = settings.mode
-    if mode == "original":
-        return _unchanged(frame)
-    r = context.resolution
-    prd, prd_mask, prd_dst_mask = _prediction(face, face_mask, dst_mask, r)
-    raw = mode.startswith("raw")
-    work = build_mask(settings.mask_mode, prd_mask, prd_dst_mask,
-                      crop_hull(context) if settings.mask_mode == "dst" else None,
-                      xseg_prd=_model_mask(xseg_prd, r), xseg_dst=_model_mask(xseg_dst, r), size=r)
-    fine = refine_mask(work, 0 if raw else settings.erode, 0 if raw else settings.blur)
+    job = _Job(frame, context, face, face_mask, dst_mask, settings, spec, rng, motion, xseg_prd, xseg_dst)
+    return _BLEND_MODES[settings.mode][1](job)
+
+
+def _working(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(BGR prediction, R×R working mask, its refined (4R)² version) of a job."""
+    r, s, raw = job.context.resolution, job.settings, job.spec.blend.raw
+    prd, prd_mask, prd_dst_mask = _prediction(job.face, job.face_mask, job.dst_mask, r)
+    hull = crop_hull(job.context) if job.spec.mask.needs_hull else None
+    work = build_mask(job.spec.mask, prd_mask, prd_dst_mask, hull,
+                      xseg_prd=_model_mask(job.xseg_prd, r), xseg_dst=_model_mask(job.xseg_dst, r), size=r)
+    fine = refine_mask(work, 0 if raw else s.erode, 0 if raw else s.blur)
     work = cv2.resize(fine, (r, r), interpolation=cv2.INTER_CUBIC) if fine.shape[0] != r else fine
+    return prd, work, fine
 
-    if mode == "raw-predict":
-        return MergeResult(frame=frame.copy(), mask=np.zeros(frame.shape[:2], np.uint8),
-                           raw=_u8(prd[..., ::-1]), raw_mask=_u8(np.clip(work, 0, 1)))
 
+def _roi(frame: np.ndarray, context: MergeContext) -> tuple[tuple[int, int], np.ndarray, np.ndarray] | None:
+    """(size, paste matrix, BGR float background) of the frame region the face can touch; None off-frame."""
     x0, y0, x1, y1 = context.roi
     if x1 <= x0 or y1 <= y0:
-        return _unchanged(frame)
-    size = (x1 - x0, y1 - y0)
-    out_mat = _shift(context.output_mat, x0, y0)
+        return None
     bg = np.ascontiguousarray(frame[y0:y1, x0:x1, ::-1]).astype(np.float32) / np.float32(255)
+    return (x1 - x0, y1 - y0), _shift(context.output_mat, x0, y0), bg
 
-    if mode == "raw-rgb":  # the whole predicted square, unmasked
-        square = np.clip(_to_frame(np.ones((r, r), np.float32), out_mat, size), 0, 1)
-        square[square < _NOISE] = 0
-        pasted = np.clip(_to_frame(prd, out_mat, size), 0, 1)
-        out = bg * (1 - square[..., None]) + pasted * square[..., None]
-        return _compose(frame, context.roi, np.clip(out, 0, 1), square, None)
+
+@register_blend_mode("original")
+def _original(job: _Job) -> MergeResult:
+    return _unchanged(job.frame)
+
+
+@register_blend_mode("raw-predict")
+def _raw_predict(job: _Job) -> MergeResult:
+    prd, work, _ = _working(job)
+    return MergeResult(frame=job.frame.copy(), mask=np.zeros(job.frame.shape[:2], np.uint8),
+                       raw=_u8(prd[..., ::-1]), raw_mask=_u8(np.clip(work, 0, 1)))
+
+
+@register_blend_mode("raw-rgb")
+def _raw_rgb(job: _Job) -> MergeResult:
+    """The whole predicted square, unmasked (the mask is still built, so a missing input is an error)."""
+    prd, _, _ = _working(job)
+    frame, r = job.frame, job.context.resolution
+    roi = _roi(frame, job.context)
+    if roi is None:
+        return _unchanged(frame)
+    size, out_mat, bg = roi
+    square = np.clip(_to_frame(np.ones((r, r), np.float32), out_mat, size), 0, 1)
+    square[square < _NOISE] = 0
+    pasted = np.clip(_to_frame(prd, out_mat, size), 0, 1)
+    out = bg * (1 - square[..., None]) + pasted * square[..., None]
+    return _compose(frame, job.context.roi, np.clip(out, 0, 1), square, None)
+
+
+@register_blend_mode("seamless-hist-match")
+@register_blend_mode("seamless")
+@register_blend_mode("hist-match")
+@register_blend_mode("overlay")
+def _masked(job: _Job) -> MergeResult:
+    """The face pasted under the refined mask, recoloured, histogram-matched or Poisson-blended per the spec."""
+    prd, work, fine = _working(job)
+    frame, context, settings, blend = job.frame, job.context, job.settings, job.spec.blend
+    rng, r = job.rng, context.resolution
+    roi = _roi(frame, context)
+    if roi is None:
+        return _unchanged(frame)
+    size, out_mat, bg = roi
 
     m = np.clip(_to_frame(fine, out_mat * (fine.shape[0] / r), size), 0, 1)
     m[m < _NOISE] = 0
@@ -658,11 +464,10 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
         return _unchanged(frame)  # DFL skips faces whose mask is smaller than 4 pixels across
 
     dst = np.ascontiguousarray(context.crop[..., ::-1])
-    seamless = mode.startswith("seamless")
-    ct = settings.color_transfer
-    if ct != "none" and not seamless:
+    seamless, ct = blend.seamless, job.spec.color
+    if ct is not None and not seamless:
         prd = _recolor(ct, prd, dst, work, rng)
-    if mode == "hist-match":
+    if blend.hist_match and not seamless:
         prd = hist_match(prd, dst, work if settings.masked_hist_match else None, settings.hist_match_threshold)
 
     pasted = np.clip(_to_frame(prd, out_mat, size), 0, 1)
@@ -674,18 +479,18 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
     sharpen = settings.sharpen_mode != "none" and settings.sharpen_amount != 0
     global_bg = settings.denoise != 0 or settings.bicubic_degrade != 0
     full_bg = None
-    if (seamless and ct != "none") or mode == "seamless-hist-match" or settings.motion_blur != 0 or sharpen \
+    if (seamless and ct is not None) or (seamless and blend.hist_match) or settings.motion_blur != 0 or sharpen \
             or global_bg:
         # DFL re-crops the merged face, filters it in crop pixels and pastes it back. It re-crops with
         # the unscaled matrix; the output matrix is used here so the crop lines up with the mask
         # (identical at face_scale 0, and no black border when face_scale < 0).
         face_c = np.clip(_to_crop(out, out_mat, r), 0, 1)
-        if seamless and ct != "none":
+        if seamless and ct is not None:
             face_c = _recolor(ct, face_c, dst, work, rng)
-        if mode == "seamless-hist-match":
+        if seamless and blend.hist_match:
             face_c = color_hist_match(face_c, dst, settings.hist_match_threshold)
-        if settings.motion_blur != 0 and motion is not None:
-            power, deg = motion
+        if settings.motion_blur != 0 and job.motion is not None:
+            power, deg = job.motion
             face_c = pp.motion_blur(face_c, float(power), pp._deg_in_crop(float(deg), out_mat),
                                     settings.motion_blur)
         if sharpen:
@@ -693,9 +498,20 @@ def paste(frame: np.ndarray, context: MergeContext, face: np.ndarray, face_mask:
         if global_bg:
             full_bg = np.ascontiguousarray(frame[..., ::-1]).astype(np.float32) / np.float32(255)
             full_bg = pp.bicubic_degrade(pp.denoise(full_bg, settings.denoise), settings.bicubic_degrade)
+            x0, y0, x1, y1 = context.roi
             bg = full_bg[y0:y1, x0:x1]
         out = np.clip(bg * (1 - m3) + _to_frame(face_c, out_mat, size) * m3, 0, 1)
     return _compose(frame, context.roi, out, m, full_bg, color_degrade=settings.color_degrade)
+
+
+def _check_vocabulary() -> None:
+    """The registry must implement exactly the config's merge modes (a mode added on one side fails on import)."""
+    if set(_BLEND_MODES) != set(MERGE_MODES):
+        raise RuntimeError(f"merge mode registry {sorted(_BLEND_MODES)} differs from dflray.config.MERGE_MODES "
+                           f"{sorted(MERGE_MODES)}")
+
+
+_check_vocabulary()
 
 
 def _compose(frame: np.ndarray, roi: tuple[int, int, int, int], out_bgr: np.ndarray, weight: np.ndarray,
@@ -747,13 +563,13 @@ def merge_face(frame: np.ndarray, landmarks: np.ndarray, face_type: str, resolut
         >>> res = merge_face(frame, lm, "full", 128, identity, MergeSettings())  # doctest: +SKIP
     """
     crop, ctx = prepare_crop(frame, landmarks, face_type, resolution, settings)
-    if settings.mode == "original":
+    spec = merge_spec(settings)
+    if not spec.blend.swap:
         return _unchanged(frame)
     face, face_mask, dst_mask = predict(crop)
-    need_prd, need_dst = xseg_needs(settings)
     masks: dict[str, np.ndarray] = {}
-    if need_prd or need_dst:
+    if spec.mask.needs_xseg:
         if xseg is None:
             raise ValueError(f"mask mode {settings.mask_mode!r} needs an XSeg model")
-        masks = xseg_masks(xseg, [(frame, ctx, face)], need_prd, need_dst)[0]
+        masks = xseg_masks(xseg, [(frame, ctx, face)], spec.mask.needs_xseg_prd, spec.mask.needs_xseg_dst)[0]
     return paste(frame, ctx, face, face_mask, dst_mask, settings, rng=rng, motion=motion, **masks)

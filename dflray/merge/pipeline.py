@@ -41,9 +41,8 @@ import re
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -51,25 +50,30 @@ import ray
 from ray.data import ActorPoolStrategy
 
 import dflray
-from dflray.config import QUALITY_METRICS, ConfigError, MergeConfig, to_dict
-from dflray.faceset import face_holders, read_videos
-from dflray.extract.pipeline import init_ray, run_extract, video_id
-from dflray.io import schema
-from dflray.io.storage import (
-    arrow_filesystem,
-    atomic_write,
-    exists,
-    expand_inputs,
-    fs_and_path,
-    join,
-    list_files,
-    makedirs,
-    open_uri,
-    protocol,
-    remove,
+from dflray.artifacts.export import ModelContract, resolve_model
+from dflray.artifacts.xseg import load_xseg, model_id, resolve_xseg
+from dflray.config import FACE_TYPES, QUALITY_METRICS, ExtractConfig, MergeConfig, to_dict
+from dflray.faceset import (
+    Commit,
+    check_writable,
+    face_holders,
+    new_run_id,
+    read_tables,
+    read_video_faces,
+    read_videos,
+    video_id,
 )
+from dflray.io import schema
+from dflray.io.storage import atomic_write, exists, expand_inputs, join, open_uri
 from dflray.io.video import Transcoder, VideoError
-from dflray.merge.blend import xseg_needs
+from dflray.merge.blend import merge_spec
+from dflray.merge.identity import reference_embedding, source_identity
+from dflray.merge.predictors import make_predict, start_predict_pool, stop_predict_pool
+from dflray.runtime import init_ray
+
+# Turns dst videos into a faceset: ``(videos, faceset URI, extract config, Ray address)``; the entry point
+# passes ``dflray.extract.run_extract`` (merge, a sibling stage, does not import extraction).
+Extractor = Callable[[list[str], str, ExtractConfig, "str | None"], Any]
 
 log = logging.getLogger("dflray.merge")
 
@@ -129,102 +133,15 @@ def output_name(uri: str, output_id: str) -> str:
     return f"{stem}_{output_id[:8]}"
 
 
-def _sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _publish(local: str, uri: str) -> str:
-    """Moves a finished local file to ``uri`` under a temporary name then its own; returns its sha256."""
-    digest = _sha256_file(local)
-    if protocol(uri) in ("file", "local"):
-        path = fs_and_path(uri)[1]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-        try:
-            shutil.move(local, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    else:
-        with atomic_write(uri) as f, open(local, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 22)
-    return digest
-
-
-def _write_table(name: str, rows: list[dict[str, Any]], uri: str) -> None:
-    with atomic_write(uri) as f:
-        pq.write_table(schema.table_from_rows(name, rows), f)
-
-
-def _read_dir(name: str, uri: str) -> Any:
-    fs, _ = arrow_filesystem(uri)
-    files = [fs_and_path(u)[1] for u in list_files(uri, ".parquet")]
-    return schema.read_table(name, files, filesystem=fs)
-
-
 # ------------------------------------------------------------------------------ the model
 
 
-def _load_contract(uri: str) -> dict[str, Any] | None:
-    from dflray.train.export import load_exported
-
-    try:
-        return load_exported(uri)[1]
-    except Exception:  # noqa: BLE001 - not a TorchScript export: maybe a checkpoint
-        return None
-
-
-def resolve_model(model: str, out: str) -> tuple[str, dict[str, Any], str, str]:
-    """The exported model to merge with: ``model`` itself, or ``OUT/model.ts`` exported from a checkpoint.
-
-    Returns:
-        (model URI, contract, sha256 of the model file, description of the source).
-
-    Raises:
-        ValueError: when ``model`` is neither an exported model nor a training checkpoint.
-    """
-    from dflray.train.checkpoint import latest_checkpoint, read_meta
-
-    fs, path = fs_and_path(model)
-    if fs.isfile(path):
-        contract = _load_contract(model)
-        if contract is not None:
-            with open_uri(model) as f:
-                return model, contract, hashlib.sha256(f.read()).hexdigest(), model
-    ckpt = latest_checkpoint(model)
-    if ckpt is None:
-        raise ValueError(f"--model: {model} is neither an exported model (dflray export) nor a training checkpoint")
-    meta = (read_meta(ckpt) if not ckpt.endswith(".pt") else None) or {}
-    source = f"{ckpt} (step {meta.get('step', '?')})"
-    # The model's identity is its checkpoint's bytes: TorchScript files of one model differ run to run.
-    h = hashlib.sha256()
-    with open_uri(ckpt if ckpt.endswith(".pt") else join(ckpt, "model.pt")) as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    target = join(out, "model.ts")
-    recorded = join(out, "model.source")
-    if not (exists(target) and exists(recorded) and open_uri(recorded).read().decode() == digest):
-        from dflray.train.export import export_model
-
-        export_model(ckpt, target)
-        with atomic_write(recorded) as f:
-            f.write(digest.encode())
-    return target, _load_contract(target), digest, source
-
-
-def check_model(uri: str, contract: dict[str, Any]) -> None:
+def check_model(uri: str, contract: ModelContract) -> None:
     """Runs the model once on a blank crop of its contract's size; a mismatch fails before any work."""
-    from dflray.config import FACE_TYPES
     from dflray.merge.predict import Predictor
 
-    if contract.get("face_type") not in FACE_TYPES:
-        raise ValueError(f"--model: unknown face type {contract.get('face_type')!r} in the model's contract")
+    if contract.face_type not in FACE_TYPES:
+        raise ValueError(f"--model: unknown face type {contract.face_type!r} in the model's contract")
     p = Predictor.load(uri, "cpu")
     r = p.resolution
     try:
@@ -236,43 +153,7 @@ def check_model(uri: str, contract: dict[str, Any]) -> None:
                          f"expected (1, {r}, {r}, 3) and two (1, {r}, {r}) masks")
 
 
-# ------------------------------------------------------------------------------ the actors
-
-
-class _PredictActor:
-    """Holds the swap model; every merge worker sends it crops (on a GPU when it has one)."""
-
-    def __init__(self, uri: str, device: str, threads: int, precision: str = "fp32"):
-        import torch
-
-        from dflray.merge.predict import Predictor
-
-        self.predictor = Predictor.load(uri, None if device == "auto" else device, precision)
-        # On CPU every core of the node by default (Ray caps actors at OMP_NUM_THREADS=num_cpus): the
-        # model is the bottleneck there, and the merge workers' decode/paste/encode interleave with it.
-        if not threads:
-            threads = 1 if self.predictor.device.type == "cuda" else len(os.sched_getaffinity(0))
-        torch.set_num_threads(threads)
-
-    def predict(self, crops: np.ndarray):
-        return self.predictor(crops)
-
-
-class _PoolPredict:
-    """``PredictFn`` over the shared predictor actors, round robin from a per-worker offset."""
-
-    def __init__(self, actors: list, batch_size: int):
-        self.actors = actors
-        self.batch_size = batch_size
-        self.i = int.from_bytes(os.urandom(2), "big")
-
-    def submit(self, crops: np.ndarray):
-        actor = self.actors[self.i % len(self.actors)]
-        self.i += 1
-        return actor.predict.remote(crops)
-
-    def result(self, ref):
-        return ray.get(ref)
+# ------------------------------------------------------------------------------ XSeg and the workers
 
 
 def resolve_merge_xseg(cfg: MergeConfig, field: str = "xseg") -> tuple[MergeConfig, str | None]:
@@ -287,8 +168,6 @@ def resolve_merge_xseg(cfg: MergeConfig, field: str = "xseg") -> tuple[MergeConf
     """
     if not cfg.uses_xseg:
         return cfg, None
-    from dflray.extract.xseg_apply import resolve_xseg
-
     uri, sha = resolve_xseg(cfg.xseg, field)
     return dataclasses.replace(cfg, xseg=uri), sha
 
@@ -299,9 +178,6 @@ def load_merge_xseg(cfg: MergeConfig) -> tuple[Any, str | None]:
         return None, None
     import torch
 
-    from dflray.extract.xseg_apply import model_id
-    from dflray.models.xseg import load_xseg
-
     return load_xseg(cfg.xseg, "cuda" if torch.cuda.is_available() else "cpu"), model_id(cfg.xseg)
 
 
@@ -311,25 +187,13 @@ class MergeStage:
     Rows in: one task dict per video (see ``run_merge``). Rows out: a small status row per video.
     """
 
-    def __init__(self, cfg: MergeConfig, out: str, model_uri: str, contract: dict[str, Any], model_sha: str,
+    def __init__(self, cfg: MergeConfig, out: str, model_uri: str, contract: ModelContract, model_sha: str,
                  predictors: list, reference: np.ndarray | None, run_id: str, dataset_id: str,
                  source: np.ndarray | None = None):
-        from dflray.merge.video import InlinePredict
-
         self.cfg, self.out, self.contract = cfg, out, contract
         self.model_uri, self.model_sha, self.reference = model_uri, model_sha, reference
         self.run_id, self.dataset_id = run_id, dataset_id
-        if predictors:
-            self.predict = _PoolPredict(predictors, cfg.predict.batch_size)
-        else:
-            import torch
-
-            from dflray.merge.predict import Predictor
-
-            torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
-            device = None if cfg.predict.device == "auto" else cfg.predict.device
-            self.predict = InlinePredict(Predictor.load(model_uri, device, cfg.predict.precision),
-                                         cfg.predict.batch_size)
+        self.predict = make_predict(cfg.predict, model_uri, pool=predictors, worker_cpus=cfg.workers.num_cpus)
         self.xseg = load_merge_xseg(cfg)
         self.quality = None
         if source is not None:  # the measuring models load once per worker, like the swap model
@@ -379,21 +243,15 @@ class QualityProbe:
 
 
 def _read_faces(task: dict[str, Any]):
-    files = json.loads(task["face_files"])
-    if not files:
-        return None
-    import pyarrow.dataset as pads
-
-    fs, _ = arrow_filesystem(task["faceset"])
-    ds = pads.dataset(files, filesystem=fs, format="parquet")  # paths inside the faceset's filesystem
-    return ds.to_table(columns=_FACE_COLUMNS, filter=pads.field("video_id") == task["dst_video_id"])
+    return read_video_faces(task["faceset"], json.loads(task["face_files"]), task["dst_video_id"], _FACE_COLUMNS)
 
 
-def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: dict[str, Any], model_uri: str,
+def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: ModelContract, model_uri: str,
               model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str,
               xseg: tuple[Any, str | None] = (None, None),
               quality: QualityProbe | None = None) -> tuple[dict, dict | None]:
-    """Merges one dst video and commits it (outputs, frames table, then the record); never raises.
+    """Merges one dst video and commits it (``dflray.faceset.Commit``: the video and mask moved in, the
+    frames table, then the record); never raises.
 
     ``xseg`` is ``load_merge_xseg``'s (model, id), used when this video's mask mode is an XSeg one.
     ``quality``, when given, measures a fake (not a ``mode=original`` re-encode) before it is committed;
@@ -407,21 +265,23 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
     t0 = time.perf_counter()
     seed = int(task["seed"])
     settings = draw_settings(cfg.settings, cfg.vary, seed)
-    xseg_model, xseg_sha = xseg if any(xseg_needs(settings)) else (None, None)
+    spec = merge_spec(settings)  # the mode strings, parsed once for this video (a validated config parses)
+    xseg_model, xseg_sha = xseg if spec.mask.needs_xseg else (None, None)
     digest = settings_sha256(settings, smooth_window=cfg.smooth_window, identity=to_dict(cfg.identity),
                              model=model_sha, **({"xseg": xseg_sha} if xseg_sha else {}))
     name = output_name(task["dst_uri"], task["output_id"])
-    fake = settings.mode != "original"
+    fake = spec.blend.swap
     record: dict[str, Any] = {
         "output_id": task["output_id"], "label": "FAKE" if fake else "REAL", "dst_uri": task["dst_uri"],
         "dst_video_id": task["dst_video_id"], "model": task["model_source"], "model_sha256": model_sha,
         "xseg_sha256": xseg_sha,
-        "arch": contract.get("arch"), "face_type": contract["face_type"], "resolution": contract["resolution"],
+        "arch": contract.arch, "face_type": contract.face_type, "resolution": contract.resolution,
         **to_dict(settings), "smooth_window": cfg.smooth_window, "identity_mode": cfg.identity.swap, "seed": seed,
         "settings_sha256": digest, "dataset_id": dataset_id, "run_id": run_id, "frames": 0, "frames_swapped": 0,
         "faces_swapped": 0}
     error = None
-    tmp = tempfile.mkdtemp(prefix="dflray-merge-")
+    commit = Commit(out, run_id=task["output_id"])
+    tmp = tempfile.mkdtemp(prefix="dflray-merge-")  # the video's staging: local files until they move in
     try:
         if task.get("input_error"):
             raise MergeInputError(task["input_error"])
@@ -433,7 +293,8 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
         emb_col = faces.column("embedding")
         embeddings = None
         if emb_col.null_count < faces.num_rows:
-            flat = emb_col.combine_chunks().fill_null([np.nan] * 128) if emb_col.null_count else emb_col.combine_chunks()
+            flat = emb_col.combine_chunks()
+            flat = flat.fill_null([np.nan] * 128) if emb_col.null_count else flat
             embeddings = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, 128).astype(np.float64)
         selected = select_faces(frame_idx, embeddings, cfg.identity.swap, reference=reference,
                                 threshold=cfg.identity.threshold)
@@ -450,8 +311,8 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
         o = cfg.output
         with Transcoder(task["dst_uri"], video_local, mask_path=mask_local, crf=o.crf, preset=o.preset,
                         lossless=o.lossless, mask_crf=o.mask_crf, metadata=meta) as tr:
-            rows = merge_video(tr, plan, predict, settings, face_type=contract["face_type"],
-                               resolution=int(contract["resolution"]), seed=seed,
+            rows = merge_video(tr, plan, predict, settings, face_type=contract.face_type,
+                               resolution=contract.resolution, seed=seed,
                                batch_frames=cfg.workers.batch_frames, xseg=xseg_model,
                                faces_per_frame={int(k): int(v) for k, v in counts.items()})
             has_audio, fps, size = tr.has_audio, tr.fps, tr.size
@@ -462,13 +323,12 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
             # second download of both.
             record.update(quality.measure(video_local, task["dst_uri"], mask_local, faces))
         w, h = size
-        record.update(path=f"videos/{name}.mp4", sha256=_publish(video_local, join(out, "videos", f"{name}.mp4")))
+        record.update(path=f"videos/{name}.mp4", sha256=commit.publish(video_local, f"videos/{name}.mp4"))
         if mask_local:
-            record.update(mask_path=f"masks/{name}.mp4",
-                          mask_sha256=_publish(mask_local, join(out, "masks", f"{name}.mp4")))
+            record.update(mask_path=f"masks/{name}.mp4", mask_sha256=commit.publish(mask_local, f"masks/{name}.mp4"))
         for r in rows:
             r["output_id"] = task["output_id"]
-        _write_table("merged_frames", rows, join(out, "frames", f"{task['output_id']}.parquet"))
+        commit.write("merged_frames", rows, f"frames/{task['output_id']}.parquet")
         record.update(status="ok", frames=len(rows), frames_swapped=sum(r["faces_swapped"] > 0 for r in rows),
                       faces_swapped=sum(r["faces_swapped"] for r in rows), fps=fps, has_audio=has_audio,
                       duration=rows[-1]["timestamp"] - rows[0]["timestamp"] + 1.0 / fps, width=w, height=h)
@@ -486,10 +346,10 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
     record["seconds"] = time.perf_counter() - t0
     try:
         if error is not None:
-            _write_table("errors", [error], join(out, "errors", f"{task['output_id']}.parquet"))
+            commit.write("errors", [error], f"errors/{task['output_id']}.parquet")
         else:
-            remove(join(out, "errors", f"{task['output_id']}.parquet"))
-        _write_table("merged", [record], join(out, "records", f"{task['output_id']}.parquet"))
+            commit.remove(f"errors/{task['output_id']}.parquet")
+        commit.record("merged", [record], f"records/{task['output_id']}.parquet")
     except Exception as e:  # noqa: BLE001 - the output store itself failed: report, the job goes on
         record.update(status="error", error=f"cannot write the record: {type(e).__name__}: {e}")
     return record, error
@@ -522,108 +382,16 @@ def _check_manifest(out: str, doc: dict[str, Any]) -> None:
         f.write(json.dumps(doc, indent=2, default=str).encode())
 
 
-def _check_writable(out: str) -> None:
-    try:
-        makedirs(out)
-        probe = join(out, f".write-test-{uuid.uuid4().hex}")
-        with atomic_write(probe) as f:
-            f.write(b"ok")
-        remove(probe)
-    except Exception as e:  # noqa: BLE001
-        raise ValueError(f"--out: cannot write to {out}: {type(e).__name__}: {e}") from e
+def _is_faceset(dst: list[str]) -> bool:
+    return len(dst) == 1 and exists(join(dst[0], "faceset.json"))
 
 
-def reference_embedding(uri: str) -> np.ndarray:
-    """dlib descriptor of the largest face in a reference image (for ``identity.swap=reference``)."""
-    import cv2
-
-    from dflray.config import DetectConfig, LandmarkConfig
-    from dflray.detect import build_detector, build_landmarker
-    from dflray.detect.dlib_models import IdentityEmbedder
-
-    with open_uri(uri) as f:
-        data = np.frombuffer(f.read(), np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"identity.reference: {uri} is not a readable image")
-    rgb = np.ascontiguousarray(bgr[..., ::-1])
-    dets = build_detector(DetectConfig()).detect([rgb])[0]
-    if len(dets) == 0:
-        raise ValueError(f"identity.reference: no face found in {uri}")
-    i = int(np.argmax((dets.boxes[:, 2] - dets.boxes[:, 0]) * (dets.boxes[:, 3] - dets.boxes[:, 1])))
-    lm = build_landmarker(LandmarkConfig()).landmarks(rgb, dets.boxes[i:i + 1])
-    return IdentityEmbedder().embed(rgb, lm)[0].astype(np.float64)
-
-
-def _training_src(model: str) -> str | None:
-    """The src faceset in the ``train_config.yaml`` of the training output ``model`` belongs to, if any.
-
-    ``model`` may be the training output, its run folder, a checkpoint folder or its ``model.pt``, or an
-    export written inside the training output: the file is looked for there and up to three folders up.
-    """
-    import posixpath
-
-    import yaml
-
-    fs, path = fs_and_path(model)
-    path = path.rstrip("/")
-    for _ in range(4):
-        cand = posixpath.join(path, "train_config.yaml")
-        if fs.isfile(cand):
-            with fs.open(cand, "rb") as f:
-                doc = yaml.safe_load(f) or {}
-            src = doc.get("src") if isinstance(doc, dict) else None
-            return src if isinstance(src, str) and src else None
-        parent = posixpath.dirname(path)
-        if not parent or parent == path:
-            break
-        path = parent
-    return None
-
-
-def source_identity(cfg: MergeConfig, model: str) -> tuple[np.ndarray, str] | None:
-    """The source identity ``quality.measure`` compares merged faces with, checked before any work.
-
-    It is the mean descriptor of the dominant person (``identity.threshold``) of the src faceset:
-    ``quality.source``, else the ``src`` of the training output ``model`` comes from.
-
-    Returns:
-        ((128,) descriptor, the faceset's URI), or None when ``quality`` is off.
-
-    Raises:
-        ConfigError: naming ``quality.source`` when no src faceset is given or found, it is not a faceset,
-            or it has no identity embeddings.
-    """
-    if not cfg.quality.enabled:
-        return None
-    from dflray.faceset import read_faces
-    from dflray.merge.video import select_faces
-
-    source = cfg.quality.source or _training_src(model)
-    if not source:
-        raise ConfigError("quality.source", f"--model {model} records no training src faceset (no "
-                          "train_config.yaml beside it or above it); give quality.source=FACESET")
-    if not exists(join(source, "faceset.json")):
-        raise ConfigError("quality.source", f"{source} is not a faceset (no faceset.json); give the src faceset "
-                          "written by dflray extract")
-    col = read_faces(source, columns=["embedding"]).column("embedding")
-    emb = np.asarray([e for e in col.to_pylist() if e is not None], np.float64).reshape(-1, 128)
-    emb = emb[np.isfinite(emb).all(1)]
-    if not len(emb):
-        raise ConfigError("quality.source", f"{source} has no identity embeddings (extract it with "
-                          "landmarks.embedding=true)")
-    # Every face counts as its own frame: the src faceset's stray faces (a bystander) are left out by
-    # identity, not by which frame they share.
-    keep = select_faces(np.arange(len(emb)), emb, "dominant", threshold=cfg.identity.threshold)
-    return emb[keep].mean(0), source
-
-
-def _dst_faceset(dst: list[str], out: str, cfg: MergeConfig, address: str | None) -> str:
+def _dst_faceset(dst: list[str], out: str, cfg: MergeConfig, address: str | None, extractor: Extractor | None) -> str:
     """The faceset of the dst videos: ``dst`` itself, or one extracted into ``OUT/_faceset``."""
-    if len(dst) == 1 and exists(join(dst[0], "faceset.json")):
+    if _is_faceset(dst):
         return dst[0]
     target = join(out, "_faceset")
-    run_extract(dst, target, cfg.extract, address=address)
+    extractor(dst, target, cfg.extract, address)
     return target
 
 
@@ -648,22 +416,26 @@ def _tasks(faceset: str, dst: list[str], cfg: MergeConfig, model_sha: str, model
         elif row["status"] == "no_faces":
             problem = "no face was found in this video at extraction"
         tasks[out_id] = {"output_id": out_id, "dst_uri": row["uri"], "dst_video_id": vid, "faceset": faceset,
-                         "face_files": json.dumps(holders.get(vid, [])), "seed": 0, "fill_gaps": fill, "model_source": model_source,
+                         "face_files": json.dumps(holders.get(vid, [])), "seed": 0, "fill_gaps": fill,
+                         "model_source": model_source,
                          "width": row["width"] or 0, "height": row["height"] or 0, "input_error": problem}
     return sorted(tasks.values(), key=lambda t: t["dst_uri"])
 
 
-def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: str | None = None) -> MergeSummary:
+def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: str | None = None,
+              extractor: Extractor | None = None) -> MergeSummary:
     """Merges every dst video with the model into ``out`` on the current Ray cluster.
 
     Args:
         model: an exported model (``dflray export``) or a training output/checkpoint (exported into
             ``OUT/model.ts`` first), any fsspec URL.
         dst: a faceset written by ``dflray extract``, or videos (files, folders, globs, manifests),
-            which are extracted into ``OUT/_faceset`` first.
+            which are extracted into ``OUT/_faceset`` first by ``extractor``.
         out: output root (any fsspec URL).
         cfg: the validated merge config.
         address: Ray address (None: RAY_ADDRESS, or a local cluster).
+        extractor: what extracts dst videos (``dflray.extract.run_extract``; the CLI passes it); needed
+            only when ``dst`` is videos.
 
     Returns:
         The run's summary.
@@ -682,7 +454,10 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
         raise ValueError("settings.mode: raw-predict gives face crops, not frames; the video merge cannot use it")
     if cfg.predict.precision == "fp16" and not cfg.predict.num_gpus:
         raise ValueError("predict.precision: fp16 runs on GPUs only (set predict.num_gpus, or use bf16 on CPU)")
-    _check_writable(out)
+    if extractor is None and not _is_faceset(dst):
+        raise ValueError(f"--dst: {dst} is not a faceset (no faceset.json); give one written by dflray extract, "
+                         "or pass an extractor (dflray merge on the command line extracts videos itself)")
+    check_writable(out)
     cfg, xseg_sha = resolve_merge_xseg(cfg)
     identity = source_identity(cfg, model)
     model_uri, contract, model_sha, source = resolve_model(model, out)
@@ -690,21 +465,21 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
     dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
     reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
     _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
-                          "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract,
+                          "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract.to_dict(),
                           "config": _config_key(cfg), "quality_source": identity[1] if identity else None,
                           "dataset_id": dataset_id, "dflray": dflray.__version__})
     init_ray(address)
-    faceset = _dst_faceset(dst, out, cfg, address)
+    faceset = _dst_faceset(dst, out, cfg, address, extractor)
     tasks = _tasks(faceset, dst, cfg, model_sha, source)
     if not tasks:
         raise ValueError(f"--dst: no videos found in {dst}")
     for t in tasks:
         t["seed"] = video_seed(cfg.seed, t["dst_video_id"])
-    done = {r["output_id"] for r in _read_dir("merged", join(out, "records")).to_pylist()
+    done = {r["output_id"] for r in read_tables("merged", join(out, "records")).to_pylist()
             if r["status"] == "ok" or not cfg.retry_errors}
     todo = [t for t in tasks if t["output_id"] not in done]
     summary = MergeSummary(out=out, videos=len(todo), skipped=len(tasks) - len(todo))
-    run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    run_id = new_run_id()
     if todo:
         _run_tasks(todo, cfg, out, model_uri, contract, model_sha, reference, run_id, dataset_id, summary,
                    source=identity[0] if identity else None)
@@ -723,11 +498,7 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
 def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, reference, run_id, dataset_id,
                summary: MergeSummary, source: np.ndarray | None = None) -> None:
     p = cfg.predict
-    predictors = []
-    if p.concurrency:
-        actor = ray.remote(_PredictActor).options(num_cpus=p.num_cpus, num_gpus=p.num_gpus or None,
-                                                  max_restarts=2, max_task_retries=2)
-        predictors = [actor.remote(model_uri, p.device, p.threads, p.precision) for _ in range(p.concurrency)]
+    predictors = start_predict_pool(p, model_uri)
     workers, cpus = cfg.workers.concurrency, cfg.workers.num_cpus
     if workers is None:
         # At least two workers per predictor, so one has crops waiting while another pastes and encodes
@@ -752,16 +523,15 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
             log.info("merged %s: %s, %d frames, %.1f s", row["dst_uri"], status, int(row["frames"]),
                      float(row["seconds"]))
     finally:
-        for a in predictors:
-            ray.kill(a)
+        stop_predict_pool(predictors)
 
 
 def _consolidate(out: str) -> Any:
     """Rebuilds ``index.parquet`` and ``errors.parquet`` from the per-video records; returns the index."""
-    records = _read_dir("merged", join(out, "records")).sort_by("output_id")
+    records = read_tables("merged", join(out, "records")).sort_by("output_id")
     with atomic_write(join(out, "index.parquet")) as f:
         pq.write_table(records, f)
-    errors = _read_dir("errors", join(out, "errors"))
+    errors = read_tables("errors", join(out, "errors"))
     with atomic_write(join(out, "errors.parquet")) as f:
         pq.write_table(errors, f)
     return records

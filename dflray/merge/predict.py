@@ -11,16 +11,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
+
+from dflray.artifacts.export import ModelContract, load_exported
 
 
 class Predictor:
     """A loaded swap model; call it on ``N×R×R×3`` crops."""
 
-    def __init__(self, module: torch.jit.ScriptModule, contract: dict[str, Any], device: str = "cpu",
+    def __init__(self, module: torch.jit.ScriptModule, contract: ModelContract, device: str = "cpu",
                  precision: str = "fp32"):
         if precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
@@ -30,8 +30,8 @@ class Predictor:
         if precision == "fp16" and self.device.type != "cuda":
             raise ValueError("precision fp16 needs a CUDA device (use bf16 on CPU)")
         self.precision = precision
-        self.resolution = int(contract["resolution"])
-        self.face_type = str(contract["face_type"])
+        self.resolution = contract.resolution
+        self.face_type = contract.face_type
 
     @classmethod
     def load(cls, path: str, device: str | None = None, precision: str = "fp32") -> "Predictor":
@@ -41,8 +41,6 @@ class Predictor:
         with native bf16 about 2.3x faster than fp32 for a 128 px LIAE, with outputs within 0.0025
         (under one 8-bit step) of fp32's.
         """
-        from dflray.train.export import load_exported
-
         module, contract = load_exported(path)
         return cls(module, contract, device or ("cuda" if torch.cuda.is_available() else "cpu"), precision)
 

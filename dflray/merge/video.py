@@ -34,7 +34,8 @@ import numpy as np
 
 from dflray.config import MergeSettings, Vary, from_dict, to_dict
 from dflray.io.video import SourceFrame, Transcoder
-from dflray.merge.blend import paste, prepare_crop, xseg_masks, xseg_needs
+from dflray.merge.blend import merge_spec, paste, prepare_crop
+from dflray.merge.masks import xseg_masks
 from dflray.merge.temporal import face_motion, smooth_landmarks
 
 __all__ = ["InlinePredict", "PlannedFace", "PredictFn", "draw_settings", "link_tracks", "merge_video",
@@ -123,7 +124,7 @@ def select_faces(frame_idx: np.ndarray, embeddings: np.ndarray | None, mode: str
     n = len(frame_idx)
     if mode == "all" or n == 0:
         return np.ones(n, bool)
-    have = embeddings is not None and np.isfinite(embeddings).all(axis=1) if embeddings is not None else np.zeros(n, bool)
+    have = np.isfinite(embeddings).all(axis=1) if embeddings is not None else np.zeros(n, bool)
     if not np.any(have):
         if np.unique(frame_idx).size == n:  # never two faces in a frame: every face is the one person
             return np.ones(n, bool)
@@ -313,8 +314,8 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
     Returns:
         One per-frame row per output frame (``dflray.io.schema.MERGED_FRAMES`` without the output id).
     """
-    need_prd, need_dst = xseg_needs(settings)
-    if (need_prd or need_dst) and xseg is None:
+    mspec = merge_spec(settings).mask  # the mode strings, parsed once for the video
+    if mspec.needs_xseg and xseg is None:
         raise ValueError(f"mask mode {settings.mask_mode!r} needs an XSeg model (xseg=PATH)")
     rows: list[dict[str, Any]] = []
     pending: deque[_Batch] = deque()
@@ -333,10 +334,10 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
         fmasks = np.concatenate([o[1] for o in outs]) if outs else None
         dmasks = np.concatenate([o[2] for o in outs]) if outs else None
         xmasks = None
-        if need_prd or need_dst:
+        if mspec.needs_xseg:
             xmasks = xseg_masks(xseg, [(frame.rgb, ctx, faces[k]) for k, (frame, ctx) in
                                        enumerate((f, c) for f, its in b.frames for _, c, _ in its)],
-                                need_prd, need_dst)
+                                mspec.needs_xseg_prd, mspec.needs_xseg_dst)
         k = 0
         for frame, items in b.frames:
             out, mask = frame.rgb, None

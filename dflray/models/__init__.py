@@ -4,8 +4,12 @@ The losses live in :mod:`dflray.models.losses` (not re-exported: they import kor
 """
 
 from dflray.models.df_liae import DFLModel, build_model, count_parameters
-from dflray.models.discriminators import (CodeDiscriminator, UNetPatchDiscriminator, build_code_discriminator,
-                                          build_patch_discriminator)
+from dflray.models.discriminators import (
+                                          CodeDiscriminator,
+                                          UNetPatchDiscriminator,
+                                          build_code_discriminator,
+                                          build_patch_discriminator,
+)
 
 __all__ = [
     "CodeDiscriminator",

@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dflray.config import ModelConfig
-from dflray.models.layers import (Downscale, DownscaleBlock, ResidualBlock, Upscale, conv2d, glorot_init_,
-                                  pixel_norm)
+from dflray.models.layers import Downscale, DownscaleBlock, ResidualBlock, Upscale, conv2d, glorot_init_, pixel_norm
 
 
 def _halve(size: int, times: int) -> int:

@@ -176,7 +176,8 @@ def autoencoder_losses(out: dict[str, torch.Tensor], batch: dict[str, torch.Tens
     Per identity: 10 x DSSIM (two scales from 256 px) + 10 x MSE of the images, multiplied by the
     blurred face mask when ``masked_training``; + 300 x L1 inside the eyes/mouth mask with
     ``eyes_mouth_prio``; + 10 x MSE of the predicted mask. ``loss.blur_out_mask`` is the caller's job
-    (:func:`apply_blur_out_mask` on the batch first), so that it runs once for all loss functions. With ``face_style_power`` (a percentage, as DFL's option; needs ``out["src_dst_detached"]``
+    (:func:`apply_blur_out_mask` on the batch first), so that it runs once for all loss functions. With
+    ``face_style_power`` (a percentage, as DFL's option; needs ``out["src_dst_detached"]``
     from ``model(..., detached_swap=True)``) the swap masked by its predicted mask is pulled toward the
     colour statistics of the dst reconstruction masked by its predicted mask: :func:`style_loss`, blur
     radius ``resolution // 8``, weight ``100 * face_style_power``. With ``bg_style_power`` the swap is

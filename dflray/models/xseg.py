@@ -28,7 +28,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 from typing import Any, Mapping
 
 import cv2
@@ -40,7 +39,7 @@ from torch import nn
 from dflray.config import FACE_TYPES
 from dflray.models.layers import glorot_init_
 
-__all__ = ["FORMAT", "XSeg", "dice_bce_loss", "iou", "iou_per_sample", "load_xseg", "predict_mask", "save_xseg",
+__all__ = ["FORMAT", "XSeg", "dice_bce_loss", "iou", "iou_per_sample", "predict_mask", "xseg_from_state",
            "xseg_state"]
 
 FORMAT = "dflray-xseg-v1"
@@ -343,51 +342,22 @@ def xseg_state(model: nn.Module) -> dict[str, Any]:
     return {"format": FORMAT, "config": net.config(), "state_dict": state}
 
 
-def save_xseg(model: nn.Module, uri: str) -> None:
-    """Writes :func:`xseg_state` to a local path or fsspec URI (atomically where the store allows).
+def xseg_from_state(payload: Mapping[str, Any], where: str = "payload") -> XSeg:
+    """Rebuilds an :class:`XSeg` from :func:`xseg_state`'s payload, on the CPU, in eval mode.
 
-    Example:
-        >>> save_xseg(model, "/tmp/xseg.pt")  # doctest: +SKIP
-    """
-    from dflray.io.storage import atomic_write
-
-    buf = io.BytesIO()
-    torch.save(xseg_state(model), buf)
-    with atomic_write(uri, "wb") as f:
-        f.write(buf.getvalue())
-
-
-def load_xseg(path_or_dict: str | Mapping[str, Any], device: str | torch.device = "cpu") -> XSeg:
-    """Rebuilds an :class:`XSeg` from :func:`xseg_state`'s payload or a file of it, in eval mode.
-
-    Files are read through fsspec and loaded with ``torch.load(weights_only=True)``: a file from
-    someone else cannot run code.
+    Files of it are read and written by ``dflray.artifacts.xseg`` (``load_xseg``, ``save_xseg``).
 
     Args:
-        path_or_dict: a payload dict, or a local path / fsspec URI of a saved one.
-        device: where to put the model.
-
-    Returns:
-        The model, on ``device``, in eval mode.
+        payload: the ``{format, config, state_dict}`` dict.
+        where: what to call the payload in errors (its file).
 
     Raises:
-        ValueError: when the payload is not a dflray XSeg file or its config is invalid.
+        ValueError: when the payload is not a dflray XSeg payload or its config is invalid.
 
     Example:
-        >>> model = load_xseg(xseg_state(XSeg(64, 8, 3)))
-        >>> model.resolution
+        >>> xseg_from_state(xseg_state(XSeg(64, 8, 3))).resolution
         64
     """
-    if isinstance(path_or_dict, Mapping):
-        payload = path_or_dict
-        where = "payload"
-    else:
-        from dflray.io.storage import open_uri
-
-        with open_uri(str(path_or_dict), "rb") as f:
-            # Read fully: torch.load needs a seekable file, which not every fsspec backend gives.
-            payload = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
-        where = str(path_or_dict)
     if not isinstance(payload, Mapping) or payload.get("format") != FORMAT:
         raise ValueError(f"{where} is not a {FORMAT} file")
     cfg = payload.get("config")
@@ -395,4 +365,4 @@ def load_xseg(path_or_dict: str | Mapping[str, Any], device: str | torch.device 
         raise ValueError(f"{where}: config must have resolution, base, depth and face_type, got {cfg!r}")
     model = XSeg(int(cfg["resolution"]), int(cfg["base"]), int(cfg["depth"]), str(cfg["face_type"]))
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval()
+    return model.eval()

@@ -5,9 +5,10 @@ A shared layer: it knows no stage and needs no Ray. The merge stage measures eac
 judges swaps with it as a plain script.
 
 Modules:
-    metrics: the metrics as pure numpy/cv2 functions over descriptors, landmarks, frames and masks
-        (``swap_success``, identity distances, pose and expression error, flicker, seam), their
-        summaries, and ``apply_gates`` for ``QualityConfig.gates``. No model, no video I/O.
+    identity: ``swap_success`` (the headline) and dlib descriptor distances, over descriptors.
+    metrics: the other metrics as pure numpy/cv2 functions over landmarks, frames and masks (pose and
+        expression error, flicker, seam, detail, and ``blur_like`` for the blur guard).
+    gates: ``apply_gates`` for ``QualityConfig.gates``, and the ``swap_success`` summaries.
     measure: ``FaceMeasurer``, which loads the detector, landmarker and identity embedder once and
         measures a fake video (decoded with ``dflray.io.video``) with those metrics.
 
@@ -19,21 +20,16 @@ Example:
     >>> m.measure_fake("fake.mp4", "real.mp4", "mask.mp4", dst_faces, source_embedding)  # doctest: +SKIP
 """
 
+from dflray.quality.gates import apply_gates, format_success, success_stats
+from dflray.quality.identity import SAME_PERSON_THRESHOLD, frame_swapped, identity_distance, swap_success
 from dflray.quality.measure import FaceMeasurer, image_embedding
-from dflray.quality.metrics import (
-    SAME_PERSON_THRESHOLD,
-    apply_gates,
-    format_success,
-    frame_swapped,
-    identity_distance,
-    success_stats,
-    swap_success,
-)
+from dflray.quality.metrics import detail_ratio
 
 __all__ = [
     "SAME_PERSON_THRESHOLD",
     "FaceMeasurer",
     "apply_gates",
+    "detail_ratio",
     "format_success",
     "frame_swapped",
     "identity_distance",

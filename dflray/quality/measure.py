@@ -30,6 +30,7 @@ from dflray.config import DetectConfig, LandmarkConfig
 
 # The metrics' private helpers are shared within this package: the streaming accumulators and the
 # mask, pose and descriptor checks are the same ones the public metric functions use.
+from dflray.quality.identity import _source_mean, identity_distance, swap_success
 from dflray.quality.metrics import (
     DETAIL_MATCH,
     _angle_diff,
@@ -39,12 +40,9 @@ from dflray.quality.metrics import (
     _in_step,
     _pose,
     _SeamAcc,
-    _source_mean,
     blur_like,
     detail_ratio,
-    identity_distance,
     similarity_nme,
-    swap_success,
 )
 
 __all__ = ["FaceMeasurer", "image_embedding"]

@@ -1,4 +1,5 @@
-"""Quality metrics of a fake video, as pure numpy/cv2 functions, and the gates that flag fakes failing them.
+"""Quality metrics of a fake video, as pure numpy/cv2 functions (the identity test is ``identity.py``,
+the gates and summaries ``gates.py``).
 
 A face swap should carry the source identity, remove the destination identity, keep the destination's
 head pose and expression, be as temporally stable as the real video and leave no visible edge where the
@@ -20,7 +21,7 @@ artefact scores over the manipulation mask:
   visible seam, > 1 a seam.
 - ``swap_success`` (the headline): the share of sampled frames in which the face found in the fake is
   recognised as the source person: nearer the source identity than the real face it replaced, and
-  under dlib's same-person distance (``SAME_PERSON_THRESHOLD``). A frame where no face was found in the
+  under dlib's same-person distance (``identity.SAME_PERSON_THRESHOLD``). A frame where no face was found in the
   fake counts as a failure. 1 is a swap that always reads as the source, 0 one that never does.
   Blur alone can fool dlib's descriptor (a destination face blurred to a featureless oval drifts toward
   an "average" face and can land nearer the source than its own sharp self), so when the fake is softer
@@ -29,49 +30,44 @@ artefact scores over the manipulation mask:
 - ``detail``: face-scale detail of the fake face over the real one (``detail_ratio``, median over the
   sampled frames): 1 is as detailed as the real face, ~0 a featureless blur.
 
-Everything here works on arrays already in hand (descriptors, landmarks, frames, masks): no model, no
-video decoding. ``dflray.quality.measure.FaceMeasurer`` produces those arrays from videos and calls
-these functions. ``apply_gates`` checks the resulting metrics against ``QualityConfig.gates``
-(``dflray.config``, which also names the metrics in ``QUALITY_METRICS``).
+Everything here works on arrays already in hand (landmarks, frames, masks): no model, no video
+decoding. ``dflray.quality.measure.FaceMeasurer`` produces those arrays from videos and calls these
+functions; ``dflray.quality.gates.apply_gates`` checks the resulting metrics against
+``QualityConfig.gates`` (``dflray.config``, which also names the metrics in ``QUALITY_METRICS``).
 
 Example:
-    >>> from dflray.config import QualityConfig
-    >>> apply_gates({"seam": 2.31, "swap_success": 0.9}, QualityConfig(gates=(QualityGate("seam", max=1.5),)).gates)
-    (False, ['seam 2.31 > max 1.5'])
+    >>> m = np.zeros((40, 40), np.uint8); m[10:30, 10:30] = 255
+    >>> img = np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    >>> seam_ratio(img, img, m), detail_ratio(img, img, m)
+    (1.0, 1.0)
 """
 
 from __future__ import annotations
 
 import math
 from itertools import zip_longest
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import cv2
 import numpy as np
 
-from dflray.config import QUALITY_METRICS, QualityGate
 from dflray.face.align import get_transform_mat, transform_points
 from dflray.face.pose import estimate_pitch_yaw_roll_robust
 
 __all__ = [
+    "BLUR_LADDER",
+    "DETAIL_MATCH",
     "MASK_THRESHOLD",
-    "SAME_PERSON_THRESHOLD",
-    "apply_gates",
     "band",
     "blur_like",
     "detail_ratio",
     "flicker",
-    "format_success",
-    "frame_swapped",
     "head_pose",
-    "identity_distance",
     "luma",
     "pose_error",
     "seam",
     "seam_ratio",
     "similarity_nme",
-    "success_stats",
-    "swap_success",
 ]
 
 # A mask pixel at or above half grey is inside the manipulation (masks are 0..255, feathered at the edge).
@@ -83,9 +79,6 @@ MASK_THRESHOLD = 128
 _SEAM_EPS = 1.0
 # Band kernel side at a face (mask) of 256 pixels; scaled with the mask's size.
 _SEAM_WIDTH_AT_256 = 5
-# dlib's convention for its 128-D descriptor: two faces nearer than this are the same person (99.38% on
-# LFW at this threshold).
-SAME_PERSON_THRESHOLD = 0.6
 # A fake face with at least this share of the real face's detail needs no blur-matched reference in
 # ``swap_success``: it is not soft enough for blur to move its descriptor.
 DETAIL_MATCH = 0.9
@@ -98,133 +91,6 @@ _OUTER_EYE_CORNERS = (36, 45)
 
 
 # ------------------------------------------------------------------------------------ pure metrics
-
-
-def identity_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Euclidean distance between two identity descriptors (dlib: < 0.6 is the same person).
-
-    Args:
-        a: (128,) descriptor.
-        b: (128,) descriptor.
-
-    Returns:
-        The distance, >= 0.
-
-    Raises:
-        ValueError: if the descriptors differ in shape or are not 1-D.
-
-    Example:
-        >>> identity_distance(np.zeros(128), np.full(128, 0.1)) > 0.6
-        True
-    """
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    if a.ndim != 1 or a.shape != b.shape:
-        raise ValueError(f"descriptors must be 1-D and of equal length, got {a.shape} and {b.shape}")
-    return float(np.linalg.norm(a - b))
-
-
-def _source_mean(source: np.ndarray) -> np.ndarray:
-    """The source identity as one finite (128,) descriptor: ``source`` itself, or the mean of (N, 128)."""
-    src = np.asarray(source, np.float64)
-    if src.ndim == 2 and len(src):
-        src = src.mean(0)
-    if src.shape != (128,) or not np.isfinite(src).all():
-        raise ValueError(f"source embedding must be a finite (128,) descriptor or (N, 128) of them, "
-                         f"got shape {np.shape(source)}")
-    return src
-
-
-def frame_swapped(fake: np.ndarray | None, real: np.ndarray, source: np.ndarray,
-                  threshold: float = SAME_PERSON_THRESHOLD, soft_real: np.ndarray | None = None) -> bool:
-    """Whether one frame's swapped face is recognised as the source person.
-
-    It is when its descriptor is nearer the source identity than the real face it replaced, and
-    nearer than ``threshold`` (the same person by dlib's convention). Both conditions matter: the
-    first alone accepts a face that resembles nobody, the second alone accepts an unchanged frame
-    when the source happens to look like the destination. When the fake is softer than the real face,
-    ``soft_real`` (the real face blurred to the fake's detail, ``blur_like``) is a third face the fake
-    must be farther from than from the source: blur alone moves a descriptor, and a blurred destination
-    is not a swap.
-
-    Args:
-        fake: (128,) descriptor of the face found in the fake frame; None when no face was found
-            there (a failure).
-        real: (128,) descriptor of the real (destination) face in the same frame.
-        source: (128,) mean descriptor of the source identity, or (N, 128) descriptors to average.
-        threshold: same-person distance.
-        soft_real: (128,) descriptor of the real face blurred to the fake's detail; None when the fake
-            is about as detailed as the real face (``DETAIL_MATCH``) and ``real`` is the reference.
-
-    Returns:
-        True when the fake frame reads as the source.
-
-    Raises:
-        ValueError: for descriptors of the wrong shape or a threshold <= 0.
-
-    Example:
-        >>> src, real = np.zeros(128), np.full(128, 0.1)  # 1.13 apart: two people
-        >>> frame_swapped(src + 0.01, real, src), frame_swapped(real, real, src), frame_swapped(None, real, src)
-        (True, False, False)
-        >>> blurred_dst = np.full(128, 0.03)  # nearer the source (0.34) than its sharp self (0.79)
-        >>> frame_swapped(blurred_dst, real, src), frame_swapped(blurred_dst, real, src, soft_real=blurred_dst)
-        (True, False)
-    """
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold}")
-    src = _source_mean(source)
-    if fake is None:
-        return False
-    d_src = identity_distance(fake, src)
-    ok = d_src < threshold and d_src < identity_distance(fake, real)
-    return ok and (soft_real is None or d_src < identity_distance(fake, soft_real))
-
-
-def swap_success(fake_embeddings: Sequence[np.ndarray | None], real_embeddings: Sequence[np.ndarray],
-                 source_embedding: np.ndarray, threshold: float = SAME_PERSON_THRESHOLD,
-                 soft_embeddings: Sequence[np.ndarray | None] | None = None) -> float | None:
-    """The share of frames whose swapped face is recognised as the source (see ``frame_swapped``).
-
-    Args:
-        fake_embeddings: per sampled frame, the (128,) descriptor of the face found in the fake, or
-            None when no face was found there: that frame counts as a failure, not as missing.
-        real_embeddings: per sampled frame, the (128,) descriptor of the real face it replaced.
-        source_embedding: the source identity's mean descriptor (128,), or (N, 128) descriptors
-            to be averaged.
-        threshold: same-person distance (dlib's 0.6).
-        soft_embeddings: per sampled frame, the descriptor of the real face blurred to the fake's detail
-            (``blur_like``), or None for a frame whose fake is as detailed as the real face; None: no
-            blur guard (every frame judged against the real face only).
-
-    Returns:
-        The share of successful frames in [0, 1]; None when there are no frames.
-
-    Raises:
-        ValueError: when the sequences differ in length, a real descriptor is missing, or a
-            descriptor has the wrong shape.
-
-    Example:
-        >>> src, real = np.zeros(128), np.full(128, 0.1)
-        >>> swap_success([src + 0.01, real, None], [real] * 3, src)  # a swap, an untouched frame, no face
-        0.3333333333333333
-        >>> swap_success([], [], src) is None
-        True
-    """
-    if len(fake_embeddings) != len(real_embeddings):
-        raise ValueError(f"fake_embeddings and real_embeddings differ in length: {len(fake_embeddings)} and "
-                         f"{len(real_embeddings)}")
-    softs = [None] * len(fake_embeddings) if soft_embeddings is None else list(soft_embeddings)
-    if len(softs) != len(fake_embeddings):
-        raise ValueError(f"soft_embeddings has {len(softs)} frames, fake_embeddings {len(fake_embeddings)}")
-    src = _source_mean(source_embedding)
-    if not len(fake_embeddings):
-        return None
-    hits = 0
-    for i, (fake, real, soft) in enumerate(zip(fake_embeddings, real_embeddings, softs)):
-        if real is None:  # without the real face there is nothing to be nearer than; the caller leaves it out
-            raise ValueError(f"real_embeddings[{i}] is None: leave frames without a real face out")
-        hits += frame_swapped(fake, real, src, threshold, soft)
-    return hits / len(fake_embeddings)
 
 
 def _face_crop(mask: np.ndarray, *frames: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
@@ -254,8 +120,9 @@ def detail_ratio(fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> float 
     """Face-scale detail of a fake frame relative to the real one, inside the manipulation mask.
 
     The variance of the Laplacian after a Gaussian prefilter of 1.5% of the mask's width, inside the
-    mask eroded by 5 px so the paste's own edge does not count. The prefilter removes pixel noise and
-    compression artefacts: unfiltered, a blur of a pixel or two already takes the ratio near 0.
+    mask eroded by ~2% of its width (5 px at 256 px) so the paste's own edge does not count. The
+    prefilter removes pixel noise and compression artefacts: unfiltered, a blur of a pixel or two already
+    takes the ratio near 0.
 
     Args:
         fake: H×W×3 RGB uint8 fake frame (or H×W grey).
@@ -280,11 +147,17 @@ def detail_ratio(fake: np.ndarray, real: np.ndarray, mask: np.ndarray) -> float 
     if crop is None:
         return None
     sl, m = crop
-    inner = cv2.erode(m.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0
-    if inner.sum() < 100:
-        return None
     xs = np.flatnonzero(m.any(0))
-    sigma = max(1.0, 0.015 * (xs[-1] - xs[0] + 1))
+    width = xs[-1] - xs[0] + 1
+    # Erode by ~2% of the mask's width (5 px at 256 px), so the paste's own edge does not count; a mask too
+    # thin or broken up for that (a weak learned mask) is read as it is.
+    k = max(3, int(round(0.04 * width)) | 1)
+    inner = cv2.erode(m.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+    if inner.sum() < 100:
+        inner = m
+        if inner.sum() < 100:
+            return None
+    sigma = max(1.0, 0.015 * width)
     r = _detail(luma(real[sl]), inner, sigma)
     return _detail(luma(fake[sl]), inner, sigma) / r if r > 0 else None
 
@@ -337,46 +210,6 @@ def blur_like(real: np.ndarray, mask: np.ndarray, detail: float,
         if got is None or got <= detail:
             break
     return out, float(share)
-
-
-def success_stats(values: Iterable[float | None]) -> dict[str, Any]:
-    """Distribution of ``swap_success`` over fakes (None and NaN are counted as unmeasured).
-
-    Args:
-        values: one ``swap_success`` per fake.
-
-    Returns:
-        ``n`` (measured fakes), ``unmeasured``, ``mean``, ``min``, ``q1``, ``median``, ``q3``, ``max``
-        (None when nothing was measured), ``ge_50`` and ``ge_80`` (fakes with at least 0.5 and 0.8).
-
-    Example:
-        >>> s = success_stats([1.0, 0.5, 0.25, None])
-        >>> s["n"], s["unmeasured"], s["mean"], s["ge_50"], s["ge_80"]
-        (3, 1, 0.5833333333333334, 2, 1)
-    """
-    values = list(values)
-    v = np.array([float(x) for x in values if not _missing(x)], np.float64)
-    out: dict[str, Any] = {"n": int(v.size), "unmeasured": len(values) - int(v.size),
-                           "ge_50": int((v >= 0.5).sum()), "ge_80": int((v >= 0.8).sum())}
-    q = np.quantile(v, [0.0, 0.25, 0.5, 0.75, 1.0]).tolist() if v.size else [None] * 5
-    out.update(mean=float(v.mean()) if v.size else None, **dict(zip(("min", "q1", "median", "q3", "max"), q)))
-    return out
-
-
-def format_success(stats: Mapping[str, Any]) -> str:
-    """One line about a ``success_stats`` result, for the job summaries.
-
-    Example:
-        >>> format_success(success_stats([1.0, 0.5, 0.25, None]))  # doctest: +ELLIPSIS
-        'swap_success mean 0.583 over 3 fakes (min 0.25, ..., max 1); ≥0.5: 2 (67%), ≥0.8: 1 (33%); 1 not measured'
-    """
-    n = stats["n"]
-    if not n:
-        return f"swap_success: not measured ({stats['unmeasured']} fakes without a value)"
-    q = ", ".join(f"{k} {stats[k]:.3g}" for k in ("min", "q1", "median", "q3", "max"))
-    line = (f"swap_success mean {stats['mean']:.3g} over {n} fake{'s' * (n != 1)} ({q}); ≥0.5: {stats['ge_50']} "
-            f"({stats['ge_50'] / n:.0%}), ≥0.8: {stats['ge_80']} ({stats['ge_80'] / n:.0%})")
-    return line + (f"; {stats['unmeasured']} not measured" if stats["unmeasured"] else "")
 
 
 def _landmarks(lm: np.ndarray, name: str) -> np.ndarray:
@@ -725,45 +558,3 @@ class _SeamAcc:
 
     def value(self) -> float | None:
         return self._sum / self._n if self._n else None
-
-
-# ------------------------------------------------------------------------------------ gates
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (
-        isinstance(v, (np.floating, np.integer)) and math.isnan(float(v)))
-
-
-def apply_gates(metrics: Mapping[str, float | None], gates: Sequence[QualityGate]) -> tuple[bool, list[str]]:
-    """Checks a fake's metrics against quality gates.
-
-    Args:
-        metrics: metric name → value (None or NaN: not measured).
-        gates: the bounds (``QualityConfig.gates``); a gate with both ``min`` and ``max`` checks both.
-
-    Returns:
-        ``(passed, reasons)``: one reason per failed bound, e.g. ``"seam 2.31 > max 1.5"``, or
-        ``"pose_error not measured"`` for a gate on a metric that is missing, None or NaN.
-
-    Raises:
-        ValueError: for a gate on a metric outside ``QUALITY_METRICS``.
-
-    Example:
-        >>> apply_gates({"seam": 2.31}, [QualityGate("seam", max=1.5)])
-        (False, ['seam 2.31 > max 1.5'])
-    """
-    reasons: list[str] = []
-    for g in gates:
-        if g.metric not in QUALITY_METRICS:
-            raise ValueError(f"quality.gates: unknown metric {g.metric!r} (known: {', '.join(QUALITY_METRICS)})")
-        v = metrics.get(g.metric)
-        if _missing(v):
-            reasons.append(f"{g.metric} not measured")
-            continue
-        v = float(v)
-        if g.max is not None and v > g.max:
-            reasons.append(f"{g.metric} {v:.3g} > max {g.max:g}")
-        if g.min is not None and v < g.min:
-            reasons.append(f"{g.metric} {v:.3g} < min {g.min:g}")
-    return not reasons, reasons

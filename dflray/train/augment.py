@@ -29,8 +29,8 @@ import numpy as np
 
 from dflray.config import FACE_TYPE_ORDER, AugmentConfig
 from dflray.face.align import get_transform_mat, transform_points
+from dflray.face.color import color_transfer
 from dflray.face.masks import hull_mask
-from dflray.merge.color import color_transfer
 
 __all__ = ["SAMPLE_KEYS", "eyes_mouth_mask", "gen_warp_params", "make_batch", "make_sample", "random_hsv_shift",
            "train_crop_matrix", "uniform_yaw_weights", "warp_by_params", "yaw_bin_index"]

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from dflray.config import FACE_TYPE_ORDER, ConfigError, TrainConfig
-from dflray.faceset import committed_face_files, read_faces
-from dflray.io.storage import arrow_filesystem, exists, join
+from dflray.faceset import read_faces
+from dflray.io.storage import exists, join
 
 SAMPLE_COLUMNS = ["image", "landmarks", "align_mat", "face_type", "mask", "mask_source", "xseg", "yaw"]
 KEY_COLUMNS = ["video_id", "frame_index"]
@@ -206,32 +206,6 @@ def _make_samples(batch: dict[str, np.ndarray], *, resolution: int, face_type: s
     batch = {**batch, "mask": training_masks(batch)}
     rng = np.random.default_rng()  # fresh entropy per batch: every epoch sees new augmentations
     return make_batch(batch, resolution, face_type, augment, rng, flip, ct_refs=ct_refs)
-
-
-def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.ndarray | None = None):
-    """The Ray Data pipeline of one faceset's training samples (re-executed, reshuffled, every epoch).
-
-    Args:
-        info: from ``inspect_faceset``.
-        cfg: the effective training config.
-        role: ``src`` or ``dst`` (picks the flip option; colour transfer applies to src only).
-        ct_refs: dst training crops (N×R×R×3 uint8 RGB) that src samples are colour-transferred toward.
-    """
-    import ray
-
-    fs, _ = arrow_filesystem(info.uri)
-    ds = ray.data.read_parquet(committed_face_files(info.uri), filesystem=fs).select_columns(
-        SAMPLE_COLUMNS + KEY_COLUMNS)
-    times, yaw, _ = epoch_plan(info, cfg)
-    if times > 1 or yaw is not None or info.cuts:
-        ds = ds.flat_map(_repeat_rows, fn_kwargs={"times": times, "yaw_repeats": yaw, "cuts": info.cuts},
-                         num_cpus=cfg.augment_cpus)
-    ds = ds.select_columns(SAMPLE_COLUMNS).random_shuffle()
-    flip = cfg.augment.random_src_flip if role == "src" else cfg.augment.random_dst_flip
-    return ds.map_batches(
-        _make_samples, batch_size=cfg.batch_size, num_cpus=cfg.augment_cpus, batch_format="numpy",
-        fn_kwargs={"resolution": cfg.model.resolution, "face_type": cfg.model.face_type, "augment": cfg.augment,
-                   "flip": flip, "ct_refs": ct_refs if role == "src" else None})
 
 
 def plain_samples(table, idx: np.ndarray, cfg: TrainConfig, seed: int = 0) -> dict[str, np.ndarray]:

@@ -8,6 +8,13 @@ checkpoint dict ``{model, optimizer, model config, step, run config}`` reported 
 Collapse guard: after backward (gradients already all-reduced, so every rank sees the same values) a
 step whose loss or gradients are not finite is skipped on every rank and counted; more than
 ``max_bad_steps`` in a row roll the run back to its last checkpoint (kept in memory), also counted.
+
+Test-only fault injection of the collapse guard (not a user option; never set it in production): the
+environment variable ``DFLRAY_TEST_INJECT_NAN_STEPS`` lists steps, comma-separated (``"4"``, ``"3,3"``);
+one attempt at each listed step gets a NaN loss on rank 0 (list a step twice to fail it twice in a row).
+``run_train`` reads it in the driver (``nan_steps_from_env``) and hands the steps to the workers in the
+loop config (private key ``_inject_nan_steps``): a Ray cluster started before the variable was set
+would not pass it on to its workers.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dflray.artifacts.checkpoint import load_payload, save_payload
 from dflray.config import TrainConfig, from_dict
 from dflray.io.storage import atomic_write, join
-from dflray.train.checkpoint import load_payload, save_payload
 from dflray.train.data import heldout_samples
 from dflray.train.step import SwapTrainer, join_batch, param_checksum, unwrap
 
@@ -67,9 +74,28 @@ def _started_together(*its: Iterator[Any]) -> list[Iterator[Any]]:
     return [itertools.chain([first], it) for first, it in zip(firsts, its)]
 
 
+INJECT_NAN_ENV = "DFLRAY_TEST_INJECT_NAN_STEPS"
+
+
+def nan_steps_from_env() -> list[int]:
+    """The steps ``DFLRAY_TEST_INJECT_NAN_STEPS`` poisons (test-only, see the module docstring); [] if unset.
+
+    Raises:
+        ValueError: when the variable is not a comma-separated list of step numbers.
+    """
+    import os
+
+    raw = os.environ.get(INJECT_NAN_ENV, "")
+    try:
+        return [int(s) for s in raw.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{INJECT_NAN_ENV} must list steps, comma-separated (e.g. 3,3), got {raw!r}") from None
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``train`` (TrainConfig as a dict, already effective),
-    ``out`` (training output URI), ``src``/``dst`` (faceset URIs, for previews), ``init_from``."""
+    ``out`` (training output URI), ``src``/``dst`` (faceset URIs, for previews), ``init_from``; in tests
+    only, ``_inject_nan_steps`` (see the module docstring)."""
     import ray.train
     import ray.train.torch
 
@@ -108,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         src_it, dst_it = _started_together(src_it, dst_it)
     previews = _PreviewWriter(config, cfg, device) if rank == 0 else None
     heldout = heldout_samples(config["src"], cfg) if rank == 0 and cfg.holdout > 0 else None
-    inject = list(cfg.inject_nan_steps)
+    inject = list(config.get("_inject_nan_steps", ()))  # test-only fault injection (module docstring)
     window: list[tuple[float, ...]] = []  # per step: src, dst, total loss, compute s, data wait s
     steps0 = t.step
     t_win, steps_win = time.perf_counter(), t.step  # samples/s is measured per report window

@@ -28,13 +28,12 @@ import hashlib
 from contextlib import nullcontext
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from dflray.artifacts.checkpoint import FORMAT
 from dflray.config import TrainConfig, to_dict
 from dflray.models.losses import BATCH_KEYS
-from dflray.train.checkpoint import FORMAT
 from dflray.train.optim import build_optimizer
 
 __all__ = ["BATCH_KEYS", "SwapTrainer", "autocast_for", "join_batch", "param_checksum", "unwrap"]

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
+from dflray.artifacts.checkpoint import RUN_NAME, latest_checkpoint, read_meta
 from dflray.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from dflray.io.storage import arrow_filesystem, atomic_write, join, makedirs
-from dflray.train.checkpoint import RUN_NAME, latest_checkpoint, read_meta
 
 log = logging.getLogger("dflray.train")
 
@@ -97,9 +97,10 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from dflray.extract.pipeline import init_ray
-    from dflray.train.data import build_dataset, check_inputs, ct_references, inspect_faceset
-    from dflray.train.loop import train_loop_per_worker
+    from dflray.runtime import init_ray
+    from dflray.train.data import check_inputs, ct_references, inspect_faceset
+    from dflray.train.dataset import build_dataset
+    from dflray.train.loop import nan_steps_from_env, train_loop_per_worker
 
     t0 = time.perf_counter()
     src, out = _absolute(src), _absolute(out)
@@ -132,9 +133,12 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
         f.write(yaml.safe_dump({"src": src, "dst": dst, "config": to_dict(eff)}, sort_keys=False).encode())
 
     storage_fs, storage_path = arrow_filesystem(out) if "://" in out else (None, out)
+    loop_config = {"train": to_dict(eff), "out": out, "src": src, "dst": dst, "init_from": cfg.init_from}
+    if nan_steps := nan_steps_from_env():  # test-only fault injection (see dflray.train.loop)
+        loop_config["_inject_nan_steps"] = nan_steps
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": to_dict(eff), "out": out, "src": src, "dst": dst, "init_from": cfg.init_from},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=eff.num_workers, use_gpu=eff.use_gpu,
                                      resources_per_worker={"CPU": eff.cpus_per_worker,
                                                            **({"GPU": 1} if eff.use_gpu else {})}),

@@ -236,8 +236,8 @@ def run_xseg_train(facesets: list[str], out: str, cfg: XSegTrainConfig, address:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from dflray.extract.pipeline import init_ray
     from dflray.io.storage import arrow_filesystem
+    from dflray.runtime import init_ray
 
     t0 = time.perf_counter()
     facesets = [f if "://" in f else os.path.abspath(f) for f in facesets]

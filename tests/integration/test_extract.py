@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dflray.config import load_config, ExtractConfig
-from dflray.extract import read_errors, read_faces, read_videos, run_extract, video_id
+from dflray.config import ExtractConfig, load_config
+from dflray.extract import run_extract
 from dflray.extract.preview import contact_sheet
 from dflray.extract.stages import decode_image
+from dflray.faceset import read_errors, read_faces, read_videos, video_id
 from dflray.io import schema
 from tests.media import corrupt_middle, shared_media, truncate, write_video
 
@@ -171,9 +172,9 @@ def test_real_multiface_clip(ray_local, tmp_path):
 
 def test_a_frame_that_fails_becomes_an_error_row(ray_local):
     from dflray.config import AlignConfig, LandmarkConfig
+    from dflray.detect import Detections
     from dflray.extract.pipeline import _Ledger
     from dflray.extract.stages import FaceStage, pack_detections
-    from dflray.detect import Detections
     from dflray.sample import load_portrait
 
     img = load_portrait("astronaut")

@@ -66,8 +66,8 @@ DATASET_EXTRA = ["perturb.compression=[c0, c23]", "perturb.fraction=1.0", "pertu
 def dataset(ray_local, clips, tmp_path_factory):
     """The flat dataset, made the hard way: `dflray generate` in a subprocess (a driver joined to the
     test's Ray cluster) is SIGKILLed once its first fake is merged; the rerun finishes it."""
-    from dflray.models.xseg import save_xseg
-    from tests.unit.test_merge_blend import constant_xseg
+    from dflray.artifacts.xseg import save_xseg
+    from tests.unit.merge.test_merge_blend import constant_xseg
 
     root = tmp_path_factory.mktemp("gen")
     out = root / "ds"

@@ -112,7 +112,7 @@ def test_cli_submit_extract_succeeds(head, sample_clips, tmp_path):
     assert head["client"].get_job_status(job_id) == JobStatus.SUCCEEDED
     logs = head["client"].get_job_logs(job_id)
     assert "extract →" in logs and "ok 1" in logs
-    from dflray.extract import read_faces, read_videos
+    from dflray.faceset import read_faces, read_videos
 
     assert read_videos(str(out)).column("status").to_pylist() == ["ok"]
     assert read_faces(str(out), columns=["frame_index"]).num_rows == 50
@@ -139,11 +139,11 @@ def test_client_submit_merge_job(head, sample_clips, tmp_path):
     import dataclasses
 
     import torch
+    from ray.job_submission import JobStatus
 
+    from dflray.artifacts.checkpoint import FORMAT, save_payload
     from dflray.config import ModelConfig
     from dflray.models import build_model
-    from dflray.train.checkpoint import FORMAT, save_payload
-    from ray.job_submission import JobStatus
 
     mc = ModelConfig(resolution=64, ae_dims=64, e_dims=16, d_dims=16, d_mask_dims=8, face_type="whole_face")
     torch.manual_seed(0)

@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from dflray.artifacts.export import EXTRA_FILE, export_model
 from dflray.cli import main
 from dflray.config import ExtractConfig, MergeConfig, TrainConfig, load_config
 from dflray.extract import run_extract
 from dflray.io.video import decode_range, read_masks
 from dflray.merge.pipeline import run_merge
 from dflray.train import run_train
-from dflray.train.export import EXTRA_FILE, export_model
 from tests.media import shared_media, write_video
 
 TINY = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
@@ -233,7 +233,9 @@ def test_real_clips_keep_audio_and_swap_the_dominant_identity(ray_local, inputs,
     crowd = shared_media("multiface_cuts_hamilton.mp4")
     out = str(tmp_path / "out")
     cfg = _cfg("extract.decode.every_n=3", "extract.align.size=128", "output.preset=ultrafast", "smooth_window=5")
-    summary = run_merge(inputs["model"], [woman, crowd], out, cfg)
+    with pytest.raises(ValueError, match="--dst: .* is not a faceset"):  # videos need the extraction stage
+        run_merge(inputs["model"], [woman, crowd], out, cfg)
+    summary = run_merge(inputs["model"], [woman, crowd], out, cfg, extractor=run_extract)
     assert summary.by_status == {"ok": 2}
     index = {Path(r["dst_uri"]).name: r for r in pq.read_table(os.path.join(out, "index.parquet")).to_pylist()}
     for name, src in (("woman_room_audio_e.mp4", woman), ("multiface_cuts_hamilton.mp4", crowd)):
@@ -258,7 +260,7 @@ def test_missing_faceset_rows_are_an_error_row(inputs, tmp_path):
 
     import pyarrow.compute as pc
 
-    from dflray.extract.pipeline import video_id
+    from dflray.faceset import video_id
 
     faceset = tmp_path / "dst"
     shutil.copytree(inputs["dst"], faceset)
@@ -275,8 +277,8 @@ def test_missing_faceset_rows_are_an_error_row(inputs, tmp_path):
 def test_xseg_mask_modes_run_the_xseg_model_in_the_merge_workers(inputs, tmp_path):
     """XSeg modes load the XSeg model in each merge worker and record it. The segmenter here is a real
     XSeg network set to call nothing face, so an XSeg-dst merge must leave every frame as it was."""
-    from dflray.models.xseg import save_xseg
-    from tests.unit.test_merge_blend import constant_xseg
+    from dflray.artifacts.xseg import save_xseg
+    from tests.unit.merge.test_merge_blend import constant_xseg
 
     xseg_dir = tmp_path / "xseg_none"
     save_xseg(constant_xseg(-30.0), str(xseg_dir / "xseg.pt"))
@@ -287,7 +289,7 @@ def test_xseg_mask_modes_run_the_xseg_model_in_the_merge_workers(inputs, tmp_pat
     out = str(tmp_path / "out")
     run_merge(inputs["model"], [inputs["walled"]], out,
               _cfg("output.lossless=true", f"xseg={xseg_dir}",
-                   "vary=[{field: mask_mode, choices: [XSeg-dst]}]"))
+                   "vary=[{field: mask_mode, choices: [XSeg-dst]}]"), extractor=run_extract)
     row = pq.read_table(os.path.join(out, "index.parquet")).to_pylist()[0]
     assert row["status"] == "ok" and row["mask_mode"] == "XSeg-dst"
     assert row["xseg_sha256"] == _sha(xseg_dir / "xseg.pt")
@@ -297,7 +299,8 @@ def test_xseg_mask_modes_run_the_xseg_model_in_the_merge_workers(inputs, tmp_pat
     assert len(got) == 50 and all(np.array_equal(got[i], source[i]) and not masks[i].any() for i in got)
     # The same video with the model's own masks is swapped, and its record names no XSeg model.
     plain = str(tmp_path / "plain")
-    run_merge(inputs["model"], [inputs["walled"]], plain, _cfg("output.lossless=true", f"xseg={xseg_dir}"))
+    run_merge(inputs["model"], [inputs["walled"]], plain, _cfg("output.lossless=true", f"xseg={xseg_dir}"),
+              extractor=run_extract)
     row2 = pq.read_table(os.path.join(plain, "index.parquet")).to_pylist()[0]
     assert row2["xseg_sha256"] is None and row2["settings_sha256"] != row["settings_sha256"]
     assert row2["frames_swapped"] == 40

@@ -45,8 +45,9 @@ def ray_s3(s3_server):
 def test_extract_s3_to_s3(ray_s3, sample_clips):
     import s3fs
 
-    from dflray.extract import read_faces, read_videos, run_extract
+    from dflray.extract import run_extract
     from dflray.extract.preview import contact_sheet
+    from dflray.faceset import read_faces, read_videos
 
     fs = s3fs.S3FileSystem()
     fs.mkdir("clips")
@@ -72,11 +73,11 @@ def test_train_on_s3_checkpoints_previews_resume_export(ray_s3, sample_clips, tm
     """Facesets, Ray Train checkpoints (storage_path on s3://), previews and export all through S3."""
     import s3fs
 
+    from dflray.artifacts.checkpoint import latest_checkpoint, read_meta
+    from dflray.artifacts.export import export_model, load_exported
     from dflray.config import TrainConfig
     from dflray.extract import run_extract
-    from dflray.train import latest_checkpoint, run_train
-    from dflray.train.checkpoint import read_meta
-    from dflray.train.export import export_model, load_exported
+    from dflray.train import run_train
 
     fs = s3fs.S3FileSystem()
     faceset = "s3://clips/facesets/a"

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from dflray.artifacts.checkpoint import latest_checkpoint, load_payload, read_meta
+from dflray.artifacts.export import export_model, load_exported
 from dflray.cli import main
 from dflray.config import ConfigError, ExtractConfig, TrainConfig, load_config
 from dflray.extract import run_extract
-from dflray.train import latest_checkpoint, load_payload, run_train
-from dflray.train.checkpoint import read_meta
-from dflray.train.export import export_model, load_exported
+from dflray.train import run_train
 from dflray.train.step import param_checksum
 
 TINY = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
@@ -79,7 +79,7 @@ def test_learning_is_real(facesets, tmp_path):
     module, meta = load_exported(ts)
     assert (meta["resolution"], meta["face_type"], meta["arch"], meta["step"]) == (64, "full", "liae-ud", 120)
     x = torch.rand(3, 3, 64, 64)
-    from dflray.train.export import build_swap_module
+    from dflray.artifacts.export import build_swap_module
 
     ref = build_swap_module(payload)
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_learning_is_real(facesets, tmp_path):
         assert np.abs(got[0] - ref(x)[0].detach().numpy()).max() < 1e-3
 
 
-def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
+def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path, monkeypatch):
     """2 workers: identical parameters on both ranks at every checkpoint; a NaN batch is skipped;
     a second run on the same output resumes at the saved step with the saved parameters."""
     src, dst = facesets
@@ -102,7 +102,9 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path):
     # DF with the options that touch every rank's state: true face (a second, hand-synced model), lr
     # dropout (random update masks), uniform yaw sampling.
     opts = ["loss.true_face_power=0.01", "optim.lr_dropout=true", "augment.uniform_yaw=true"]
-    first = run_train(src, dst, out, _cfg(*common, *opts, "steps=6", "inject_nan_steps=[4]", arch="df-ud"))
+    monkeypatch.setenv("DFLRAY_TEST_INJECT_NAN_STEPS", "4")  # one NaN attempt at step 4 (dflray.train.loop)
+    first = run_train(src, dst, out, _cfg(*common, *opts, "steps=6", arch="df-ud"))
+    monkeypatch.delenv("DFLRAY_TEST_INJECT_NAN_STEPS")
     assert first.steps == 6
     metas = [read_meta(str(d)) for d in sorted(Path(out, "run").glob("checkpoint_0*"))]
     assert [m["step"] for m in metas] == [3, 6]
@@ -130,10 +132,11 @@ def param_checksum_of(ckpt):
     return param_checksum(model)
 
 
-def test_repeated_nan_rolls_back_to_last_checkpoint(facesets, tmp_path):
+def test_repeated_nan_rolls_back_to_last_checkpoint(facesets, tmp_path, monkeypatch):
     src, dst = facesets
     out = str(tmp_path / "rollback")
-    run_train(src, dst, out, _cfg("steps=6", "checkpoint_every=2", "max_bad_steps=1", "inject_nan_steps=[3,3]",
+    monkeypatch.setenv("DFLRAY_TEST_INJECT_NAN_STEPS", "3,3")  # step 3 fails twice in a row: one rollback
+    run_train(src, dst, out, _cfg("steps=6", "checkpoint_every=2", "max_bad_steps=1",
                                    "loss.gan_power=0.1", "augment.ct_mode=rct", "loss.eyes_mouth_prio=true",
                                    "loss.face_style_power=1", "loss.bg_style_power=1", "loss.blur_out_mask=true",
                                    "augment.random_hsv_power=0.1", "optim.name=rmsprop", "optim.clipgrad=true"))

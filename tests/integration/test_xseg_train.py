@@ -69,7 +69,7 @@ def test_trained_xseg_beats_the_hull_on_held_out_occlusions(trained):
     """On occlusions it never saw (another seed) of the faces it trained on, XSeg's mask is closer to the
     true visible face than the landmark hull, by a clear margin: for the sample's faces and for the real
     people of ../shared/media."""
-    from dflray.models.xseg import load_xseg
+    from dflray.artifacts.xseg import load_xseg
 
     facesets, out = trained
     model = load_xseg(str(out / "xseg.pt"))
@@ -82,7 +82,8 @@ def test_trained_xseg_beats_the_hull_on_held_out_occlusions(trained):
 
 
 def test_apply_fills_the_column_and_is_idempotent(trained):
-    from dflray.extract.xseg_apply import model_id, run_xseg_apply
+    from dflray.artifacts.xseg import model_id
+    from dflray.extract.xseg_apply import run_xseg_apply
 
     faceset, out = trained[0][0], trained[1]
     model = str(out / "xseg.pt")
@@ -102,12 +103,12 @@ def test_apply_fills_the_column_and_is_idempotent(trained):
 def test_xseg_dst_merge_keeps_occluders_the_hull_paints_over(trained, sample_clips):
     """The trained XSeg in the merge: occluders pasted over the sample's faces in the frame (kinds and
     placements it never saw) survive an XSeg-dst merge far more than a merge with the landmark hull."""
+    from dflray.artifacts.xseg import load_xseg
     from dflray.config import MergeSettings
     from dflray.face.masks import hull_mask
     from dflray.io import schema
     from dflray.io.video import decode_range
     from dflray.merge.blend import merge_face
-    from dflray.models.xseg import load_xseg
     from dflray.train.occlusion import occluder
 
     facesets, out = trained

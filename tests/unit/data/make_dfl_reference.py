@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 import types
 from pathlib import Path

@@ -1,0 +1,219 @@
+"""Dataset generation (``dflray generate PLAN.yaml``): splits, pairing, models, perturbation and the root
+``GenerateConfig``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dflray.config._base import Resources, _check
+from dflray.config.extract import ExtractConfig
+from dflray.config.merge import MergeConfig
+from dflray.config.quality import QualityConfig
+from dflray.config.train import TrainConfig
+
+PERTURB_KINDS = ("saturation", "contrast", "block", "noise", "blur", "resolution", "compression")
+COMPRESSION_LEVELS = ("c0", "c23", "c40")  # FaceForensics++: raw (lossless), HQ (crf 23), LQ (crf 40)
+
+
+@dataclass(frozen=True)
+class SplitsConfig:
+    """Identity-disjoint split fractions (no person appears in two splits).
+
+    Attributes:
+        train: fraction of identities (weighted by their videos) in ``train``.
+        val: fraction in ``val``.
+        test: fraction in ``test``.
+    """
+
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            _check(0 <= getattr(self, name) <= 1, name, "must be in 0..1")
+        _check(abs(self.train + self.val + self.test - 1) < 1e-6, "train", "train + val + test must be 1")
+
+
+@dataclass(frozen=True)
+class IdentityClusterConfig:
+    """How videos without an identity label get one (clustering of dlib identity embeddings).
+
+    Attributes:
+        threshold: dlib embedding distance under which two videos' dominant faces are one person.
+        prefix: prefix of the found identities' names (``id-0000``, …).
+    """
+
+    threshold: float = 0.6
+    prefix: str = "id-"
+
+    def __post_init__(self) -> None:
+        _check(0 < self.threshold < 2, "threshold", "must be in (0, 2)")
+
+
+@dataclass(frozen=True)
+class PairingConfig:
+    """Which source identity goes onto which destination (target) video.
+
+    Sources and targets are always in the same split, and a source is never the target's own identity.
+
+    Attributes:
+        policy: ``random``; ``nearest`` (the sources whose mean identity embedding is closest to the
+            target's, as DFDC paired similar-looking people); ``group`` (random among identities that
+            share the target's ``group_by`` attribute, e.g. gender).
+        group_by: manifest attribute column for ``policy=group``.
+        fakes_per_video: fakes made from each real video (each with a different source identity).
+        exclude: identity pairs never swapped, either direction (``[[alice, bob], …]``).
+        max_per_source: at most this many fakes per source identity (None: no limit).
+    """
+
+    policy: Literal["random", "nearest", "group"] = "random"
+    group_by: str = ""
+    fakes_per_video: int = 1
+    exclude: tuple[tuple[str, ...], ...] = ()
+    max_per_source: int | None = None
+
+    def __post_init__(self) -> None:
+        _check((self.policy == "group") == bool(self.group_by), "group_by",
+               "give an attribute column exactly when policy=group")
+        _check(self.fakes_per_video >= 0, "fakes_per_video", "must be >= 0")
+        _check(all(len(p) == 2 for p in self.exclude), "exclude", "each entry must be a pair of identities")
+        _check(self.max_per_source is None or self.max_per_source >= 1, "max_per_source", "must be >= 1 or null")
+
+
+@dataclass(frozen=True)
+class ModelsConfig(Resources):
+    """The swap models a plan trains.
+
+    Attributes:
+        per: one model per ``source`` identity (trained on it against all its targets' videos), or
+            per ``pair`` (source identity, target identity).
+        base: a pretrained training output or checkpoint that every model starts from (fine-tuning
+            cuts per-model steps); ``pretrain`` trains one base first on every train-split face; empty:
+            each model starts from scratch.
+        pretrain_steps: steps of the shared base when ``base=pretrain``.
+        concurrency: models trained at the same time (each a Ray Train run with its own workers).
+        train: the training config of every model (``steps`` are the per-model steps).
+    """
+
+    per: Literal["source", "pair"] = "source"
+    base: str = ""
+    pretrain_steps: int = 1000
+    concurrency: int = 1
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.pretrain_steps >= 1, "pretrain_steps", "must be >= 1")
+        self._check_resources()
+        _check(not self.train.pretrain, "train.pretrain", "per-pair models are not pretrained; use base=pretrain")
+        _check(self.train.init_from is None, "train.init_from", "use models.base")
+
+
+@dataclass(frozen=True)
+class PerturbConfig:
+    """The final stage, applied to real and fake videos alike so that it is not a cue.
+
+    DeeperForensics-1.0's seven distortions (``PERTURB_KINDS``), each at levels 1..5, and mixes of
+    several; every video is then written at each FaceForensics++ compression level in ``compression``.
+
+    Attributes:
+        compression: versions written of every video: ``c0`` (lossless), ``c23``, ``c40``.
+        fraction: share of videos that get distortions (drawn per video from its seed).
+        mix_fraction: share of those that get a mix of ``mix_min``..``mix_max`` kinds instead of one.
+        mix_min: fewest kinds in a mix.
+        mix_max: most kinds in a mix.
+        kinds: the distortion kinds drawn from.
+        levels: the levels drawn from (1 mild .. 5 strong).
+        preset: x264 preset of the final encodes.
+    """
+
+    compression: tuple[Literal["c0", "c23", "c40"], ...] = ("c23",)
+    fraction: float = 0.5
+    mix_fraction: float = 0.3
+    mix_min: int = 2
+    mix_max: int = 4
+    kinds: tuple[Literal["saturation", "contrast", "block", "noise", "blur", "resolution", "compression"], ...] = \
+        PERTURB_KINDS
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                    "veryslow"] = "medium"
+
+    def __post_init__(self) -> None:
+        _check(len(self.compression) >= 1, "compression", "needs at least one level")
+        _check(len(set(self.compression)) == len(self.compression), "compression", "lists a level twice")
+        _check(0 <= self.fraction <= 1, "fraction", "must be in 0..1")
+        _check(0 <= self.mix_fraction <= 1, "mix_fraction", "must be in 0..1")
+        _check(2 <= self.mix_min <= self.mix_max <= 7, "mix_min", "needs 2 <= mix_min <= mix_max <= 7")
+        _check(len(self.kinds) >= 1 and len(set(self.kinds)) == len(self.kinds), "kinds",
+               "needs distinct kinds, at least one")
+        _check(len(self.levels) >= 1 and all(1 <= v <= 5 for v in self.levels), "levels", "must be in 1..5")
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One real video of the plan's manifest.
+
+    Attributes:
+        uri: the video (any fsspec URL).
+        identity: the person in it (empty: found by clustering identity embeddings).
+        attributes: free columns, e.g. ``gender``, usable for ``pairing.policy=group``.
+    """
+
+    uri: str
+    identity: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Root config of ``dflray generate`` (the PLAN.yaml).
+
+    Attributes:
+        videos: the real videos, inline (``[{uri, identity, attributes: {gender: f}}]`` or plain URIs).
+        manifest: or a manifest file of them: CSV/Parquet/JSONL with a ``uri`` column, an optional
+            ``identity`` column and attribute columns, or a text file of URIs; relative URIs resolve
+            against the manifest's folder.
+        dataset_id: recorded in every output (default: derived from ``--out``).
+        seed: base seed of splits, pairing, draws and perturbations.
+        layout: where the published videos go: ``flat`` (``videos/``), ``dfdc`` or ``ffpp``.
+        dfdc_part_size: videos per ``dfdc_<split>_part_<n>/`` folder.
+        ffpp_source: the ``original_sequences/<source>/`` name of the real videos.
+        identity: clustering of unlabelled videos.
+        splits: identity-disjoint split fractions.
+        pairing: who goes onto whom.
+        models: the swap models.
+        extract: extraction of every video (once).
+        merge: merge settings, per-video draws and resources.
+        perturb: the final perturbation and compression stage.
+        quality: metrics and gates.
+    """
+
+    videos: tuple[VideoEntry | str, ...] = ()
+    manifest: str = ""
+    dataset_id: str = ""
+    seed: int = 0
+    layout: Literal["flat", "dfdc", "ffpp"] = "flat"
+    dfdc_part_size: int = 1000
+    ffpp_source: str = "dflray"
+    identity: IdentityClusterConfig = field(default_factory=IdentityClusterConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    pairing: PairingConfig = field(default_factory=PairingConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.videos) != bool(self.manifest), "videos", "give either videos or manifest")
+        _check(0 <= self.seed < 2**63, "seed", "must be in 0..2**63-1")
+        _check(self.dfdc_part_size >= 1, "dfdc_part_size", "must be >= 1")
+        _check(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.ffpp_source) is not None, "ffpp_source",
+               "may only hold letters, digits, '.', '_' and '-'")
+        _check(re.fullmatch(r"[A-Za-z0-9._-]{0,128}", self.dataset_id) is not None, "dataset_id",
+               "may only hold letters, digits, '.', '_' and '-' (at most 128)")
+        _check(self.layout != "dfdc" or len(self.perturb.compression) == 1, "layout",
+               "dfdc holds one version of each video; set perturb.compression to one level")
+        _check(self.merge.settings.mode != "raw-predict", "merge.settings.mode", "raw-predict gives crops, not videos")

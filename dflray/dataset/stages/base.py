@@ -1,0 +1,177 @@
+"""What the dataset job's stages share: the run's summary, typed tasks and the actor pool that runs them.
+
+A stage that works per item (merge and quality per fake, perturb per published video) describes each
+item as a frozen ``Task`` dataclass; ``run_tasks`` sends the tasks through Ray Data to a pool of
+``TaskActor`` actors, one task per call, and returns one ``TaskResult`` per task. A task that raises
+becomes an error result, never a dead job.
+
+Ray Data carries columns of Arrow values: a task crosses it as one JSON string (``Task.to_row`` /
+``Task.from_row``, the one place where a task is encoded), so that its lists and dicts (face files,
+model contract, a dataset row) arrive exactly as they were sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import ray
+from ray.data import ActorPoolStrategy
+
+from dflray.io.storage import atomic_write, list_files, open_uri
+
+log = logging.getLogger("dflray.generate")
+
+__all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "done_ids", "read_json", "run_tasks",
+           "write_json"]
+
+
+@dataclass
+class GenerateSummary:
+    """What a ``dflray generate`` run did."""
+
+    out: str
+    videos: int = 0
+    identities: int = 0
+    fakes_planned: int = 0
+    models: int = 0
+    models_failed: int = 0
+    merged: dict[str, int] = field(default_factory=dict)
+    published: dict[str, int] = field(default_factory=dict)
+    by_split: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    # ``quality.success_stats`` of the published fakes (one value per fake, not per compression level).
+    swap_success: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        from dflray.quality import format_success
+
+        fmt = lambda d: ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"  # noqa: E731
+        lines = [f"generate → {self.out}: {self.videos} real videos, {self.identities} identities "
+                 f"(videos per split: {fmt(self.by_split)}), {self.fakes_planned} fakes planned, "
+                 f"{self.models} models ({self.models_failed} failed)",
+                 f"  merged: {fmt(self.merged)}; published videos: {fmt(self.published)}"]
+        if self.swap_success.get("n") or self.swap_success.get("unmeasured"):
+            lines.append(f"  published fakes: {format_success(self.swap_success)}")
+        lines.append("  seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items())
+                     + f"; total {self.seconds:.1f}")
+        lines += [f"  failed: {f}" for f in self.failures[:20]]
+        if len(self.failures) > 20:
+            lines.append(f"  … and {len(self.failures) - 20} more (see errors.parquet)")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ records
+
+
+def write_json(uri: str, doc: Any) -> None:
+    """Writes ``doc`` as JSON to ``uri`` atomically (the records and markers of ``OUT/_work``)."""
+    with atomic_write(uri) as f:
+        f.write(json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
+
+
+def read_json(uri: str) -> Any:
+    """The JSON document at ``uri``."""
+    with open_uri(uri) as f:
+        return json.load(f)
+
+
+def done_ids(folder: str, suffix: str) -> set[str]:
+    """The names (without ``suffix``) of the record files directly under ``folder``: the items done."""
+    return {u.rsplit("/", 1)[-1].removesuffix(suffix) for u in list_files(folder, suffix)}
+
+
+# ------------------------------------------------------------------------------ tasks on an actor pool
+
+
+_T = TypeVar("_T", bound="Task")
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base of the typed tasks a stage sends through Ray Data; ``id`` names the item in logs and errors."""
+
+    id: str
+
+    def to_row(self) -> dict[str, str]:
+        """The Ray Data row that carries this task."""
+        return {"task": json.dumps(dataclasses.asdict(self), default=str)}
+
+    @classmethod
+    def from_row(cls: type[_T], value: Any) -> _T:
+        """The task a row's ``task`` value carries (see ``to_row``)."""
+        return cls(**json.loads(str(value)))
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """How one task ended: ``status`` ``"ok"`` or ``"error"`` (then ``error`` says why)."""
+
+    id: str
+    status: str
+    error: str = ""
+
+    def to_row(self) -> str:
+        """The value of the ``result`` column that carries this result."""
+        return json.dumps(dataclasses.asdict(self), default=str)
+
+    @classmethod
+    def from_row(cls, value: Any) -> "TaskResult":
+        """The result a row's ``result`` value carries (see ``to_row``)."""
+        return cls(**json.loads(str(value)))
+
+
+class TaskActor:
+    """Base of the stage actors: one typed task in (``task_type``), one ``TaskResult`` out, exceptions
+    become error results."""
+
+    task_type: ClassVar[type[Task]] = Task
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for raw in batch["task"]:
+            task = self.task_type.from_row(raw)
+            try:
+                result = self.run(task)
+            except Exception as e:  # noqa: BLE001 - one bad item is an error row, never a dead job
+                log.warning("%s failed for %s: %s: %s", type(self).__name__, task.id, type(e).__name__, e)
+                result = TaskResult(task.id, "error", f"{type(e).__name__}: {e}")
+            out.append(result.to_row())
+        return {"result": np.array(out, dtype=object)}
+
+    def run(self, task: Any) -> TaskResult:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _pool(n_tasks: int, num_cpus: float) -> int:
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, min(n_tasks, int(cpus // num_cpus) or 1))
+
+
+def run_tasks(actor: type[TaskActor], tasks: list[Task], num_cpus: float, kwargs: dict[str, Any],
+              num_gpus: float = 0.0) -> list[TaskResult]:
+    """Runs ``tasks`` on a Ray Data pool of ``actor`` (built with ``kwargs``), one task per call.
+
+    Args:
+        actor: the stage actor class.
+        tasks: its tasks, in the order they should start.
+        num_cpus: CPUs of one actor (the pool holds as many as the cluster fits, at most one per task).
+        kwargs: the actor's constructor arguments.
+        num_gpus: GPUs of one actor.
+
+    Returns:
+        One result per task, in no particular order.
+    """
+    if not tasks:
+        return []
+    items = [t.to_row() for t in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        actor, batch_size=1, compute=ActorPoolStrategy(size=_pool(len(items), num_cpus)), num_cpus=num_cpus,
+        num_gpus=num_gpus or None, fn_constructor_kwargs=kwargs)
+    return [TaskResult.from_row(r["result"]) for r in ds.iter_rows()]

@@ -1,0 +1,143 @@
+"""Stage 4, merge: every planned fake whose model trained, into ``OUT/_work/fakes``.
+
+Fakes are merged losslessly (the perturb stage's encode is then the only lossy one, as for the real
+videos, so that the number of compression generations is no cue), with masks, and with settings drawn
+per fake from ``merge.vary`` with the fake's seed. Each fake is one ``MergeTask`` on a pool of merge
+actors that run ``dflray.merge.pipeline.merge_one``; a fake is done when its record
+(``fakes/records/<item_id>.parquet``) exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dflray.artifacts.export import ModelContract
+from dflray.config import GenerateConfig, MergeConfig
+from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, run_tasks
+from dflray.faceset import read_tables
+from dflray.io.storage import join
+
+__all__ = ["MergeTask", "merge_fakes"]
+
+
+@dataclass(frozen=True)
+class MergeTask(Task):
+    """One planned fake: its target video, its faces and the model that swaps in the source identity.
+
+    Attributes:
+        id: the fake's ``item_id`` (also its merge ``output_id``).
+        dst_uri: the target video.
+        dst_video_id: its faceset id.
+        faceset: the faceset of every video.
+        face_files: the faceset's faces files that hold the target video's rows (``face_holders``).
+        seed: the fake's seed (draws its merge settings).
+        fill_gaps: frames between detections to fill (``merge.fill_gaps``, else ``every_n - 1``).
+        model_source: the model's training output (provenance in the record).
+        model_uri: the exported model.
+        contract: the model's ``ModelContract`` as a dict.
+        model_sha256: the exported model's checksum.
+    """
+
+    dst_uri: str
+    dst_video_id: str
+    faceset: str
+    face_files: list[str]
+    seed: int
+    fill_gaps: int
+    model_source: str
+    model_uri: str
+    contract: dict[str, Any]
+    model_sha256: str
+
+    def merge_input(self) -> dict[str, Any]:
+        """The task row ``dflray.merge.pipeline.merge_one`` reads (its ``face_files`` a JSON list)."""
+        return {"output_id": self.id, "dst_uri": self.dst_uri, "dst_video_id": self.dst_video_id,
+                "faceset": self.faceset, "face_files": json.dumps(self.face_files), "seed": self.seed,
+                "fill_gaps": self.fill_gaps, "model_source": self.model_source, "input_error": ""}
+
+
+class _MergeWorker(TaskActor):
+    """Merges planned fakes; keeps the last two models it used loaded (tasks come grouped by model)."""
+
+    task_type = MergeTask
+
+    def __init__(self, cfg: MergeConfig, out: str, run_id: str, dataset_id: str):
+        import torch
+
+        from dflray.merge.pipeline import load_merge_xseg
+
+        self.cfg, self.out, self.run_id, self.dataset_id = cfg, out, run_id, dataset_id
+        torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
+        self._models: dict[str, Any] = {}
+        self.xseg = load_merge_xseg(cfg)
+
+    def _predict(self, uri: str):
+        from dflray.merge.predictors import make_predict
+
+        if uri not in self._models:  # one worker merges fakes of many models: keep the last two loaded
+            if len(self._models) >= 2:
+                self._models.pop(next(iter(self._models)))
+            self._models[uri] = make_predict(self.cfg.predict, uri, worker_cpus=self.cfg.workers.num_cpus)
+        return self._models[uri]
+
+    def run(self, task: MergeTask) -> TaskResult:
+        from dflray.merge.pipeline import merge_one
+
+        record, _ = merge_one(task.merge_input(), self.cfg, self.out, self._predict(task.model_uri),
+                              contract=ModelContract.from_dict(task.contract), model_uri=task.model_uri,
+                              model_sha=task.model_sha256, reference=None, run_id=self.run_id,
+                              dataset_id=self.dataset_id, xseg=self.xseg)
+        return TaskResult(task.id, record["status"], record.get("error") or "")
+
+
+def _merge_config(cfg: GenerateConfig, dataset_id: str) -> MergeConfig:
+    # Lossless fakes: the perturb stage's encode is then the only lossy one, as for the real videos, so
+    # the number of compression generations is no cue.
+    out = dataclasses.replace(cfg.merge.output, lossless=True, masks=True)
+    return dataclasses.replace(cfg.merge, output=out, dataset_id=dataset_id)
+
+
+def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], models: dict[str, dict], faceset: str,
+                 holders: dict[str, list[str]], done: set[str]) -> list[MergeTask]:
+    """A task per planned fake not yet merged whose model trained, grouped by model, then by target."""
+    fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
+    todo = []
+    for r in plan:
+        if r["kind"] != "FAKE" or r["item_id"] in done:
+            continue
+        m = models.get(r["model_key"], {"ok": False, "error": "not trained"})
+        if not m["ok"]:
+            continue
+        todo.append(MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
+                              face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
+                              model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
+                              model_sha256=m["model_sha256"]))
+    return sorted(todo, key=lambda t: (t.model_uri, t.dst_uri))
+
+
+def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,
+                holders: dict[str, list[str]], work: str, dataset_id: str, run_id: str,
+                summary: GenerateSummary) -> dict[str, dict[str, Any]]:
+    """Merges every planned fake whose model trained.
+
+    Returns:
+        item_id → merge record (schema ``merged``, as a dict) of every fake merged so far, this run or
+        an earlier one.
+    """
+    mcfg = _merge_config(cfg, dataset_id)
+    fakes_out = join(work, "fakes")
+    done = {r["output_id"] for r in read_tables("merged", join(fakes_out, "records")).to_pylist()}
+    todo = _merge_tasks(cfg, mcfg, plan, models, faceset, holders, done)
+    kwargs = {"cfg": mcfg, "out": fakes_out, "run_id": run_id, "dataset_id": dataset_id}
+    for res in run_tasks(_MergeWorker, todo, mcfg.workers.num_cpus, kwargs, num_gpus=mcfg.predict.num_gpus):
+        if res.status != "ok":
+            summary.failures.append(f"merge {res.id}: {res.error}")
+    records = {r["output_id"]: r for r in read_tables("merged", join(fakes_out, "records")).to_pylist()}
+    for r in records.values():
+        summary.merged[r["status"]] = summary.merged.get(r["status"], 0) + 1
+    return records

@@ -1,0 +1,210 @@
+"""Stage 6, perturb and publish: every planned video, real and fake alike, at each FaceForensics++
+compression level, with DeeperForensics-1.0 distortions drawn per video, into its place in the layout.
+
+``dataset_rows`` lays out one DATASET row per planned video and compression level (place, labels,
+perturbation, merge settings, quality metrics and gate results, or why it is not published);
+``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
+video (and copy a fake's mask) and write its record, ``OUT/_work/published/<video_id>.parquet`` (its
+done-marker).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dflray
+from dflray.config import MERGE_SETTING_FIELDS, GenerateConfig
+from dflray.dataset import layout as lay
+from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, done_ids, run_tasks
+from dflray.faceset import publish_file, write_table
+from dflray.io.storage import exists, join, open_uri
+
+log = logging.getLogger("dflray.generate")
+
+__all__ = ["PublishTask", "dataset_rows", "publish_videos"]
+
+
+@dataclass(frozen=True)
+class PublishTask(Task):
+    """One video at one compression level to perturb, encode and publish.
+
+    Attributes:
+        id: the published ``video_id``.
+        row: its DATASET row (schema ``dataset``), status ``pending``; the worker completes it.
+        metadata: the container metadata (MP4 user data) of the published video.
+        src: the video to perturb: the real video, or the fake's lossless merge.
+        mask_src: a fake's mask video (None for a real one).
+        perturb_seed: the seed of the per-frame distortions.
+    """
+
+    row: dict[str, Any]
+    metadata: dict[str, str]
+    src: str
+    mask_src: str | None
+    perturb_seed: int
+
+
+class _PublishWorker(TaskActor):
+    """Perturbs one video at one compression level into its place in the layout; writes its record."""
+
+    task_type = PublishTask
+
+    def __init__(self, out: str, work: str, preset: str):
+        self.out, self.work, self.preset = out, work, preset
+
+    def run(self, task: PublishTask) -> TaskResult:
+        from dflray.dataset.perturb import parse_spec, perturb_video
+
+        row = dict(task.row)
+        t0 = time.perf_counter()
+        tmp = tempfile.mkdtemp(prefix="dflray-publish-")
+        try:
+            local = os.path.join(tmp, "video.mp4")
+            info = perturb_video(task.src, local, parse_spec(row["perturbation"]), row["compression"],
+                                 int(task.perturb_seed), preset=self.preset, metadata=task.metadata)
+            row.update(sha256=publish_file(local, join(self.out, row["path"])), frames=info["frames"], fps=info["fps"],
+                       width=info["width"], height=info["height"], has_audio=info["has_audio"], crf=info["crf"],
+                       duration=info.get("duration"), status="ok")
+            if task.mask_src:
+                mask_uri = join(self.out, row["mask_path"])
+                if not exists(mask_uri):  # the first compression level of this fake publishes its mask
+                    copy = os.path.join(tmp, "mask.mp4")
+                    with open_uri(task.mask_src) as src, open(copy, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 22)
+                    row["mask_sha256"] = publish_file(copy, mask_uri)
+                else:
+                    with open_uri(mask_uri) as f:
+                        row["mask_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        except Exception as e:  # noqa: BLE001
+            row.update(status="error", error=f"{type(e).__name__}: {e}")
+            log.warning("publish failed for %s: %s", row["path"], row["error"])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        row["seconds"] = time.perf_counter() - t0
+        write_table("dataset", [row], join(self.work, "published", f"{row['video_id']}.parquet"))
+        return TaskResult(row["video_id"], row["status"], row.get("error") or "")
+
+
+def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: dict, models: dict,
+                 dataset_id: str, run_id: str) -> list[dict[str, Any]]:
+    """One DATASET row per planned video and compression level: status ``pending`` when it is to be
+    published, else ``dropped`` (quality gates with ``quality.action=drop``) or ``error`` (its model,
+    merge or measuring failed), with the reason in ``error``."""
+    from dflray.dataset.perturb import distortion_values, draw_distortions, final_crf, spec_string
+    from dflray.dataset.plan import plan_seed
+    from dflray.quality import apply_gates
+
+    videos_of: dict[str, list[str]] = {}
+    for r in plan:
+        if r["kind"] == "REAL":
+            videos_of.setdefault(r["identity"], []).append(r["video_id"])
+    reals = {r["video_id"]: r for r in plan if r["kind"] == "REAL"}
+    fakes_of: dict[str, int] = {}
+    for f in plan:
+        if f["kind"] == "FAKE":
+            fakes_of[f["video_id"]] = fakes_of.get(f["video_id"], 0) + 1
+    n_fakes = max(fakes_of.values(), default=0)
+    by_split: dict[str, list[str]] = {}
+    for v in sorted(reals):
+        by_split.setdefault(reals[v]["split"], []).append(v)
+    parts = lay.dfdc_parts(by_split, 1 + n_fakes, cfg.dfdc_part_size)
+    rows = []
+    for r in plan:
+        fake = r["kind"] == "FAKE"
+        dists = draw_distortions(cfg.perturb, plan_seed(cfg.seed, r["item_id"], "perturb"))
+        spec = spec_string(dists)
+        rec = merged.get(r["item_id"]) if fake else None
+        q = quality.get(r["item_id"], {}) if fake else {}
+        model = models.get(r.get("model_key") or "", {}) if fake else {}
+        for comp in cfg.perturb.compression:
+            vid = lay.short_id(r["item_id"], comp)
+            arch = (model.get("contract") or {}).get("arch") if fake else None
+            place = lay.place(cfg.layout, label=r["kind"], split=r["split"], compression=comp, video_id=vid,
+                              item_name=lay.short_id(r["item_id"]), part=parts.get(r["video_id"], 0),
+                              real_name=lay.short_id(r["video_id"]),
+                              source_name=lay.short_id(sorted(videos_of.get(r.get("source_identity") or "", [""]))[0])
+                              if fake else "", method=lay.method_name(arch), ffpp_source=cfg.ffpp_source)
+            row: dict[str, Any] = {
+                "video_id": vid, **place, "label": r["kind"], "split": r["split"], "source_uri": r["uri"],
+                "target_identity": r["identity"], "item_id": r["item_id"], "compression": comp,
+                "crf": final_crf(dists, comp), "perturbation": spec,
+                "perturbation_values": json.dumps(distortion_values(dists)),
+                "seed": r["seed"], "dataset_id": dataset_id, "run_id": run_id, "status": "pending"}
+            if fake:
+                orig = lay.short_id(r["video_id"], comp)
+                orig_place = lay.place(cfg.layout, label="REAL", split=r["split"], compression=comp, video_id=orig,
+                                       item_name=lay.short_id(r["video_id"]), real_name=lay.short_id(r["video_id"]),
+                                       part=parts.get(r["video_id"], 0), ffpp_source=cfg.ffpp_source)
+                row.update(original=orig, original_name=orig_place["name"], source_identity=r["source_identity"],
+                           method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"))
+                if rec is not None:
+                    row.update({k: rec.get(k) for k in ("smooth_window", "settings_sha256", "frames_swapped",
+                                                        *MERGE_SETTING_FIELDS)})
+                    row.update(model_id=rec.get("model_sha256"), xseg_id=rec.get("xseg_sha256"))
+                row.update(q.get("metrics") or {})
+                if q:
+                    passed, reasons = apply_gates(q["metrics"], cfg.quality.gates)
+                    if q.get("note"):
+                        reasons = [q["note"], *reasons]
+                    q = {**q, "quality_pass": bool(passed), "quality_reasons": "; ".join(reasons)}
+                    row.update(quality_pass=q["quality_pass"], quality_reasons=q["quality_reasons"])
+                if not model.get("ok", False):
+                    row.update(status="error", error=f"model {r['model_key']}: {model.get('error', 'not trained')}")
+                elif rec is None:
+                    row.update(status="error", error="not merged")
+                elif rec["status"] != "ok":
+                    row.update(status="error", error=f"merge: {rec.get('error')}")
+                elif not q:
+                    row.update(status="error", error="quality not measured")
+                elif not q["quality_pass"] and cfg.quality.action == "drop":
+                    row.update(status="dropped", error=f"quality gates: {q['quality_reasons']}")
+            rows.append(row)
+    return rows
+
+
+def _metadata(row: dict[str, Any]) -> dict[str, str]:
+    """The container metadata of a published video: synthetic or not, and its provenance."""
+    fake = row["label"] == "FAKE"
+    meta = {"comment": (f"SYNTHETIC: face swap made by dflray {dflray.__version__} for deepfake-detection "
+                        "research" if fake else f"real video re-encoded by dflray {dflray.__version__}"),
+            "dflray_synthetic": "1" if fake else "0", "dflray_dataset_id": row["dataset_id"],
+            "dflray_video_id": row["video_id"], "dflray_label": row["label"],
+            "dflray_perturbation": row["perturbation"], "dflray_compression": row["compression"]}
+    if fake:
+        meta.update(dflray_model_sha256=row.get("model_id") or "",
+                    dflray_settings_sha256=row.get("settings_sha256") or "")
+    return meta
+
+
+def publish_videos(cfg: GenerateConfig, rows: list[dict], merged: dict, out: str, work: str,
+                   summary: GenerateSummary) -> None:
+    """Writes every pending row's video (and a fake's mask) into the layout, with its record; a row not
+    pending (dropped or failed upstream) gets its record only, which says why."""
+    from dflray.dataset.plan import plan_seed
+
+    done = done_ids(join(work, "published"), ".parquet")
+    fakes_out = join(work, "fakes")
+    todo = []
+    for row in rows:
+        if row["video_id"] in done:
+            continue
+        if row["status"] != "pending":  # dropped or failed upstream: its record says why
+            write_table("dataset", [row], join(work, "published", f"{row['video_id']}.parquet"))
+            continue
+        fake = row["label"] == "FAKE"
+        rec = merged.get(row["item_id"]) if fake else None
+        todo.append(PublishTask(id=row["video_id"], row=row, metadata=_metadata(row),
+                                src=join(fakes_out, rec["path"]) if fake else row["source_uri"],
+                                mask_src=join(fakes_out, rec["mask_path"]) if fake else None,
+                                perturb_seed=plan_seed(cfg.seed, row["item_id"], "perturb-frames")))
+    for res in run_tasks(_PublishWorker, todo, 1.0, {"out": out, "work": work, "preset": cfg.perturb.preset}):
+        if res.status != "ok":
+            summary.failures.append(f"publish {res.id}: {res.error}")
