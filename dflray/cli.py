@@ -177,6 +177,13 @@ def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     return plain, overrides
 
 
+def _config_keys(config: type) -> str:
+    """``Config: a, b, c.`` — the config class's own fields, for a subcommand's help."""
+    import dataclasses
+
+    return f"Config ({config.__name__}): {', '.join(f.name for f in dataclasses.fields(config))}."
+
+
 def _job_options(p: argparse.ArgumentParser, config: type | None) -> None:
     """The options every Ray job shares: ``--config`` (its root config class), ``--address``, ``--print-config``."""
     if config is not None:
@@ -274,17 +281,14 @@ def _parser() -> argparse.ArgumentParser:
                          "with self_supervised=true, on synthetic occluders (shapes, image crops, hands, glasses, "
                          "microphones, hair) pasted over their landmark hull, the target being the hull minus the "
                          "occluders. Writes OUT/xseg.pt; a rerun continues from the newest checkpoint.\n\n"
-                         "Config: resolution, base, depth, batch_size, steps, optimizer=rmsprop|adam, lr, "
-                         "self_supervised, max_occluders, coverage, p_none, augment, num_workers, use_gpu, "
-                         "cpus_per_worker, data_cpus, torch_threads, checkpoint_every, log_every, max_failures, seed.")
+                         + _config_keys(XSegTrainConfig))
     xt.add_argument("inputs", nargs="+", metavar="FACESET", help="facesets, then key.path=value overrides")
     xt.add_argument("--out", required=True, metavar="URI", help="training output (checkpoints, xseg.pt)")
     _job_options(xt, XSegTrainConfig)
     xa = xsub.add_parser("apply", help="write the XSeg mask of every face into a faceset (Ray Data)",
                          description="Predict every face's visible-face mask with a trained XSeg model and write it "
                          "into the faceset's xseg column (PNG, crop size) with the model's id, file by file. Applying "
-                         "the same model again changes nothing. Config: batch_size, concurrency, num_cpus, num_gpus, "
-                         "threshold.")
+                         "the same model again changes nothing. " + _config_keys(XSegApplyConfig))
     xa.add_argument("inputs", nargs="+", metavar="FACESET", help="the faceset, then key.path=value overrides")
     xa.add_argument("--model", required=True, metavar="XSEG", help="xseg.pt (or the xseg train output)")
     _job_options(xa, XSegApplyConfig)
