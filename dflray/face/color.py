@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 __all__ = ["CT_MODES", "MERGE_CT_CHOICES", "MERGE_CT_MODES", "TRAIN_CT_CHOICES", "TRAIN_CT_MODES", "ColorMode",
-           "color_mode", "color_transfer", "idt", "lct", "mix", "mkl", "rct", "register_color", "sot"]
+           "color_hist_match", "color_mode", "color_transfer", "idt", "lct", "mix", "mkl", "rct", "register_color", "sot"]
 
 Rng = np.random.Generator | int | None
 
@@ -491,3 +491,34 @@ def color_transfer(mode: str, src: np.ndarray, ref: np.ndarray, mask: np.ndarray
             raise ValueError(f"with a mask, ref must be src's size {src.shape[:2]}, got {ref.shape[:2]}")
         area = (mask.reshape(src.shape[:2]) > 0).astype(np.float32)[..., None]
     return spec.transfer(src, ref, area, rng)
+
+
+# ------------------------------------------------------------------------------------ histogram matching
+# DeepFaceLab's merger histogram matching (``hist-match`` modes and ``masked_hist_match``): a pure image
+# function like the colour transfers; the merge's mode logic around it lives in ``dflray.merge.blend``.
+
+
+def _channel_hist_match(src: np.ndarray, ref: np.ndarray, threshold: float) -> np.ndarray:
+    """Histogram specification of one channel; ``threshold`` < 255 maps src's top to ref's lower quantile."""
+    values, inverse, counts = np.unique(src.ravel(), return_inverse=True, return_counts=True)
+    ref_values, ref_counts = np.unique(ref.ravel(), return_counts=True)
+    src_q = np.cumsum(counts, dtype=np.float64) * (threshold / counts.sum())
+    ref_q = np.cumsum(ref_counts, dtype=np.float64) * (255.0 / ref_counts.sum())
+    return np.interp(src_q, ref_q, ref_values)[inverse.ravel()].reshape(src.shape)
+
+
+def color_hist_match(src: np.ndarray, ref: np.ndarray, threshold: int = 255) -> np.ndarray:
+    """Per-channel histogram matching of ``src`` to ``ref`` (DFL's ``color_hist_match``).
+
+    Each value of ``src`` goes to the value of ``ref`` at the same cumulative quantile, with src's
+    quantiles scaled by ``threshold / 255``: 255 is plain histogram matching, lower values map the
+    whole of src into the lower part of ref's distribution (darker, fewer highlights).
+
+    Example:
+        >>> a = np.linspace(0, 1, 48, dtype=np.float32).reshape(4, 4, 3)
+        >>> float(np.abs(color_hist_match(a, a) - a).max()) < 1e-6
+        True
+    """
+    src, ref = np.asarray(src, np.float32), np.asarray(ref, np.float32)
+    out = np.stack([_channel_hist_match(src[..., c], ref[..., c], threshold) for c in range(src.shape[2])], -1)
+    return out.astype(np.float32)

@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 
 from dflray.config import MASK_MODES, MERGE_MODES, XSEG_MASK_MODES, MergeSettings
-from dflray.face.color import color_transfer
+from dflray.face.color import color_hist_match, color_transfer
 from dflray.merge import postprocess as pp
 from dflray.merge.geometry import (
     MergeContext,
@@ -244,32 +244,6 @@ def merge_spec(settings: MergeSettings) -> MergeSpec:
 
 
 # ------------------------------------------------------------------------------------ histogram matching
-
-
-def _channel_hist_match(src: np.ndarray, ref: np.ndarray, threshold: float) -> np.ndarray:
-    """Histogram specification of one channel; ``threshold`` < 255 maps src's top to ref's lower quantile."""
-    values, inverse, counts = np.unique(src.ravel(), return_inverse=True, return_counts=True)
-    ref_values, ref_counts = np.unique(ref.ravel(), return_counts=True)
-    src_q = np.cumsum(counts, dtype=np.float64) * (threshold / counts.sum())
-    ref_q = np.cumsum(ref_counts, dtype=np.float64) * (255.0 / ref_counts.sum())
-    return np.interp(src_q, ref_q, ref_values)[inverse.ravel()].reshape(src.shape)
-
-
-def color_hist_match(src: np.ndarray, ref: np.ndarray, threshold: int = 255) -> np.ndarray:
-    """Per-channel histogram matching of ``src`` to ``ref`` (DFL's ``color_hist_match``).
-
-    Each value of ``src`` goes to the value of ``ref`` at the same cumulative quantile, with src's
-    quantiles scaled by ``threshold / 255``: 255 is plain histogram matching, lower values map the
-    whole of src into the lower part of ref's distribution (darker, fewer highlights).
-
-    Example:
-        >>> a = np.linspace(0, 1, 48, dtype=np.float32).reshape(4, 4, 3)
-        >>> float(np.abs(color_hist_match(a, a) - a).max()) < 1e-6
-        True
-    """
-    src, ref = np.asarray(src, np.float32), np.asarray(ref, np.float32)
-    out = np.stack([_channel_hist_match(src[..., c], ref[..., c], threshold) for c in range(src.shape[2])], -1)
-    return out.astype(np.float32)
 
 
 def hist_match(src: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None, threshold: int = 255) -> np.ndarray:
