@@ -268,6 +268,8 @@ def test_report_in_chromium(dataset, driver, tmp_path):
     ids = [r.get_attribute("data-video-id") for r in driver.find_elements(By.CSS_SELECTOR, "#fakes-table tbody tr")]
     assert ids == sorted(dataset["fakes"])
 
+    # The table's real/fake thumbnails in view (the histograms above them grow with QUALITY_METRICS).
+    driver.execute_script("document.querySelector('#fakes-table').scrollIntoView()")
     png = driver.get_screenshot_as_png()
     (tmp_path / "report.png").write_bytes(png)
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)

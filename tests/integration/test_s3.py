@@ -97,7 +97,7 @@ def test_train_on_s3_checkpoints_previews_resume_export(ray_s3, sample_clips, tm
     assert (s.started_at, s.steps) == (4, 6) and read_meta(latest_checkpoint(out))["step"] == 6
     lines = export_model(out, str(tmp_path / "a.ts"))
     module, meta = load_exported(str(tmp_path / "a.ts"))
-    assert meta["step"] == 6 and lines[0].startswith("torchscript:")
+    assert meta.step == 6 and lines[0].startswith("torchscript:")
 
 
 def test_merge_s3_to_s3(ray_s3, sample_clips, tmp_path):

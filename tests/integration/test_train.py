@@ -77,7 +77,7 @@ def test_learning_is_real(facesets, tmp_path):
     lines = export_model(out, ts, onnx=True)
     assert lines[0].startswith("torchscript:") and any(line.startswith("onnx: ") for line in lines)
     module, meta = load_exported(ts)
-    assert (meta["resolution"], meta["face_type"], meta["arch"], meta["step"]) == (64, "full", "liae-ud", 120)
+    assert (meta.resolution, meta.face_type, meta.arch, meta.step) == (64, "full", "liae-ud", 120)
     x = torch.rand(3, 3, 64, 64)
     from dflray.artifacts.export import build_swap_module
 
