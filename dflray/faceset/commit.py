@@ -35,6 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dflray.faceset.read import face_files_by_commit
 from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
@@ -190,8 +191,6 @@ def faceset_recover(out: str) -> set[str]:
     ``faces/RUN_ID-*.parquet`` whose run has no videos record.
     """
     remove(join(out, STAGING), recursive=True)
-    committed_runs = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(out, "videos"), ".parquet")}
-    for f in list_files(join(out, "faces"), ".parquet"):
-        if f.rsplit("/", 1)[-1].split("-", 1)[0] not in committed_runs:
-            remove(f)
+    for f in face_files_by_commit(out)[1]:
+        remove(f)
     return set(read_tables("videos", join(out, "videos"), columns=["video_id"]).column("video_id").to_pylist())

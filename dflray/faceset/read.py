@@ -24,11 +24,20 @@ def read_errors(faceset: str) -> pa.Table:
     return _read(faceset, "errors")
 
 
+def face_files_by_commit(faceset: str) -> tuple[list[str], list[str]]:
+    """The faceset's ``faces`` file URIs split into (of committed runs, of runs without a videos record).
+
+    A run's record is ``videos/RUN_ID.parquet``; its faces files are ``faces/RUN_ID-*.parquet``.
+    """
+    committed = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(faceset, "videos"), ".parquet")}
+    files = list_files(join(faceset, "faces"), ".parquet")
+    done = [u for u in files if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
+    return done, [u for u in files if u.rsplit("/", 1)[-1].split("-", 1)[0] not in committed]
+
+
 def committed_face_files(faceset: str) -> list[str]:
     """Paths (inside the faceset's filesystem) of the ``faces`` files of committed runs only."""
-    committed = {u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in list_files(join(faceset, "videos"), ".parquet")}
-    return [fs_and_path(u)[1] for u in list_files(join(faceset, "faces"), ".parquet")
-            if u.rsplit("/", 1)[-1].split("-", 1)[0] in committed]
+    return [fs_and_path(u)[1] for u in face_files_by_commit(faceset)[0]]
 
 
 def face_holders(faceset: str) -> dict[str, list[str]]:
