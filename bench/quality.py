@@ -238,7 +238,7 @@ def blur_control(inputs: Inputs, mcfg: MergeConfig, strengths: list[float]) -> l
     from dflray.io.video import decode_range
     from dflray.merge.pipeline import source_identity
     from dflray.quality import FaceMeasurer, frame_swapped, identity_distance
-    from dflray.quality.metrics import DETAIL_MATCH, blur_like, detail_ratio
+    from dflray.quality.metrics import detail_ratio
     from dflray.train.data import evenly_spaced
 
     source, _ = source_identity(mcfg, "")
@@ -268,9 +268,7 @@ def blur_control(inputs: Inputs, mcfg: MergeConfig, strengths: list[float]) -> l
             found += emb is not None
             # judged as FaceMeasurer.measure_fake judges a merged frame: with the blur guard (the real face
             # blurred to the fake's detail is a reference too), and without it, for comparison
-            soft = None
-            if emb is not None and ratio is not None and ratio < DETAIL_MATCH:
-                soft = measurer.face_at(blur_like(rgb, mask, ratio)[0], box)[1]
+            soft = None if emb is None else measurer.soft_reference(rgb, mask, box, ratio)
             hits.append(frame_swapped(emb, real, source, soft_real=soft))
             unguarded.append(frame_swapped(emb, real, source))
             if emb is not None:

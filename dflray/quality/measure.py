@@ -176,6 +176,24 @@ class FaceMeasurer:
         lm = self.landmarker.landmarks(rgb, dets.boxes[i:i + 1], p5)
         return lm[0], self.embedder.embed(rgb, lm)[0]
 
+    def soft_reference(self, real: np.ndarray, mask: np.ndarray, box: np.ndarray,
+                       detail: float | None) -> np.ndarray | None:
+        """The blur guard's reference: the descriptor of the real face blurred to a fake's ``detail``.
+
+        Args:
+            real: the real frame (H×W×3 RGB uint8).
+            mask: its manipulation mask.
+            box: the destination face's box.
+            detail: the fake's ``detail_ratio``.
+
+        Returns:
+            The (128,) descriptor, or None when the fake is about as detailed as the real face
+            (``DETAIL_MATCH``) or its detail is unknown: then the sharp real face is the only reference.
+        """
+        if detail is None or detail >= DETAIL_MATCH:
+            return None
+        return self.face_at(blur_like(real, mask, detail)[0], box)[1]
+
     def _detect(self, rgb: np.ndarray):
         if self._detector is None:  # built on first use: measuring without swap_success never needs it
             from dflray.detect import build_detector
@@ -256,10 +274,7 @@ class FaceMeasurer:
                     redetected = self.detect_at(fake, samples[fi])
                     found.append(None if redetected is None else redetected[1])
                     reals.append(emb_r)
-                    soft = None
-                    if redetected is not None and detail is not None and detail < DETAIL_MATCH:
-                        soft = self.face_at(blur_like(real, mask, detail)[0], samples[fi])[1]
-                    softs.append(soft)
+                    softs.append(None if redetected is None else self.soft_reference(real, mask, samples[fi], detail))
                 try:
                     exprs.append(similarity_nme(lm_f, lm_r))
                     # A mirror pose solution (roll pinned at ±90°) is not a measurement; skip that frame.
