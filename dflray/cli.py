@@ -339,11 +339,14 @@ class Command:
             (raising ``ConfigError`` naming them) and keeps what the runner needs on ``args``.
         run: ``(args, cfg) → exit code``; imports its stage only here, so ``--help`` and
             ``--print-config`` stay fast and need no Ray.
+        check: a check of the loaded config that needs more than its class (a stage's registry);
+            raises ``ConfigError``.
     """
 
     config: type | None
     inputs: Callable[[argparse.Namespace], tuple[str | None, list[str]]] | None
     run: Callable[[argparse.Namespace, Any], int]
+    check: Callable[[Any], None] | None = None
 
 
 def _extract_inputs(args) -> tuple[str | None, list[str]]:
@@ -484,7 +487,7 @@ def _run_sample(args, _cfg) -> int:
 
 # command (or "xseg train"/"xseg apply") → how it runs
 COMMANDS: dict[str, Command] = {
-    "extract": Command(ExtractConfig, _extract_inputs, _run_extract),
+    "extract": Command(ExtractConfig, _extract_inputs, _run_extract, _check_extract),
     "train": Command(TrainConfig, _train_inputs, _run_train),
     "merge": Command(MergeConfig, _merge_inputs, _run_merge),
     "generate": Command(GenerateConfig, _generate_inputs, _run_generate),
@@ -496,8 +499,6 @@ COMMANDS: dict[str, Command] = {
     "preview": Command(None, None, _run_preview),
     "sample": Command(None, None, _run_sample),
 }
-# extra checks of a loaded config that need more than the config class (a registry of the stage)
-_CHECKS: dict[str, Callable[[Any], None]] = {"extract": _check_extract}
 
 
 def _run(args, parser) -> int:
@@ -509,8 +510,8 @@ def _run(args, parser) -> int:
     if cmd.config is not None:
         path, overrides = cmd.inputs(args)
         cfg = load_config(cmd.config, path, overrides)
-        if name in _CHECKS:
-            _CHECKS[name](cfg)
+        if cmd.check is not None:
+            cmd.check(cfg)
         if getattr(args, "print_config", False):
             import yaml
 
