@@ -22,12 +22,12 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy
 
-from dflray.io.storage import atomic_write, list_files, open_uri
+from dflray.io.storage import atomic_write, join, list_files, open_uri
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "done_ids", "read_json", "run_tasks",
-           "write_json"]
+__all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "default_work", "done_ids", "read_json",
+           "run_tasks", "work_of", "write_json"]
 
 
 @dataclass
@@ -80,6 +80,25 @@ def read_json(uri: str) -> Any:
     """The JSON document at ``uri``."""
     with open_uri(uri) as f:
         return json.load(f)
+
+
+def default_work(out: str) -> str:
+    """Where a dataset's working files go when ``--work`` is not given: beside ``out``, never inside it
+    (``/data/ds`` → ``/data/ds.work``), so that nothing under the published root but the layout is found
+    by readers that walk it (every ``.mp4``, every ``metadata.json``)."""
+    base = out.rstrip("/")
+    _, sep, path = base.rpartition("://")
+    if not path.strip("/") or (sep and "/" not in path):
+        raise ValueError(f"--out {out} is a bucket or file system root: give --work (the working files "
+                         "must live outside the published root)")
+    return base + ".work"
+
+
+def work_of(out: str) -> str:
+    """The work location of the dataset generated into ``out``, as its ``generate.json`` records it
+    (datasets generated before the record kept it in ``out/_work``)."""
+    doc = read_json(join(out, "generate.json"))
+    return doc.get("work") or join(out, "_work")
 
 
 def done_ids(folder: str, suffix: str) -> set[str]:
