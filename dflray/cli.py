@@ -17,6 +17,7 @@ from typing import Any, Callable
 from dflray.config import (
     MERGE_SETTING_FIELDS,
     ConfigError,
+    ExportConfig,
     ExtractConfig,
     GenerateConfig,
     MergeConfig,
@@ -170,6 +171,27 @@ Relative paths are relative to the working directory (manifest entries: to the m
 Re-running the same command finishes what is missing; another plan into the same --out is refused.
 Trailing key.path=value arguments override the plan (e.g. models.train.steps=500)."""
 
+EXPORT_DATASET_HELP = """\
+Export a dataset made by dflray generate in a detection benchmark's own format, read by its code
+unchanged. --format deepfakebench (SCLBD/DeepfakeBench): for every published video of one compression
+level, `frames` evenly spaced face crops aligned as DeepfakeBench aligns them (dlib points 37, 44, 30,
+49, 55 onto its five-point template at scale 1.3, `size` px): OUT/frames/<video>/<frame>.png, the
+manipulation mask in the crop OUT/masks/<video>/<frame>.png (0/255; all 0 for real videos) and 81
+landmarks in crop pixels OUT/landmarks/<video>/<frame>.npy (dlib's 68 + 13 estimated forehead points);
+OUT/<name>.json (its dataset JSON: labels <name>_real and <name>_fake, splits train/val/test, paths
+starting with `root`), OUT/label_dict.yaml and OUT/deepfakebench.yaml (what to paste into DeepfakeBench's
+configs: image files, not LMDB). One Ray task per video; a video that fails is listed in OUT/errors.json
+and the others are exported; a rerun exports only what is missing and writes identical files. Trailing
+key=value arguments set the options, e.g.:
+
+  dflray export-dataset out/dataset --format deepfakebench --out DeepfakeBench/datasets/rgb/mine \\
+      name=mine frames=32 compression=c23 'splits=[train, test]'
+
+Options (ExportConfig): frames (default 32); size (256); compression (default c23 when the dataset has
+it, else its first level); name (default the dataset id; no 'frames' in it, no FF++ name); root (OUT as
+DeepfakeBench's working directory sees it, starting with '.'; default ./datasets/rgb/<name>); splits (the
+dataset's splits to export); num_cpus (per export actor)."""
+
 
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     plain = [x for x in items if not _OVERRIDE.match(x)]
@@ -292,6 +314,15 @@ def _parser() -> argparse.ArgumentParser:
     xa.add_argument("inputs", nargs="+", metavar="FACESET", help="the faceset, then key.path=value overrides")
     xa.add_argument("--model", required=True, metavar="XSEG", help="xseg.pt (or the xseg train output)")
     _job_options(xa, XSegApplyConfig)
+
+    xd = sub.add_parser("export-dataset", help="generated dataset → a benchmark's format (DeepfakeBench: face "
+                        "crops, masks, landmarks, dataset JSON)", description=EXPORT_DATASET_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    xd.add_argument("inputs", nargs="+", metavar="DATASET", help="dataset root (dflray generate --out), then "
+                    "key=value options")
+    xd.add_argument("--out", required=True, metavar="DIR", help="export folder (any fsspec URL)")
+    xd.add_argument("--format", required=True, choices=["deepfakebench"], help="the benchmark's format")
+    _job_options(xd, ExportConfig)
 
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
@@ -477,6 +508,22 @@ def _run_preview(args, _cfg) -> int:
     return 0
 
 
+def _export_dataset_inputs(args) -> tuple[str | None, list[str]]:
+    inputs, overrides = _split_overrides(args.inputs)
+    if len(inputs) != 1:
+        raise ConfigError("DATASET", "give exactly one dataset root (then key=value options)")
+    args.dataset = inputs[0]
+    return args.config, [*overrides, f"format={args.format}"]
+
+
+def _run_export_dataset(args, cfg: ExportConfig) -> int:
+    from dflray.dataset.export import run_export
+
+    summary = run_export(cfg, args.dataset, args.out, address=args.address)
+    print(summary)
+    return 1 if summary.videos and summary.failures and not (summary.exported + summary.skipped) else 0
+
+
 def _run_sample(args, _cfg) -> int:
     from dflray.sample import make_sample
 
@@ -498,6 +545,7 @@ COMMANDS: dict[str, Command] = {
     "import-dfl": Command(None, None, _run_import_dfl),
     "preview": Command(None, None, _run_preview),
     "sample": Command(None, None, _run_sample),
+    "export-dataset": Command(ExportConfig, _export_dataset_inputs, _run_export_dataset),
 }
 
 

@@ -28,6 +28,7 @@ Example:
 """
 
 from dflray.config._base import ConfigError, Resources
+from dflray.config.export import ExportConfig
 from dflray.config.extract import (
     AlignConfig,
     DecodeConfig,
@@ -93,6 +94,7 @@ __all__ = [
     "ConfigError",
     "DecodeConfig",
     "DetectConfig",
+    "ExportConfig",
     "ExtractConfig",
     "GenerateConfig",
     "IdentityClusterConfig",
