@@ -31,13 +31,13 @@ $(STAMP): pyproject.toml Makefile
 
 # The main job on the built-in sample: two public-domain portraits, two camera moves each, turned into a
 # labelled dataset by `dflray generate` (extract, identities, pairing, two small LIAE models, merge,
-# quality metrics, perturbations, index, metadata.json, report.html). The plan: examples/sample_plan.yaml.
+# quality metrics, perturbations, index, labels.json, report.html). The plan: examples/sample_plan.yaml.
 SAMPLE_VIDEOS = [$(OUT)/sample/astronaut.mp4, $(OUT)/sample/astronaut_2.mp4, $(OUT)/sample/grace_hopper.mp4, $(OUT)/sample/grace_hopper_2.mp4]
 
 demo: $(STAMP)
 	$(VENV)/bin/dflray sample --out $(OUT)/sample --seconds 3 --variants 2
 	$(VENV)/bin/dflray generate examples/sample_plan.yaml --out $(OUT)/dataset "videos=$(SAMPLE_VIDEOS)"
-	@echo "dataset: $(OUT)/dataset (index.parquet, metadata.json, frames.parquet, videos/, masks/); open $(OUT)/dataset/report.html"
+	@echo "dataset: $(OUT)/dataset (index.parquet, labels.json, frames.parquet, videos/ with its metadata.json, masks/; working files in $(OUT)/dataset.work); open $(OUT)/dataset/report.html"
 
 # The layering (import-linter contracts in pyproject.toml) and ruff first: seconds, and a broken layer
 # or lint fails the run before the tests start.

@@ -281,12 +281,12 @@ def child(args) -> None:
                               "work": sum(c["end"] - c["start"] for c in mine),
                               "first_start": min(c["start"] for c in mine) - a,
                               "tail": b - max(c["end"] for c in mine), "wall": b - a}
-    recs = os.path.join(args.out, "_work", "fakes", "records")
+    recs = os.path.join(args.out.rstrip("/") + ".work", "fakes", "records")
     if os.path.isdir(recs):
         t = pq.read_table(recs, columns=["seconds", "status"]).to_pylist()
         res["merge_record_seconds"] = sum(r["seconds"] or 0.0 for r in t if r["status"] == "ok")
     res["model_seconds"] = []
-    for path in glob.glob(os.path.join(args.out, "_work", "models", "*", "model.json")):
+    for path in glob.glob(os.path.join(args.out.rstrip("/") + ".work", "models", "*", "model.json")):
         with open(path) as f:
             res["model_seconds"].append(json.load(f).get("seconds", 0.0))
     # Ray workers still busy when run_generate returns, and the CPU they used after the training stage

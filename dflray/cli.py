@@ -152,8 +152,10 @@ merge every fake with settings drawn per video; measure each fake (swap_success:
 frames whose face reads as the source person; identity distance to source and target, pose and
 expression error, flicker, seam) and apply quality gates; perturb real and fake videos
 alike (DeeperForensics-1.0's 7 distortions x 5 levels, mixes of 2-4) and write them at FaceForensics++
-compression levels (c0, c23, c40); write index.parquet, frames.parquet, metadata.json (DFDC format),
-errors.parquet and report.html (swap_success at the top). The summary printed at the end gives the
+compression levels (c0, c23, c40) into the layout (flat, dfdc or ffpp); write index.parquet,
+frames.parquet, labels.json (DFDC format; the layout's own metadata.json / splits files), errors.parquet and
+report.html (swap_success at the top). The published root holds only the layout and these tables: working
+files go to --work (default OUT.work, beside it). The summary printed at the end gives the
 published fakes' mean swap_success and its distribution.
 
 PLAN.yaml is a GenerateConfig, e.g.:
@@ -266,10 +268,15 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="plan of real videos → labelled, measured, perturbed forgery dataset",
                        description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("inputs", nargs="+", metavar="PLAN", help="PLAN.yaml, then key.path=value overrides")
-    g.add_argument("--out", required=True, metavar="URI", help="dataset root (any fsspec URL)")
+    g.add_argument("--out", required=True, metavar="URI", help="dataset root (any fsspec URL): the published layout "
+                   "and the dataset's tables only")
+    g.add_argument("--work", metavar="URI", help="working files (faceset, models, lossless fakes, records); default "
+                   "beside --out (OUT.work), never inside it; a rerun finds it in OUT/generate.json")
     g.add_argument("--layout", choices=["flat", "dfdc", "ffpp"], help="published structure (default: the plan's "
-                   "layout, flat): dfdc = dfdc_<split>_part_<n>/ with metadata.json each; ffpp = "
-                   "original_sequences/ + manipulated_sequences/")
+                   "layout, flat = videos/ with its metadata.json): dfdc = dfdc_<split>_part_<n>/ with metadata.json "
+                   "each, parts numbered once across splits (dfdc_part_size, 0: fit in 50); ffpp = "
+                   "original_sequences/youtube/ + manipulated_sequences/ + splits/ (ffpp_source, "
+                   "ffpp_numeric_names)")
     g.add_argument("--no-report", action="store_true", help="skip report.html")
     _job_options(g, None)
 
@@ -448,7 +455,7 @@ def _generate_inputs(args) -> tuple[str | None, list[str]]:
 def _run_generate(args, cfg: GenerateConfig) -> int:
     from dflray.dataset.pipeline import run_generate
 
-    summary = run_generate(cfg, args.out, address=args.address, report=not args.no_report)
+    summary = run_generate(cfg, args.out, address=args.address, report=not args.no_report, work=args.work)
     print(summary)
     return 1 if summary.published and not summary.published.get("ok") else 0
 

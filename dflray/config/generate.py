@@ -178,8 +178,12 @@ class GenerateConfig:
         dataset_id: recorded in every output (default: derived from ``--out``).
         seed: base seed of splits, pairing, draws and perturbations.
         layout: where the published videos go: ``flat`` (``videos/``), ``dfdc`` or ``ffpp``.
-        dfdc_part_size: videos per ``dfdc_<split>_part_<n>/`` folder.
-        ffpp_source: the ``original_sequences/<source>/`` name of the real videos.
+        dfdc_part_size: videos per ``dfdc_<split>_part_<n>/`` folder; 0 (default): the smallest part that
+            fits the dataset in DFDC's 50 parts. Parts are numbered once across the splits, train first; a
+            size that needs more than 50 numbers on, more than 256 is refused (readers keep 8 bits).
+        ffpp_source: the ``original_sequences/<source>/`` name of the real videos (FF++: ``youtube``).
+        ffpp_numeric_names: FF++'s numeric video names (``000``, ``001``, …, train first; more digits past
+            1000) instead of letter ids.
         identity: clustering of unlabelled videos.
         splits: identity-disjoint split fractions.
         pairing: who goes onto whom.
@@ -195,8 +199,9 @@ class GenerateConfig:
     dataset_id: str = ""
     seed: int = 0
     layout: Literal["flat", "dfdc", "ffpp"] = "flat"
-    dfdc_part_size: int = 1000
-    ffpp_source: str = "dflray"
+    dfdc_part_size: int = 0
+    ffpp_source: str = "youtube"
+    ffpp_numeric_names: bool = False
     identity: IdentityClusterConfig = field(default_factory=IdentityClusterConfig)
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
@@ -209,7 +214,7 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         _check(bool(self.videos) != bool(self.manifest), "videos", "give either videos or manifest")
         _check(0 <= self.seed < 2**63, "seed", "must be in 0..2**63-1")
-        _check(self.dfdc_part_size >= 1, "dfdc_part_size", "must be >= 1")
+        _check(self.dfdc_part_size >= 0, "dfdc_part_size", "must be >= 0 (0: fit the dataset in 50 parts)")
         _check(re.fullmatch(r"[A-Za-z0-9._-]{1,64}", self.ffpp_source) is not None, "ffpp_source",
                "may only hold letters, digits, '.', '_' and '-'")
         _check(re.fullmatch(r"[A-Za-z0-9._-]{0,128}", self.dataset_id) is not None, "dataset_id",

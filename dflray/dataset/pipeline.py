@@ -3,14 +3,14 @@
 ``run_generate`` is the driver; each stage is a module of ``dflray.dataset.stages``. Stages (each
 resumable: a rerun after a crash or a kill does only what is missing):
 
-1. **extract** (``stages.extract``) every video once (``OUT/_work/faceset``, the extraction job).
+1. **extract** (``stages.extract``) every video once (``WORK/faceset``, the extraction job).
 2. **plan** (``stages.identities``, ``stages.plan``): identities (labels, else clustering of dlib
    embeddings), identity-disjoint splits, pairing of source identities with target videos →
    ``OUT/plan.parquet`` (kept: a rerun uses it unchanged).
 3. **train** (``stages.train``) the models the plan needs, ``models.concurrency`` at a time, each a Ray
    Train run in its own Ray task with its own workers, optionally fine-tuned from one shared base
-   (``OUT/_work/models/<key>/``, exported to ``model.ts``).
-4. **merge** (``stages.merge``) every planned fake (``OUT/_work/fakes``; losslessly, so that fakes and
+   (``WORK/models/<key>/``, exported to ``model.ts``).
+4. **merge** (``stages.merge``) every planned fake (``WORK/fakes``; losslessly, so that fakes and
    reals go through the same number of lossy encodes), settings drawn per fake from ``merge.vary`` with
    the fake's seed.
 5. **quality** (``stages.quality``): swap success (the headline), identity, pose, expression, flicker and
@@ -19,18 +19,22 @@ resumable: a rerun after a crash or a kill does only what is missing):
    fake videos alike, then every video written at each FaceForensics++ compression level into the
    chosen layout.
 7. **index** (``stages.index``; ``report``): ``index.parquet`` (schema ``dataset``), ``frames.parquet``
-   (``dataset_frames``), ``metadata.json`` (DFDC format), ``errors.parquet`` and ``report.html``.
+   (``dataset_frames``), ``labels.json`` and the layout's ``metadata.json`` / split files, ``errors.parquet``
+   and ``report.html``.
 
-Layout of ``OUT``::
+Layout of ``OUT`` (the published root: the layout and the dataset's tables, nothing else)::
 
-    OUT/generate.json       the plan's config and dataset id (a rerun must match)
+    OUT/generate.json       the plan's config, dataset id and work location (a rerun must match)
     OUT/plan.parquet        real videos and planned fakes (schema ``plan``)
     OUT/index.parquet       one row per published video (schema ``dataset``)
     OUT/frames.parquet      per frame of every published fake, with its mask video
-    OUT/metadata.json       DFDC format; with --layout dfdc also one per part folder
+    OUT/labels.json         DFDC-format labels of every published video (not named metadata.json: DFDC
+                            readers collect those and take their folder's number as the part)
     OUT/report.html         the self-contained report
-    OUT/videos/ | dfdc_*/ | original_sequences/ + manipulated_sequences/   the videos (see layout.py)
-    OUT/_work/              faceset, models, lossless fakes, quality and publish records
+    OUT/videos/ | dfdc_*/ | original_sequences/ + manipulated_sequences/ + splits/   the layout (layout.py)
+
+and ``WORK`` (``--work``; default ``OUT.work``, beside it): faceset, identities, models, lossless fakes,
+quality and publish records.
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ from dflray.dataset.stages import (
     video_embeddings,
     write_plan,
 )
-from dflray.dataset.stages.base import read_json, write_json
+from dflray.dataset.stages.base import default_work, read_json, write_json
 from dflray.dataset.stages.plan import model_key as _model_key  # noqa: F401 - tests import it from here
 from dflray.faceset import check_writable, face_holders, video_id
 from dflray.io import schema
@@ -131,12 +135,34 @@ def _check_plan(cfg: GenerateConfig) -> None:
             raise ConfigError("models.base", f"{cfg.models.base} is not a training output or checkpoint")
 
 
-def _open_output(cfg: GenerateConfig, out: str) -> tuple[GenerateConfig, list[dict[str, Any]], str]:
+def _work_location(out: str, work: str | None, recorded: dict[str, Any] | None) -> str:
+    """The run's work location: ``--work``, else the one ``generate.json`` recorded, else beside ``out``.
+
+    Raises:
+        ConfigError ``work``: inside ``out`` (readers that walk the published root would find the working
+        files), or not the one the dataset was started with.
+    """
+    if recorded is not None:
+        before = recorded.get("work") or join(out, "_work")  # datasets started before the record
+        if work and _absolute(work).rstrip("/") != before.rstrip("/"):
+            raise ConfigError("work", f"{out} was generated with its working files in {before}; give that --work "
+                              "(or none) to finish it")
+        return before
+    chosen = _absolute(work) if work else default_work(out)
+    root = out.rstrip("/") + "/"
+    if chosen.rstrip("/") + "/" == root or chosen.startswith(root) or root.startswith(chosen.rstrip("/") + "/"):
+        raise ConfigError("work", f"{chosen} overlaps the published root {out}: the working files must live "
+                          "outside it (default: beside it, OUT.work)")
+    return chosen
+
+
+def _open_output(cfg: GenerateConfig, out: str, work: str | None = None
+                 ) -> tuple[GenerateConfig, list[dict[str, Any]], str, str]:
     """Checks the plan, reads its manifest and opens ``out`` (``generate.json``: a rerun must match it).
 
     Returns:
         (the plan with its merge XSeg resolved, the manifest rows with absolute ``uri`` and ``video_id``,
-        the dataset id).
+        the dataset id, the work location).
     """
     from dflray.dataset.plan import read_manifest
     from dflray.merge.pipeline import resolve_merge_xseg
@@ -144,23 +170,34 @@ def _open_output(cfg: GenerateConfig, out: str) -> tuple[GenerateConfig, list[di
     _check_plan(cfg)
     cfg = dataclasses.replace(cfg, merge=resolve_merge_xseg(cfg.merge, "merge.xseg")[0])
     manifest = read_manifest(cfg)
+    if cfg.layout == "dfdc" and cfg.dfdc_part_size:
+        from dflray.dataset.layout import DFDC_MAX_PARTS, dfdc_reals_per_part
+
+        per_part = dfdc_reals_per_part([len(manifest)], 1 + cfg.pairing.fakes_per_video, cfg.dfdc_part_size)
+        if -(-len(manifest) // per_part) > DFDC_MAX_PARTS:
+            raise ConfigError("dfdc_part_size", f"{cfg.dfdc_part_size} videos per part puts {len(manifest)} real "
+                              f"videos and their fakes in more than {DFDC_MAX_PARTS} parts (readers keep the part "
+                              "number in 8 bits): use a larger part, or 0 (auto)")
     for m in manifest:
         m["uri"] = _absolute(m["uri"])
         m["video_id"] = video_id(m["uri"])
+    uri = join(out, "generate.json")
+    old = read_json(uri) if exists(uri) else None
+    work = _work_location(out, work, old)
     check_writable(out)
+    check_writable(work, "--work")
     dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
     doc = {"kind": "dflray.generate", "schema_version": schema.SCHEMA_VERSION, "dataset_id": dataset_id,
-           "config": _config_key(cfg), "dflray": dflray.__version__}
-    uri = join(out, "generate.json")
-    if exists(uri):
-        old = read_json(uri)
+           "config": _config_key(cfg), "dflray": dflray.__version__, "work": work}
+    if old is not None:
         if old.get("config") != doc["config"] or old.get("dataset_id") != dataset_id:
             raise ValueError(f"--out {out} holds a dataset generated with another plan; use a new --out (or the "
                              "same plan to finish it)")
     else:
         write_json(uri, doc)
     sweep_temporaries(out)
-    return cfg, manifest, dataset_id
+    sweep_temporaries(work)
+    return cfg, manifest, dataset_id, work
 
 
 def _stage_clock(summary: GenerateSummary) -> Callable[[str], ContextManager[None]]:
@@ -181,12 +218,15 @@ def _stage_clock(summary: GenerateSummary) -> Callable[[str], ContextManager[Non
 # ------------------------------------------------------------------------------ the job
 
 
-def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, report: bool = True) -> GenerateSummary:
+def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, report: bool = True,
+                 work: str | None = None) -> GenerateSummary:
     """Runs a dataset plan end to end into ``out`` on the current Ray cluster (resumably).
 
     Args:
         cfg: the validated plan.
-        out: dataset root (any fsspec URL).
+        out: dataset root (any fsspec URL): the published layout and the dataset's tables only.
+        work: where the working files go (faceset, models, lossless fakes, records): default beside
+            ``out`` (``OUT.work``), never inside it; a rerun finds it in ``generate.json``.
         address: Ray address (None: RAY_ADDRESS, or a local cluster).
         report: also write ``report.html``.
 
@@ -199,8 +239,7 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
     t0 = time.perf_counter()
     summary = GenerateSummary(out=out)
     out = _absolute(out)
-    work = join(out, "_work")
-    cfg, manifest, dataset_id = _open_output(cfg, out)
+    cfg, manifest, dataset_id, work = _open_output(cfg, out, work)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
     init_ray(address)
     timed = _stage_clock(summary)

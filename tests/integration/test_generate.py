@@ -87,7 +87,8 @@ def dataset(ray_local, clips, tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "dflray.cli", "generate", str(plan), "--out", str(out),
                              "--address", address, *overrides], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=str(root))
-    records = out / "_work" / "fakes" / "records"
+    work = Path(f"{out}.work")  # the work location, beside the published root
+    records = work / "fakes" / "records"
     deadline = time.monotonic() + 900
     while proc.poll() is None and time.monotonic() < deadline and not list(records.glob("*.parquet")):
         time.sleep(0.2)
@@ -98,8 +99,8 @@ def dataset(ray_local, clips, tmp_path_factory):
     log.close()
     state = {"finished_first": finished_first, "index_at_kill": (out / "index.parquet").exists(),
              "merged_at_kill": len(list(records.glob("*.parquet"))),
-             "models": {p: p.stat().st_mtime_ns for p in (out / "_work" / "models").glob("*/model.json")},
-             "faceset": {p: p.stat().st_mtime_ns for p in (out / "_work" / "faceset" / "videos").glob("*.parquet")},
+             "models": {p: p.stat().st_mtime_ns for p in (work / "models").glob("*/model.json")},
+             "faceset": {p: p.stat().st_mtime_ns for p in (work / "faceset" / "videos").glob("*.parquet")},
              "log": (root / "killed_run.log").read_text(errors="replace")[-3000:]}
     summary = run_generate(cfg, str(out))
     return str(out), cfg, summary, state
@@ -140,17 +141,24 @@ def test_killed_run_resumes_without_redoing_work(dataset):
     assert summary.merged == {"ok": 4} and summary.published == {"ok": 16, "error": 2}
     rows = _index(out)
     assert len({r["video_id"] for r in rows}) == len(rows) == 18
-    assert len(list(Path(out, "_work", "fakes", "videos").glob("*.mp4"))) == 4  # no duplicate fakes
+    assert len(list(Path(f"{out}.work", "fakes", "videos").glob("*.mp4"))) == 4  # no duplicate fakes
+    assert json.loads(Path(out, "generate.json").read_text())["work"] == f"{out}.work"
     assert not list(Path(out).rglob(".tmp-*"))  # no temporary file left behind
 
 
 def test_index_metadata_and_files_agree(dataset):
     out, cfg, summary, _ = dataset
     rows = _index(out)
-    meta = json.loads(Path(out, "metadata.json").read_text())
+    meta = json.loads(Path(out, "labels.json").read_text())
     ok = [r for r in rows if r["status"] == "ok"]
     xseg_modes = {}
     assert {r["name"] for r in ok} == set(meta)
+    # the published root holds the layout and the tables only: every video is an indexed one or its mask,
+    # and the one metadata.json is the videos folder's (Kaggle's DFDC sample folder), keyed by file name
+    assert {p.relative_to(out).as_posix() for p in Path(out).rglob("*.mp4")} == \
+        {r["path"] for r in ok} | {r["mask_path"] for r in ok if r["mask_path"]}
+    assert [p.relative_to(out).as_posix() for p in Path(out).rglob("metadata.json")] == ["videos/metadata.json"]
+    assert json.loads(Path(out, "videos", "metadata.json").read_text()) == meta
     by_id = {r["video_id"]: r for r in rows}
     assert len(by_id) == len(rows)  # no duplicates
     # 4 good reals + 4 fakes, each at c0 and c23; the broken file is an error row per level
@@ -176,7 +184,7 @@ def test_index_metadata_and_files_agree(dataset):
             assert r["mode"] in ("overlay", "seamless") and r["settings_sha256"]
             xseg_modes[r["mask_mode"]] = r["xseg_id"]
         else:
-            assert "original" not in meta[r["name"]] and r["mask_path"] is None
+            assert meta[r["name"]]["original"] is None and r["mask_path"] is None
         # the container's CRF is the row's: the compression level, or a compression distortion's
         crf = encoded_crf(str(path))
         assert crf == pytest.approx(r["crf"])
@@ -231,7 +239,7 @@ def test_report_written(dataset, tmp_path):
 def test_rerun_after_kill_finishes_without_duplicates(dataset, clips):
     out, cfg, _, _ = dataset
     before = {r["video_id"]: r for r in _index(out)}
-    work = Path(out, "_work")
+    work = Path(f"{out}.work")
     # The state a kill leaves: a fake's merge record, a quality result and two published records gone,
     # a half-written temporary file beside the videos.
     fake = next(r for r in before.values() if r["label"] == "FAKE" and r["status"] == "ok")
@@ -269,7 +277,7 @@ def test_models_fine_tune_from_one_pretrained_base(dataset):
 
     from tests.integration.test_train import param_checksum_of
 
-    work = Path(dataset[0], "_work", "models")
+    work = Path(f"{dataset[0]}.work", "models")
     base = json.loads((work / "_base" / "model.json").read_text())
     assert base["ok"] and base["steps"] == 4
     base_sum = param_checksum_of(base["checkpoint"])
@@ -295,27 +303,32 @@ def test_xseg_mask_modes_need_a_usable_xseg_model_before_any_work(clips, tmp_pat
 
 
 def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
-    """The DFDC and FF++ structures, through the CLI. The earlier stages' work (faceset, models, lossless
-    fakes, quality results) is copied from the flat dataset, so these runs only plan, perturb, publish and
-    index: the layout is a property of those stages alone."""
+    """The DFDC and FF++ structures, through the CLI, checked the way detector code reads them
+    (tests/readers.py). The earlier stages' work (faceset, models, lossless fakes, quality results) is
+    copied from the flat dataset's work location into another one given by --work, so these runs only
+    plan, perturb, publish and index: the layout is a property of those stages alone."""
+    from tests.readers import dfdc_read, ffpp_read
+
     src_out = dataset[0]
     # dfdc also drops the fakes whose swap is farther from the source identity than the median
     flat_fakes = {r["item_id"]: r for r in _index(src_out) if r["label"] == "FAKE" and r["status"] == "ok"}
     limit = float(np.median([r["id_distance_source"] for r in flat_fakes.values()]))
     to_drop = {i for i, r in flat_fakes.items() if r["id_distance_source"] > limit}
     assert 0 < len(to_drop) < 4
-    gates = {"dfdc": [f"quality.gates=[{{metric: id_distance_source, max: {limit!r}}}]", "quality.action=drop"],
-             "ffpp": []}
+    gates = {"dfdc": [f"quality.gates=[{{metric: id_distance_source, max: {limit!r}}}]", "quality.action=drop",
+                      "dfdc_part_size=4"],
+             "ffpp": ["ffpp_numeric_names=true"]}
     for layout, levels in (("dfdc", "[c23]"), ("ffpp", "[c0, c40]")):
-        out = tmp_path / layout
-        shutil.copytree(Path(src_out, "_work"), out / "_work", ignore=shutil.ignore_patterns("published"))
+        out, work = tmp_path / layout, tmp_path / "work" / layout
+        shutil.copytree(f"{src_out}.work", work, ignore=shutil.ignore_patterns("published"))
         plan = tmp_path / f"{layout}.yaml"
         plan.write_text(json.dumps({"videos": clips, "dataset_id": "test-ds",
                                     "splits": {"train": 1.0, "val": 0.0, "test": 0.0}}))
-        extra = [f"perturb.compression={levels}", "perturb.fraction=0.0", "dfdc_part_size=4",
+        extra = [f"perturb.compression={levels}", "perturb.fraction=0.0",
                  "quality.sample_frames=3", "perturb.preset=ultrafast",
                  "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY, *gates[layout]]
-        assert main(["generate", str(plan), "--out", str(out), "--layout", layout, "--no-report", *extra]) == 0
+        assert main(["generate", str(plan), "--out", str(out), "--work", str(work), "--layout", layout,
+                     "--no-report", *extra]) == 0
         everything = _index(str(out))
         rows = [r for r in everything if r["status"] == "ok"]
         dropped = [r for r in everything if r["status"] == "dropped"]
@@ -328,39 +341,55 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
         else:
             assert not dropped
         assert sum(r["label"] == "FAKE" for r in rows) == (4 - len(dropped)) * len(levels.split(","))
-        meta = json.loads((out / "metadata.json").read_text())
+        meta = json.loads((out / "labels.json").read_text())
         assert {r["name"] for r in rows} == set(meta)
+        assert not (out / "metadata.json").exists() and not (out / "_work").exists()
         for r in rows:
             assert (out / r["path"]).is_file()
         if layout == "dfdc":
-            parts = sorted(p.name for p in out.iterdir() if p.name.startswith("dfdc_"))
-            assert len(parts) >= 2 and all(p.startswith("dfdc_train_part_") for p in parts)
-            names = []
-            for p in parts:
-                part_meta = json.loads((out / p / "metadata.json").read_text())
-                names += list(part_meta)
-                assert set(part_meta) == {f.name for f in (out / p).glob("*.mp4")}
-                assert len(part_meta) <= 4  # dfdc_part_size
-                for name, e in part_meta.items():
-                    if e["label"] == "FAKE":
-                        assert e["original"] in part_meta  # a fake lies in its original's part
-                    else:
-                        assert "original" not in e
-            assert len(names) == len(set(names)) == len(rows)  # names unique across the dataset
+            # a DFDC reader: every metadata.json under the root, the part from its folder's name
+            seen = dfdc_read(out)
+            assert sorted(str(x["path"].relative_to(out)) for x in seen) == sorted(r["path"] for r in rows)
+            assert {x["path"].suffix for x in seen} == {".mp4"} and all(x["path"].is_file() for x in seen)
+            parts = sorted({int(x["part"]) for x in seen})
+            assert parts == list(range(len(parts))) and len(parts) >= 2  # numbered from 0, no gaps
+            folders = {x["path"].parent.name for x in seen}
+            assert all(f.startswith("dfdc_train_part_") for f in folders)
+            by_name = {x["name"]: x for x in seen}
+            assert len(by_name) == len(seen) == len(rows)  # names unique across the dataset
+            for x in seen:
+                assert sum(y["part"] == x["part"] for y in seen) <= 4  # dfdc_part_size
+                if x["label"] == "FAKE":
+                    assert by_name[x["original"]]["part"] == x["part"]  # a fake lies in its original's part
+                else:
+                    assert x["original"] is None
         else:
+            seen = ffpp_read(out)
+            assert not seen["other"], seen["other"]  # no working copy looks like a real video
             reals = {r["video_id"]: r for r in rows if r["label"] == "REAL"}
             fakes = [r for r in rows if r["label"] == "FAKE"]
-            assert all(r["path"].startswith(f"original_sequences/dflray/{r['compression']}/videos/")
-                       for r in reals.values())
+            assert sorted(str(p.relative_to(out)) for p in seen["original"]) == sorted(r["path"] for r in reals.values())
+            assert sorted(str(p.relative_to(out)) for p in seen["fake"]) == sorted(r["path"] for r in fakes)
+            assert sorted(str(p.relative_to(out)) for p in seen["mask"]) == sorted({r["mask_path"] for r in fakes})
+            numbers = sorted({Path(r["path"]).stem for r in reals.values()})
+            assert numbers == [f"{i:03d}" for i in range(len(numbers))]  # FF++'s numeric names
             for r in fakes:
-                assert r["path"].startswith(f"manipulated_sequences/{r['method']}/{r['compression']}/videos/")
                 target, source = Path(r["path"]).stem.split("_")
                 assert Path(reals[r["original"]]["path"]).stem == target
                 assert r["mask_path"] == f"manipulated_sequences/{r['method']}/masks/videos/{target}_{source}.mp4"
-                assert (out / r["mask_path"]).is_file()
                 # the source name is a video of the source identity
                 assert any(Path(x["path"]).stem == source and x["target_identity"] == r["source_identity"]
                            for x in reals.values())
+            # FF++'s split files: [target, source] pairs; each pair is a fake of that split and both names
+            # are real videos of it
+            for split in ("train", "val", "test"):
+                pairs = json.loads((out / "splits" / f"{split}.json").read_text())
+                in_split = [r for r in fakes if r["split"] == split]
+                assert sorted(map(tuple, pairs)) == sorted({tuple(Path(r["path"]).stem.split("_")) for r in in_split}) and \
+                    all(isinstance(p, list) for p in pairs)
+                split_reals = {Path(r["path"]).stem for r in reals.values() if r["split"] == split}
+                assert {n for p in pairs for n in p} <= split_reals
+            assert json.loads((out / "splits" / "train.json").read_text())  # the sample's fakes are all in train
             assert {r["compression"] for r in rows} == {"c0", "c40"}
             c0 = next(r for r in fakes if r["compression"] == "c0")
             assert encoded_crf(str(out / c0["path"])) == 0.0

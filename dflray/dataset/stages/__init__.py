@@ -2,14 +2,14 @@
 
 Each stage is resumable: a rerun after a crash or a kill does only what is missing.
 
-- ``extract``: a faceset of every video (``OUT/_work/faceset``, the extraction job).
+- ``extract``: a faceset of every video (``WORK/faceset``, the extraction job).
 - ``identities``: each video's dominant person; labels, else clustering of dlib embeddings.
 - ``plan``: identity-disjoint splits and pairing → ``OUT/plan.parquet`` (kept: a rerun uses it).
-- ``train``: the models the plan needs (``OUT/_work/models/<key>/``), optionally from a shared base.
-- ``merge``: every planned fake, losslessly (``OUT/_work/fakes``), one ``MergeTask`` each.
-- ``quality``: the metrics of every fake (``OUT/_work/quality``), one ``QualityTask`` each.
+- ``train``: the models the plan needs (``WORK/models/<key>/``), optionally from a shared base.
+- ``merge``: every planned fake, losslessly (``WORK/fakes``), one ``MergeTask`` each.
+- ``quality``: the metrics of every fake (``WORK/quality``), one ``QualityTask`` each.
 - ``publish``: perturb and encode every video at each compression level into the layout
-  (``OUT/_work/published`` records), one ``PublishTask`` each.
+  (``WORK/published`` records), one ``PublishTask`` each.
 - ``index``: ``index.parquet``, ``frames.parquet``, ``metadata.json`` and ``errors.parquet``.
 
 ``base`` holds what they share: ``GenerateSummary``, the ``Task`` base of the typed tasks and the actor

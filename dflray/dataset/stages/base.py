@@ -71,7 +71,7 @@ class GenerateSummary:
 
 
 def write_json(uri: str, doc: Any) -> None:
-    """Writes ``doc`` as JSON to ``uri`` atomically (the records and markers of ``OUT/_work``)."""
+    """Writes ``doc`` as JSON to ``uri`` atomically (the records and markers of ``WORK``)."""
     with atomic_write(uri) as f:
         f.write(json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
 

@@ -1,4 +1,4 @@
-"""Stage 1, extract: one faceset of every video of the plan (``OUT/_work/faceset``), and the subsets of
+"""Stage 1, extract: one faceset of every video of the plan (``WORK/faceset``), and the subsets of
 it that each model trains on.
 
 The extraction job (``dflray.extract.run_extract``) is itself resumable: a rerun extracts only the videos

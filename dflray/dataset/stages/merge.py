@@ -1,4 +1,4 @@
-"""Stage 4, merge: every planned fake whose model trained, into ``OUT/_work/fakes``.
+"""Stage 4, merge: every planned fake whose model trained, into ``WORK/fakes``.
 
 Fakes are merged losslessly (the perturb stage's encode is then the only lossy one, as for the real
 videos, so that the number of compression generations is no cue), with masks, and with settings drawn

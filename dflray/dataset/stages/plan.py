@@ -1,7 +1,7 @@
 """Stage 2b, plan: identity-disjoint splits and the pairing of source identities with target videos →
 one REAL row per video and one FAKE row per planned fake (schema ``plan``).
 
-The plan is kept (``OUT/plan.parquet``, with the identities' embeddings in ``OUT/_work/identities.json``):
+The plan is kept (``OUT/plan.parquet``, with the identities' embeddings in ``WORK/identities.json``):
 a rerun uses it unchanged. The pure planning functions (splits, pairing, seeds) live in
 ``dflray.dataset.plan``.
 """

@@ -4,7 +4,7 @@ compression level, with DeeperForensics-1.0 distortions drawn per video, into it
 ``dataset_rows`` lays out one DATASET row per planned video and compression level (place, labels,
 perturbation, merge settings, quality metrics and gate results, or why it is not published);
 ``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
-video (and copy a fake's mask) and write its record, ``OUT/_work/published/<video_id>.parquet`` (its
+video (and copy a fake's mask) and write its record, ``WORK/published/<video_id>.parquet`` (its
 done-marker).
 """
 
@@ -115,7 +115,9 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
     by_split: dict[str, list[str]] = {}
     for v in sorted(reals):
         by_split.setdefault(reals[v]["split"], []).append(v)
-    parts = lay.dfdc_parts(by_split, 1 + n_fakes, cfg.dfdc_part_size)
+    parts = lay.dfdc_parts(by_split, 1 + n_fakes, cfg.dfdc_part_size) if cfg.layout == "dfdc" else {}
+    numbers = lay.ffpp_numbers(by_split) if cfg.ffpp_numeric_names else {}
+    name_of = lambda v: numbers.get(v) or lay.short_id(v)  # noqa: E731 - a real video's FF++ name
     rows = []
     for r in plan:
         fake = r["kind"] == "FAKE"
@@ -129,8 +131,8 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
             arch = (model.get("contract") or {}).get("arch") if fake else None
             place = lay.place(cfg.layout, label=r["kind"], split=r["split"], compression=comp, video_id=vid,
                               item_name=lay.short_id(r["item_id"]), part=parts.get(r["video_id"], 0),
-                              real_name=lay.short_id(r["video_id"]),
-                              source_name=lay.short_id(sorted(videos_of.get(r.get("source_identity") or "", [""]))[0])
+                              real_name=name_of(r["video_id"]),
+                              source_name=name_of(sorted(videos_of.get(r.get("source_identity") or "", [""]))[0])
                               if fake else "", method=lay.method_name(arch), ffpp_source=cfg.ffpp_source)
             row: dict[str, Any] = {
                 "video_id": vid, **place, "label": r["kind"], "split": r["split"], "source_uri": r["uri"],
@@ -141,7 +143,7 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
             if fake:
                 orig = lay.short_id(r["video_id"], comp)
                 orig_place = lay.place(cfg.layout, label="REAL", split=r["split"], compression=comp, video_id=orig,
-                                       item_name=lay.short_id(r["video_id"]), real_name=lay.short_id(r["video_id"]),
+                                       item_name=lay.short_id(r["video_id"]), real_name=name_of(r["video_id"]),
                                        part=parts.get(r["video_id"], 0), ffpp_source=cfg.ffpp_source)
                 row.update(original=orig, original_name=orig_place["name"], source_identity=r["source_identity"],
                            method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"))

@@ -2,7 +2,7 @@
 every merged fake, measured on its lossless merge against its target video and its source identity.
 
 Each fake is one ``QualityTask`` on a pool of measuring actors (``dflray.quality.FaceMeasurer``); its
-result is ``OUT/_work/quality/<item_id>.json`` (its done-marker). The gates are applied when the dataset
+result is ``WORK/quality/<item_id>.json`` (its done-marker). The gates are applied when the dataset
 is published (``publish.dataset_rows``), from the plan's current ``quality.gates``.
 """
 
@@ -46,7 +46,7 @@ class QualityTask(Task):
 
 
 class _QualityWorker(TaskActor):
-    """Measures fakes against their originals; writes ``_work/quality/<item>.json`` (the gates are
+    """Measures fakes against their originals; writes ``WORK/quality/<item>.json`` (the gates are
     applied when the dataset is published, from the plan's current ``quality``)."""
 
     task_type = QualityTask

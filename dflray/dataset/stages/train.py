@@ -2,7 +2,7 @@
 
 ``models.concurrency`` models train at a time, each a Ray Train run in its own Ray task with its own
 workers, optionally fine-tuned from one shared base (``models.base``: a checkpoint, or ``pretrain`` on the
-train split's videos). Each model lives in ``OUT/_work/models/<key>/`` (its subset facesets, the training
+train split's videos). Each model lives in ``WORK/models/<key>/`` (its subset facesets, the training
 output, ``model.ts``); ``model.json`` there is its done-marker, and a rerun keeps it.
 """
 

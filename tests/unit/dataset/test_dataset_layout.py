@@ -41,7 +41,33 @@ def test_dfdc_parts_fill_and_keep_fakes_with_originals():
     parts = lay.dfdc_parts({"train": [f"r{i}" for i in range(7)], "test": ["t0", "t1"]}, videos_per_real=3,
                            part_size=6)
     assert [parts[f"r{i}"] for i in range(7)] == [0, 0, 1, 1, 2, 2, 3]
-    assert parts["t0"] == parts["t1"] == 0
+    # numbered once across the splits, train first (DFDC's parts 0-49 are unique over the whole set)
+    assert parts["t0"] == parts["t1"] == 4
+
+
+def test_dfdc_auto_part_size_fits_fifty_parts():
+    for n_train, n_val, n_test in ((3, 1, 1), (40, 5, 5), (700, 150, 150), (9999, 1, 1)):
+        by_split = {"test": [f"s{i}" for i in range(n_test)], "val": [f"v{i}" for i in range(n_val)],
+                    "train": [f"t{i}" for i in range(n_train)]}
+        parts = lay.dfdc_parts(by_split, videos_per_real=2)
+        used = sorted(set(parts.values()))
+        assert used == list(range(len(used))) and len(used) <= 50  # 0..k-1, no gaps, at most 50
+        # train first, then val, then test; a part holds one split only
+        assert max(parts[f"t{i}"] for i in range(n_train)) < min(parts[f"v{i}"] for i in range(n_val))
+        assert max(parts[f"v{i}"] for i in range(n_val)) < min(parts[f"s{i}"] for i in range(n_test))
+    small = lay.dfdc_parts({"train": ["a", "b"], "test": ["c"]}, videos_per_real=2)
+    assert small == {"a": 0, "b": 1, "c": 2}  # a small plan: one real video (and its fakes) per part
+    # a given part size may number past 50, but never past what 8 bits hold
+    many = lay.dfdc_parts({"train": [f"r{i}" for i in range(120)]}, videos_per_real=2, part_size=2)
+    assert max(many.values()) == 119
+    with pytest.raises(ValueError, match="dfdc_part_size"):
+        lay.dfdc_parts({"train": [f"r{i}" for i in range(300)]}, videos_per_real=2, part_size=2)
+
+
+def test_ffpp_numbers_three_digits_then_more():
+    assert lay.ffpp_numbers({"test": ["c"], "train": ["b", "a"]}) == {"b": "000", "a": "001", "c": "002"}
+    big = lay.ffpp_numbers({"train": [f"r{i}" for i in range(1001)]})
+    assert big["r0"] == "0000" and big["r1000"] == "1000"
 
 
 def test_metadata_files_dfdc_format():
@@ -49,18 +75,36 @@ def test_metadata_files_dfdc_format():
         {"name": "a.mp4", "path": "dfdc_train_part_0/a.mp4", "label": "REAL", "split": "train", "status": "ok"},
         {"name": "b.mp4", "path": "dfdc_train_part_0/b.mp4", "label": "FAKE", "split": "train", "status": "ok",
          "original_name": "a.mp4"},
-        {"name": "c.mp4", "path": "dfdc_val_part_0/c.mp4", "label": "REAL", "split": "val", "status": "ok"},
-        {"name": "d.mp4", "path": "dfdc_val_part_0/d.mp4", "label": "FAKE", "split": "val", "status": "dropped",
+        {"name": "c.mp4", "path": "dfdc_val_part_1/c.mp4", "label": "REAL", "split": "val", "status": "ok"},
+        {"name": "d.mp4", "path": "dfdc_val_part_1/d.mp4", "label": "FAKE", "split": "val", "status": "dropped",
          "original_name": "c.mp4"},
     ]
     docs = lay.metadata_files("dfdc", rows)
-    assert docs["metadata.json"] == {"a.mp4": {"label": "REAL", "split": "train"},
-                                     "b.mp4": {"label": "FAKE", "split": "train", "original": "a.mp4"},
-                                     "c.mp4": {"label": "REAL", "split": "val"}}
-    assert set(docs) == {"metadata.json", "dfdc_train_part_0/metadata.json", "dfdc_val_part_0/metadata.json"}
-    assert set(docs["dfdc_val_part_0/metadata.json"]) == {"c.mp4"}
-    assert json.loads(lay.dumps(docs["metadata.json"])) == docs["metadata.json"]
-    assert set(lay.metadata_files("flat", rows)) == {"metadata.json"}
+    assert docs["labels.json"] == {"a.mp4": {"label": "REAL", "split": "train", "original": None},
+                                   "b.mp4": {"label": "FAKE", "split": "train", "original": "a.mp4"},
+                                   "c.mp4": {"label": "REAL", "split": "val", "original": None}}
+    # no metadata.json at the root: DFDC readers collect every one and parse its folder's number
+    assert set(docs) == {"labels.json", "dfdc_train_part_0/metadata.json", "dfdc_val_part_1/metadata.json"}
+    assert set(docs["dfdc_val_part_1/metadata.json"]) == {"c.mp4"}
+    assert json.loads(lay.dumps(docs["labels.json"])) == docs["labels.json"]
+    assert json.loads(lay.dumps(docs["labels.json"]))["a.mp4"]["original"] is None  # JSON null
+    flat = [dict(r, path="videos/" + r["name"]) for r in rows]
+    assert set(lay.metadata_files("flat", flat)) == {"labels.json", "videos/metadata.json"}
+
+
+def test_metadata_files_ffpp_splits():
+    rows = [{"name": f"original_sequences/youtube/c23/videos/{v}.mp4", "label": "REAL", "split": s, "status": "ok",
+             "path": f"original_sequences/youtube/c23/videos/{v}.mp4"} for v, s in
+            (("000", "train"), ("001", "train"), ("002", "test"), ("003", "test"))]
+    for stem, s in (("000_001", "train"), ("001_000", "train"), ("002_003", "test")):
+        for c in ("c23", "c40"):  # one pair per fake, not per compression level
+            path = f"manipulated_sequences/dflray-df/{c}/videos/{stem}.mp4"
+            rows.append({"name": path, "path": path, "label": "FAKE", "split": s, "status": "ok",
+                         "original_name": f"original_sequences/youtube/{c}/videos/{stem[:3]}.mp4"})
+    docs = lay.metadata_files("ffpp", rows)
+    assert docs["splits/train.json"] == [["000", "001"], ["001", "000"]]
+    assert docs["splits/test.json"] == [["002", "003"]] and docs["splits/val.json"] == []
+    assert not any(k.endswith("metadata.json") for k in docs)
 
 
 def test_model_jobs_per_source_and_pair():
