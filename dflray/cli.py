@@ -17,6 +17,7 @@ from typing import Any, Callable
 from dflray.config import (
     MERGE_SETTING_FIELDS,
     ConfigError,
+    EvaluateConfig,
     ExportConfig,
     ExtractConfig,
     GenerateConfig,
@@ -195,6 +196,38 @@ DeepfakeBench's working directory sees it, starting with '.'; default ./datasets
 dataset's splits to export); num_cpus (per export actor)."""
 
 
+EVALUATE_HELP = """\
+How hard is each slice of a generated dataset for a standard detector? Train a reference frame-level
+detector (EfficientNet-B0 from efficientnet_pytorch, one logit, BCE; from scratch or from weights=PATH)
+with Ray Train on the face crops of the train split (frames evenly spaced crops per video, DeepfakeBench's
+alignment, cached in the dataset's work location), score the test split's crops, and report frame- and
+video-level AUC (a video's score: the mean of its frames') with bootstrap intervals (videos resampled),
+over the test set and per method, compression level, perturbation kind (a mix counts under each kind)
+and quality bucket (terciles of the fakes' swap_success). Compression and perturbation slices compare the
+slice's reals and fakes; method and quality slices compare the slice's fakes with all test reals (reals
+have neither). Writes DATASET/evaluation.parquet and an Evaluation section of DATASET/report.html; a video
+whose crops fail is listed and left out. Nothing is downloaded.
+
+Holdout: identity-disjoint splits of a tiny dataset can leave the test split without fakes (the built-in
+sample puts every video in train). Then a seeded share `holdout` (default 0.5; 0: fail instead) of the
+train split's real videos, each with its fakes, is tested instead and the results say protocol=holdout:
+a within-split holdout, not identity-disjoint.
+
+Cross-dataset: --train-dataset OTHER trains on OTHER's train split and tests on DATASET (minus any video
+made from a real video that is tested). Trailing key=value arguments set the options, e.g.:
+
+  dflray evaluate out/dataset epochs=10 size=224 frames=32 weights=efficientnet-b0-imagenet.pth
+  dflray evaluate out/dataset_b --train-dataset out/dataset_a use_gpu=true num_workers=2
+
+Options (EvaluateConfig): size (crop and input side, default 128), frames (per video, 32), epochs (3; 0
+scores given weights untrained), batch_size (32), lr (1e-3), weight_decay, weights (a detector.pt, a
+folder holding one, or an EfficientNet-B0 state dict), holdout (0.5), balance (weight fakes by
+reals/fakes), bootstrap (1000 replicates), confidence (0.95), seed, num_workers, use_gpu,
+cpus_per_worker, torch_threads, crop_cpus. A rerun with the same options reuses the cached crops and the
+trained detector. A from-scratch B0 on a small dataset is a weak reference: compare slices with each
+other rather than read its AUCs as absolute."""
+
+
 def _split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     plain = [x for x in items if not _OVERRIDE.match(x)]
     overrides = [x for x in items if _OVERRIDE.match(x)]
@@ -330,6 +363,16 @@ def _parser() -> argparse.ArgumentParser:
     xd.add_argument("--out", required=True, metavar="DIR", help="export folder (any fsspec URL)")
     xd.add_argument("--format", required=True, choices=["deepfakebench"], help="the benchmark's format")
     _job_options(xd, ExportConfig)
+
+    ev = sub.add_parser("evaluate", help="train a reference detector (EfficientNet-B0) on a generated dataset and "
+                        "report AUC per slice", description=EVALUATE_HELP,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_argument("inputs", nargs="+", metavar="DATASET", help="dataset root (dflray generate --out) to test on, "
+                    "then key=value options")
+    ev.add_argument("--train-dataset", metavar="OTHER", help="train on this generated dataset's train split instead "
+                    "(cross-dataset evaluation)")
+    ev.add_argument("--no-report", action="store_true", help="do not rebuild DATASET/report.html")
+    _job_options(ev, EvaluateConfig)
 
     s = sub.add_parser("sample", help="write the built-in sample clips",
                        description="Write the built-in sample clips (animated public-domain portraits shipped "
@@ -531,6 +574,22 @@ def _run_export_dataset(args, cfg: ExportConfig) -> int:
     return 1 if summary.videos and summary.failures and not (summary.exported + summary.skipped) else 0
 
 
+def _evaluate_inputs(args) -> tuple[str | None, list[str]]:
+    inputs, overrides = _split_overrides(args.inputs)
+    if len(inputs) != 1:
+        raise ConfigError("DATASET", "give exactly one dataset root (then key=value options)")
+    args.dataset = inputs[0]
+    return args.config, overrides
+
+
+def _run_evaluate(args, cfg: EvaluateConfig) -> int:
+    from dflray.dataset.evaluate import run_evaluate
+
+    print(run_evaluate(args.dataset, cfg, train_dataset=args.train_dataset, address=args.address,
+                       report=not args.no_report))
+    return 0
+
+
 def _run_sample(args, _cfg) -> int:
     from dflray.sample import make_sample
 
@@ -553,6 +612,7 @@ COMMANDS: dict[str, Command] = {
     "preview": Command(None, None, _run_preview),
     "sample": Command(None, None, _run_sample),
     "export-dataset": Command(ExportConfig, _export_dataset_inputs, _run_export_dataset),
+    "evaluate": Command(EvaluateConfig, _evaluate_inputs, _run_evaluate),
 }
 
 

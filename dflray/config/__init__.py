@@ -28,6 +28,7 @@ Example:
 """
 
 from dflray.config._base import ConfigError, Resources
+from dflray.config.evaluate import EvaluateConfig
 from dflray.config.export import ExportConfig
 from dflray.config.extract import (
     AlignConfig,
@@ -94,6 +95,7 @@ __all__ = [
     "ConfigError",
     "DecodeConfig",
     "DetectConfig",
+    "EvaluateConfig",
     "ExportConfig",
     "ExtractConfig",
     "GenerateConfig",

@@ -11,6 +11,9 @@ The page needs nothing but the file: its CSS and JavaScript are inline and every
   (a video with a mix of distortions counts once under each kind in it).
 - Histograms of the other metrics in ``config.QUALITY_METRICS`` over the fakes' rows (NaN skipped),
   drawn with matplotlib's Agg canvas (no pyplot, no display, no global backend switch).
+- Evaluation (when ``dflray evaluate`` wrote ``evaluation.parquet``): the reference detector's frame- and
+  video-level AUC with bootstrap intervals, over the test set and per method, compression level,
+  perturbation kind and swap-quality bucket, with how it was trained and tested.
 - A table of the fakes, sortable by any metric (``swap_success`` first) with a click on its header,
   worst quality first (failed gates, then most failed gates), with the real and the fake frame side by
   side. The frame is the one with the largest manipulation mask when
@@ -322,6 +325,80 @@ def _counts_section(rows: list[dict]) -> str:
             + "</div></section>")
 
 
+def _read_evaluation(dataset: str) -> list[dict]:
+    """The rows of ``evaluation.parquet`` (``schema.EVALUATION``); [] when there is none or it is unreadable."""
+    uri = join(dataset, "evaluation.parquet")
+    if not exists(uri):
+        return []
+    try:
+        fs, path = arrow_filesystem(uri)
+        return read_table("evaluation", [path], filesystem=fs).to_pylist()
+    except Exception as e:  # a broken optional table only costs its section
+        log.warning("evaluation.parquet unreadable, no Evaluation section: %s", e)
+        return []
+
+
+def _auc_cells(r: dict | None) -> str:
+    if r is None or _is_nan(r.get("auc")):
+        return '<td class="num" data-value="">–</td><td class="num">–</td>'
+    return (f'<td class="num" data-value="{float(r["auc"])!r}">{float(r["auc"]):.3f}</td>'
+            f'<td class="num">{float(r["auc_lo"]):.3f} – {float(r["auc_hi"]):.3f}</td>')
+
+
+_SLICE_ORDER = ("all", "method", "compression", "perturbation", "quality")
+
+
+def _evaluation_section(rows: list[dict]) -> str:
+    """The reference detector's AUCs per slice (``dflray evaluate``), frame and video level side by side."""
+    if not rows:
+        return ""
+    r0 = rows[0]
+    video = {(r["slice"], r["value"]): r for r in rows if r["level"] == "video"}
+    frame = sorted((r for r in rows if r["level"] == "frame"),
+                   key=lambda r: (_SLICE_ORDER.index(r["slice"]) if r["slice"] in _SLICE_ORDER else 99,
+                                  str(r["value"])))
+    conf = f"{float(r0.get('confidence') or 0.95):.0%}"
+    head = ('<th data-sort="text" title="click to sort">slice</th><th>value</th>'
+            f'<th data-sort="num" title="click to sort">frame AUC</th><th>{conf} interval</th>'
+            f'<th data-sort="num" title="click to sort">video AUC</th><th>{conf} interval</th>'
+            "<th>real videos</th><th>fake videos</th><th>real frames</th><th>fake frames</th><th>compared with</th>"
+            "<th>note</th>")
+    body = []
+    for r in frame:
+        against = "the slice's reals" if r.get("reals") == "slice" else "all test reals"
+        body.append(f'<tr data-slice="{_esc(r["slice"])}" data-value="{_esc(r["value"])}">'
+                    f'<td data-value="{_esc(r["slice"])}">{_esc(r["slice"])}</td><td>{_esc(r["value"])}</td>'
+                    f'{_auc_cells(r)}{_auc_cells(video.get((r["slice"], r["value"])))}'
+                    f'<td class="num">{_esc(r["n_real"])}</td><td class="num">{_esc(r["n_fake"])}</td>'
+                    f'<td class="num">{_esc(r["n_real_frames"])}</td><td class="num">{_esc(r["n_fake_frames"])}</td>'
+                    f"<td>{_esc(against)}</td><td>{_esc(r.get('note') or '')}</td></tr>")
+    trained = (f"trained for {_esc(r0.get('epochs'))} epochs on {_esc(r0.get('train_videos'))} videos of "
+               f"{_esc(r0.get('train_dataset'))}" if r0.get("epochs") else "not trained here (given weights)")
+    init = f", starting from {_esc(r0.get('init_weights'))}" if r0.get("init_weights") else ", from scratch"
+    if r0.get("protocol") == "holdout":
+        protocol = ('<strong class="holdout">a within-split holdout</strong>: the test split lacked REAL or FAKE '
+                    "videos, so a seeded share of the train split's real videos, each with its fakes, was held "
+                    "out; it is not identity-disjoint")
+    else:
+        protocol = "the test split"
+    shared = r0.get("shared_identities")
+    shared_text = f" {_esc(shared)} identities appear in both the training and the test videos." if shared else ""
+    return ('<section id="evaluation"><h2>Evaluation</h2>'
+            f'<p class="note">Reference detector: {_esc(r0.get("detector"))} ({_esc(r0.get("size"))} px face '
+            f"crops, up to {_esc(r0.get('frames'))} per video), {trained}{init}; tested on {protocol} "
+            f"({_esc(r0.get('test_videos'))} videos scored, {_esc(r0.get('failed_videos'))} without crops left "
+            f"out).{shared_text} Evaluated {_esc(r0.get('created'))}.</p>"
+            '<p class="note">AUC: the chance that a fake scores above a real. Frame level: every crop; video level: '
+            "the mean of a video's crop scores. Intervals: bootstrap percentiles, resampling videos. Compression "
+            "and perturbation slices compare the slice's reals and fakes (a video with a mix of distortions is "
+            "in each of its kinds); method and quality slices compare the slice's fakes with all test reals "
+            "(reals have no method or swap_success). Quality buckets are terciles of the test fakes' "
+            "swap_success. A detector trained from scratch on a small dataset is a weak reference: compare the "
+            "slices with each other rather than read the figures as absolute.</p>"
+            f'<table id="evaluation-table" class="sortable"><thead><tr>{head}</tr></thead><tbody>'
+            + "".join(body) + "</tbody></table></section>")
+
+
 def _figure(values: Sequence[float | None], metric: str, caption: str = "",
             value_range: tuple[float, float] | None = None) -> str:
     png = metric_histogram_png(values, metric, value_range=value_range)
@@ -508,7 +585,8 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
     Returns:
         What the page holds: ``videos`` (index rows), ``reals``, ``fakes`` (fake rows in the index),
         ``rows`` (fakes listed), ``thumbnails`` (decoded frames shown), ``placeholders`` (thumbnails
-        standing in for a missing or unreadable video), ``histograms``, and ``bytes`` written.
+        standing in for a missing or unreadable video), ``histograms``, ``evaluation`` (rows of
+        ``evaluation.parquet`` shown, 0 without one), and ``bytes`` written.
 
     Raises:
         ValueError: when ``max_rows`` < 0, ``thumb_size`` < 16, or the dataset has no index.parquet.
@@ -534,6 +612,8 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
     hist_html, n_hist = _histogram_section(fakes)
     n_hist += 1  # the headline's swap_success histogram
     fakes_html, n_rows = _fakes_section(fakes, by_id, thumbs, _best_frames(dataset), max_rows)
+    evaluation = _read_evaluation(dataset)
+    evaluation_html = _evaluation_section(evaluation)
     title = f"dflray dataset report: {dataset_id}"
     summary = "".join(f'<span class="count" data-count="{k}">{_esc(k)}: {v}</span>' for k, v in (
         ("videos", len(rows)), ("real", len(reals)), ("fake", len(fakes)), ("identities", len(identities))))
@@ -542,11 +622,12 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             f'<header><h1>{_esc(title)}</h1><p class="source">{_esc(dataset)}</p>'
             f'<p class="summary">{summary}</p><p class="responsible">{_esc(RESPONSIBLE_USE)}</p></header>'
-            + headline_html + _counts_section(rows) + hist_html + fakes_html
+            + headline_html + _counts_section(rows) + evaluation_html + hist_html + fakes_html
             + f"<script>{_JS}</script></body></html>\n")
     data = page.encode("utf-8")
     with atomic_write(out, "wb") as f:
         f.write(data)
     return {"videos": len(rows), "reals": len(reals), "fakes": len(fakes), "rows": n_rows,
+            "evaluation": len(evaluation),
             "thumbnails": thumbs.decoded, "placeholders": thumbs.placeholders, "histograms": n_hist,
             "bytes": len(data)}

@@ -260,9 +260,47 @@ DATASET_FRAMES = pa.schema([
     ("schema_version", pa.int16()),
 ])
 
+# ``dflray evaluate``'s results (``evaluation.parquet`` in the dataset root): one row per level, slice and
+# value; every row also carries how the evaluation was run.
+EVALUATION = pa.schema([
+    ("level", pa.string()),  # frame | video (a video's score is the mean of its frame scores)
+    ("slice", pa.string()),  # all | method | compression | perturbation | quality
+    ("value", pa.string()),  # e.g. c23, blur, low; "all" for the whole test set
+    ("reals", pa.string()),  # slice: the slice's reals and fakes | all: the slice's fakes against all test reals
+    ("auc", pa.float64()),  # NaN when the slice has no real
+    ("auc_lo", pa.float64()),  # bootstrap percentile interval (videos resampled)
+    ("auc_hi", pa.float64()),
+    ("n_real", pa.int64()),  # videos
+    ("n_fake", pa.int64()),
+    ("n_real_frames", pa.int64()),
+    ("n_fake_frames", pa.int64()),
+    ("note", pa.string()),
+    ("protocol", pa.string()),  # test-split | holdout (a seeded share of the train split: not identity-disjoint)
+    ("dataset", pa.string()),  # the dataset tested
+    ("train_dataset", pa.string()),  # the dataset the detector was trained on (the same one, or --train-dataset)
+    ("detector", pa.string()),  # efficientnet-b0
+    ("detector_uri", pa.string()),  # the detector's weights (a checkpoint's detector.pt)
+    ("detector_sha256", pa.string()),
+    ("init_weights", pa.string()),  # the weights training started from (null: random initialisation)
+    ("epochs", pa.int32()),
+    ("size", pa.int32()),  # crop side = input size, pixels
+    ("frames", pa.int32()),  # crops per video at most
+    ("train_videos", pa.int64()),
+    ("test_videos", pa.int64()),  # scored
+    ("failed_videos", pa.int64()),  # test videos without crops, left out (see the run's summary)
+    # identities (target and source) in both the training and the test videos; null across datasets, whose
+    # identity labels are not comparable
+    ("shared_identities", pa.int64()),
+    ("bootstrap", pa.int32()),
+    ("confidence", pa.float64()),
+    ("seed", pa.int64()),
+    ("created", pa.string()),  # ISO 8601, UTC
+    ("schema_version", pa.int16()),
+])
+
 TABLES: dict[str, pa.Schema] = {"faces": FACES, "videos": VIDEOS, "errors": ERRORS, "merged": MERGED,
                                 "merged_frames": MERGED_FRAMES, "plan": PLAN, "dataset": DATASET,
-                                "dataset_frames": DATASET_FRAMES}
+                                "dataset_frames": DATASET_FRAMES, "evaluation": EVALUATION}
 
 
 
