@@ -118,7 +118,8 @@ def bootstrap_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | 
     Each replicate draws as many real groups as there are, with replacement, and as many fake groups;
     a drawn group brings all its samples (its weight is how often it was drawn). The interval is the
     percentile interval of the replicates, widened to contain the point estimate where a skewed
-    bootstrap distribution (a slice of a handful of videos) leaves it outside.
+    bootstrap distribution (a slice of a handful of videos) leaves it outside. With a single group in a
+    class every replicate is the sample itself and shows no spread: the interval is then the whole [0, 1].
 
     Args:
         labels: 0/1 per sample; constant within a group.
@@ -154,6 +155,8 @@ def bootstrap_auc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | 
         return float("nan"), float("nan"), float("nan")
     uniq, vidx = np.unique(s, return_inverse=True)
     point = float(_weighted_auc(vidx, len(uniq), y, np.ones((1, len(s))))[0])
+    if len(reals) < 2 or len(fakes) < 2:
+        return point, 0.0, 1.0
     rng = np.random.default_rng(seed)
     reps = []
     chunk = max(1, min(n_boot, _CHUNK // max(1, len(s))))
@@ -286,6 +289,8 @@ def breakdown(videos: Sequence[VideoResult], *, n_boot: int = 1000, confidence: 
                 y, s, g = labels, np.array([v.score for v in sub]), None
             stream = zlib.crc32(f"{level}/{slice_name}/{value}".encode())
             a, lo, hi = bootstrap_auc(y, s, g, n_boot=n_boot, confidence=confidence, seed=[seed, stream])
+            few = "one video of a class: no interval" if min(counts["n_real"], counts["n_fake"]) == 1 else ""
             rows.append({"level": level, "slice": slice_name, "value": value, "reals": reals_of,
-                         "auc": a, "auc_lo": lo, "auc_hi": hi, **counts, "note": note})
+                         "auc": a, "auc_lo": lo, "auc_hi": hi, **counts,
+                         "note": "; ".join(x for x in (note, few) if x)})
     return rows

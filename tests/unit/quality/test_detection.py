@@ -97,6 +97,8 @@ def test_bootstrap_is_seeded_and_resamples_groups():
 
 def test_bootstrap_checks():
     assert all(np.isnan(bootstrap_auc([0, 0], [0.1, 0.2])))
+    # one video of a class: resampling shows no spread, so the interval says nothing is known
+    assert bootstrap_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], groups=["r", "r", "f1", "f2"]) == (1.0, 0.0, 1.0)
     with pytest.raises(ValueError, match="both REAL and FAKE"):
         bootstrap_auc([0, 1], [0.1, 0.2], groups=["v", "v"])
     with pytest.raises(ValueError, match="n_boot"):
