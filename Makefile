@@ -44,7 +44,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check dflray tests bench jobs
-	$(VENV)/bin/python -m pytest -q -ra tests
+	$(VENV)/bin/python -m pytest -q -ra --durations=25 tests
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/extract.py

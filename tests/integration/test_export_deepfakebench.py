@@ -22,7 +22,7 @@ from dflray.dataset.export import run_export
 from dflray.dataset.stages.base import work_of
 from dflray.faceset import read_faces, video_id
 
-NAME = "sample-ds"  # the fixture's dataset id: the default name
+NAME = "test-ds"  # the fixture's dataset id: the default name
 
 
 def _hashes(folder: Path) -> dict[str, str]:

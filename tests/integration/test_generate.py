@@ -9,10 +9,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
@@ -24,13 +20,10 @@ from dflray.cli import main
 from dflray.config import GenerateConfig, load_config
 from dflray.dataset.perturb import encoded_crf
 from dflray.dataset.pipeline import run_generate
+from tests.integration.conftest import TINY_GENERATE, generated_plan
 from tests.media import shared_media
 
-TINY = ["models.train.model.resolution=64", "models.train.model.ae_dims=64", "models.train.model.e_dims=16",
-        "models.train.model.d_dims=16", "models.train.model.d_mask_dims=8", "models.train.batch_size=4",
-        "models.train.preview_every=0", "models.train.log_every=5", "models.train.steps=6",
-        "models.train.checkpoint_every=6", "models.train.cpus_per_worker=0.5", "models.train.augment_cpus=0.5",
-        "models.concurrency=2", "extract.align.size=128"]
+TINY = TINY_GENERATE
 
 
 def _sha(path) -> str:
@@ -38,72 +31,20 @@ def _sha(path) -> str:
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    from dflray.sample import make_sample
-
-    root = tmp_path_factory.mktemp("gen_clips")
-    uris = make_sample(str(root), seconds=1.2, size=256, variants=2)
-    broken = root / "broken.mp4"
-    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
-    return [*uris, str(broken)]
+def clips(generated):
+    """The sample's four clips and a broken file (the generated sample's)."""
+    return generated.clips
 
 
 def _plan(clips, *extra) -> GenerateConfig:
-    videos = json.dumps(clips)
-    return load_config(GenerateConfig, overrides=[f"videos={videos}", "dataset_id=test-ds",
-                                                   "splits={train: 1.0, val: 0.0, test: 0.0}",
-                                                   "perturb.preset=ultrafast", "quality.sample_frames=3",
-                                                   "merge.vary=[{field: mode, choices: [overlay, seamless]}]",
-                                                   *TINY, *extra])
-
-
-DATASET_EXTRA = ["perturb.compression=[c0, c23]", "perturb.fraction=1.0", "perturb.mix_fraction=0.5",
-                 "quality.gates=[{metric: seam, max: 1000.0}, {metric: pose_error, max: 0.001}]",
-                 "models.base=pretrain", "models.pretrain_steps=4"]
+    return generated_plan(clips, *extra)
 
 
 @pytest.fixture(scope="module")
-def dataset(ray_local, clips, tmp_path_factory):
-    """The flat dataset, made the hard way: `dflray generate` in a subprocess (a driver joined to the
-    test's Ray cluster) is SIGKILLed once its first fake is merged; the rerun finishes it."""
-    from dflray.artifacts.xseg import save_xseg
-    from tests.unit.merge.test_merge_blend import constant_xseg
-
-    root = tmp_path_factory.mktemp("gen")
-    out = root / "ds"
-    plan = root / "plan.yaml"
-    plan.write_text(json.dumps({"videos": clips}))
-    # Half the fakes take an XSeg mask mode: a real XSeg network set to call every pixel face, so the
-    # merge workers load and run it without changing what the dataset checks.
-    save_xseg(constant_xseg(30.0), str(root / "xseg.pt"))
-    xseg = [f"merge.xseg={root / 'xseg.pt'}", "merge.vary=[{field: mode, choices: [overlay, seamless]}, "
-            "{field: mask_mode, choices: [learned-prd*learned-dst, XSeg-prd*XSeg-dst]}]"]
-    cfg = _plan(clips, *DATASET_EXTRA, *xseg)
-    overrides = ["dataset_id=test-ds", "splits={train: 1.0, val: 0.0, test: 0.0}", "perturb.preset=ultrafast",
-                 "quality.sample_frames=3", "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY,
-                 *DATASET_EXTRA, *xseg]
-    address = ray_local.get_runtime_context().gcs_address
-    log = open(root / "killed_run.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "dflray.cli", "generate", str(plan), "--out", str(out),
-                             "--address", address, *overrides], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, cwd=str(root))
-    work = Path(f"{out}.work")  # the work location, beside the published root
-    records = work / "fakes" / "records"
-    deadline = time.monotonic() + 900
-    while proc.poll() is None and time.monotonic() < deadline and not list(records.glob("*.parquet")):
-        time.sleep(0.2)
-    finished_first = proc.poll() is not None
-    if not finished_first:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    log.close()
-    state = {"finished_first": finished_first, "index_at_kill": (out / "index.parquet").exists(),
-             "merged_at_kill": len(list(records.glob("*.parquet"))),
-             "models": {p: p.stat().st_mtime_ns for p in (work / "models").glob("*/model.json")},
-             "faceset": {p: p.stat().st_mtime_ns for p in (work / "faceset" / "videos").glob("*.parquet")},
-             "log": (root / "killed_run.log").read_text(errors="replace")[-3000:]}
-    summary = run_generate(cfg, str(out))
-    return str(out), cfg, summary, state
+def dataset(ray_local, generated):
+    """The generated sample (tests/integration/conftest.py): a first run SIGKILLed once its first fake was
+    merged, finished by a rerun."""
+    return generated.out, generated.cfg, generated.summary, generated.state
 
 
 def _index(out):
@@ -372,7 +313,8 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
             assert sorted(str(p.relative_to(out)) for p in seen["fake"]) == sorted(r["path"] for r in fakes)
             assert sorted(str(p.relative_to(out)) for p in seen["mask"]) == sorted({r["mask_path"] for r in fakes})
             numbers = sorted({Path(r["path"]).stem for r in reals.values()})
-            assert numbers == [f"{i:03d}" for i in range(len(numbers))]  # FF++'s numeric names
+            # FF++'s numeric names, one per planned real video (the broken file's number goes unused)
+            assert len(numbers) == 4 and set(numbers) <= {f"{i:03d}" for i in range(5)}
             for r in fakes:
                 target, source = Path(r["path"]).stem.split("_")
                 assert Path(reals[r["original"]]["path"]).stem == target
@@ -398,7 +340,8 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
 @pytest.mark.media
 def test_shared_media_two_real_people(ray_local, tmp_path):
     """Real footage: two men (../shared/media), a CSV manifest with identity labels and an attribute,
-    pairing within the group, every third frame extracted (the merge fills the gaps), audio kept."""
+    pairing within the group, every third frame extracted (the merge fills the gaps), audio kept; and
+    ``dflray evaluate`` on the result."""
     a, b = shared_media("src_man_a.mp4"), shared_media("dst_man_glasses_b.mp4")
     manifest = tmp_path / "real.csv"
     manifest.write_text(f"uri,identity,gender\n{a},man_a,m\n{b},man_b,m\n")
@@ -428,3 +371,11 @@ def test_shared_media_two_real_people(ray_local, tmp_path):
                 assert r[m] is not None and np.isfinite(r[m])
             # the swap sits on the destination's face: landmarks re-found in the fake agree in pose
             assert r["pose_error"] < 15
+    # dflray evaluate on real footage: the reference detector trained on one man's real and fake video and
+    # tested on the other's (a within-split holdout: this dataset has one split)
+    from tests.integration.test_evaluate import SMALL, _check_results, _results
+
+    assert main(["evaluate", str(out), *SMALL, "--no-report"]) == 0
+    results = _results(str(out))
+    _check_results(results)
+    assert results[0]["protocol"] == "holdout" and results[0]["test_videos"] == 2
