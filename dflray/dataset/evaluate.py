@@ -48,7 +48,8 @@ import numpy as np
 from dflray.config import ConfigError, EvaluateConfig, from_dict, to_dict
 from dflray.dataset.crops import VideoCrops, video_crops
 from dflray.dataset.report import perturbation_kinds
-from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, run_tasks, work_of
+from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, run_tasks, stage_clock, work_of
+from dflray.faceset import sha256_file
 from dflray.io.schema import read_table, table_from_rows
 from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, open_uri
 
@@ -271,14 +272,6 @@ def _load_detector(uri: str, size: int, need_head: bool) -> tuple[Any, list[str]
         raise ValueError(f"{uri} has no one-logit detector head (e.g. ImageNet weights): train it (epochs >= 1)")
     model.load_state_dict(fitted, strict=False)
     return model, missing
-
-
-def _sha256(uri: str) -> str:
-    h = hashlib.sha256()
-    with open_uri(uri, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ crops (one Ray task per video)
@@ -663,7 +656,7 @@ def run_evaluate(dataset: str, cfg: EvaluateConfig, *, train_dataset: str | None
     if sel.excluded and not same:
         summary.note += (("; " if summary.note else "") + f"{sel.excluded} videos of the training dataset left out: "
                          "made from real videos that are tested")
-    timed = _stage_clock(summary)
+    timed = stage_clock(summary.stage_seconds, log)
 
     init_ray(address)
     _check_cluster(cfg)
@@ -694,7 +687,7 @@ def run_evaluate(dataset: str, cfg: EvaluateConfig, *, train_dataset: str | None
         rows = _results(test_ok, scores, cfg)
         summary.test_videos = sum(1 for r in test_ok if r["video_id"] in scores)
         run = {"protocol": sel.protocol, "dataset": dataset, "train_dataset": train_dataset,
-               "detector": "efficientnet-b0", "detector_uri": detector, "detector_sha256": _sha256(detector),
+               "detector": "efficientnet-b0", "detector_uri": detector, "detector_sha256": sha256_file(detector),
                "init_weights": init, "epochs": cfg.epochs, "size": cfg.size, "frames": cfg.frames,
                "train_videos": summary.train_videos, "test_videos": summary.test_videos,
                "failed_videos": len(sel.test) - summary.test_videos, "shared_identities": sel.shared_identities,
@@ -720,20 +713,4 @@ def _write_parquet(uri: str, table: Any) -> None:
     pq.write_table(table, buf)
     with atomic_write(uri) as f:
         f.write(buf.getvalue())
-
-
-def _stage_clock(summary: EvaluateSummary):
-    """``with timed(name):`` adds the block's seconds to ``summary.stage_seconds[name]``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def timed(name: str):
-        s = time.perf_counter()
-        try:
-            yield
-        finally:
-            summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + time.perf_counter() - s
-            log.info("stage %s: %.1f s", name, summary.stage_seconds[name])
-
-    return timed
 

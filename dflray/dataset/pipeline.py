@@ -39,7 +39,6 @@ quality and publish records.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -47,7 +46,7 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any
 
 import dflray
 from dflray.artifacts.checkpoint import latest_checkpoint
@@ -70,7 +69,7 @@ from dflray.dataset.stages import (
     video_embeddings,
     write_plan,
 )
-from dflray.dataset.stages.base import default_work, read_json, write_json
+from dflray.dataset.stages.base import default_work, read_json, stage_clock, write_json
 from dflray.dataset.stages.plan import model_key as _model_key  # noqa: F401 - tests import it from here
 from dflray.faceset import check_writable, face_holders, video_id
 from dflray.io import schema
@@ -200,21 +199,6 @@ def _open_output(cfg: GenerateConfig, out: str, work: str | None = None
     return cfg, manifest, dataset_id, work
 
 
-def _stage_clock(summary: GenerateSummary) -> Callable[[str], ContextManager[None]]:
-    """``with timed(name):`` adds the block's seconds to ``summary.stage_seconds[name]`` and logs the total."""
-
-    @contextlib.contextmanager
-    def timed(name: str) -> Iterator[None]:
-        s = time.perf_counter()
-        try:
-            yield
-        finally:
-            summary.stage_seconds[name] = summary.stage_seconds.get(name, 0.0) + time.perf_counter() - s
-            log.info("stage %s: %.1f s", name, summary.stage_seconds[name])
-
-    return timed
-
-
 # ------------------------------------------------------------------------------ the job
 
 
@@ -242,7 +226,7 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
     cfg, manifest, dataset_id, work = _open_output(cfg, out, work)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
     init_ray(address)
-    timed = _stage_clock(summary)
+    timed = stage_clock(summary.stage_seconds, log)
 
     with timed("extract"):
         faceset = extract_faceset([m["uri"] for m in manifest], join(work, "faceset"), cfg.extract)

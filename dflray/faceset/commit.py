@@ -45,6 +45,7 @@ from dflray.io.storage import (
     list_files,
     makedirs,
     move,
+    open_uri,
     protocol,
     remove,
 )
@@ -69,9 +70,9 @@ def new_run_id() -> str:
 
 
 def sha256_file(path: str) -> str:
-    """SHA-256 of a local file, read in 1 MiB chunks."""
+    """SHA-256 of a file (a local path or any fsspec URL), read in 1 MiB chunks."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_uri(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

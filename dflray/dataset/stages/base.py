@@ -12,11 +12,13 @@ model contract, a dataset row) arrive exactly as they were sent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, TypeVar
 
 import numpy as np
 import ray
@@ -27,7 +29,7 @@ from dflray.io.storage import atomic_write, join, list_files, open_uri
 log = logging.getLogger("dflray.generate")
 
 __all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "default_work", "done_ids", "read_json",
-           "run_tasks", "work_of", "write_json"]
+           "run_tasks", "stage_clock", "work_of", "write_json"]
 
 
 @dataclass
@@ -65,6 +67,22 @@ class GenerateSummary:
         if len(self.failures) > 20:
             lines.append(f"  … and {len(self.failures) - 20} more (see errors.parquet)")
         return "\n".join(lines)
+
+
+def stage_clock(stage_seconds: dict[str, float], logger: logging.Logger) -> Callable[[str], ContextManager[None]]:
+    """``with timed(name):`` adds the block's seconds to ``stage_seconds[name]`` and logs the total (the
+    per-stage times of a job's summary)."""
+
+    @contextlib.contextmanager
+    def timed(name: str) -> Iterator[None]:
+        s = time.perf_counter()
+        try:
+            yield
+        finally:
+            stage_seconds[name] = stage_seconds.get(name, 0.0) + time.perf_counter() - s
+            logger.info("stage %s: %.1f s", name, stage_seconds[name])
+
+    return timed
 
 
 # ------------------------------------------------------------------------------ records
