@@ -92,16 +92,24 @@ def _absolute(uri: str) -> str:
 
 
 def sweep_temporaries(out: str) -> int:
-    """Deletes the ``.tmp-*`` files a killed run left under ``out`` (one job per output at a time)."""
+    """Deletes the ``.tmp-*`` files a killed run left under ``out`` (one job per output at a time).
+
+    A killed driver's tasks can outlive it by a moment (Ray reaps them once it sees the driver gone), so a
+    temporary listed here may be renamed into place or removed before it is deleted: that is not an error."""
     fs, path = fs_and_path(out)
     if not fs.exists(path):
         return 0
     stale = [p for p in fs.find(path) if p.rsplit("/", 1)[-1].startswith(".tmp-")]
+    removed = 0
     for p in stale:
-        fs.rm(p)
-    if stale:
-        log.info("removed %d temporary files a killed run left behind", len(stale))
-    return len(stale)
+        try:
+            fs.rm(p)
+            removed += 1
+        except FileNotFoundError:
+            continue
+    if removed:
+        log.info("removed %d temporary files a killed run left behind", removed)
+    return removed
 
 
 def _config_key(cfg: GenerateConfig) -> dict[str, Any]:

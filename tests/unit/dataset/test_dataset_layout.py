@@ -150,3 +150,31 @@ def test_config_key_ignores_resources_only():
     assert a == _config_key(_cfg("models.concurrency=8", "models.train.num_workers=2", "merge.predict.num_gpus=1"))
     assert a != _config_key(_cfg("seed=3"))
     assert a != _config_key(_cfg("merge.settings.erode=5"))
+
+
+def test_sweep_temporaries_removes_leftovers_and_tolerates_ones_renamed_meanwhile(tmp_path, monkeypatch):
+    """A killed driver's last tasks may rename a temporary into place while a rerun sweeps: the sweep lists
+    it, finds it gone, and goes on (CI once died of exactly that)."""
+    import fsspec
+
+    from dflray.dataset import pipeline
+
+    (tmp_path / "a").mkdir()
+    left = tmp_path / "a" / ".tmp-1-x.parquet"
+    left.write_bytes(b"x")
+    racing = tmp_path / ".tmp-2-y.parquet"
+    racing.write_bytes(b"y")
+    keep = tmp_path / "y.parquet"
+    keep.write_bytes(b"k")
+    fs = fsspec.filesystem("file")
+    real_find = fs.find
+
+    def find_then_rename(path, *a, **k):
+        found = real_find(path, *a, **k)
+        racing.rename(tmp_path / "y2.parquet")     # the late task finishes between the listing and the delete
+        return found
+
+    monkeypatch.setattr(pipeline, "fs_and_path", lambda uri: (fs, str(tmp_path)))
+    monkeypatch.setattr(fs, "find", find_then_rename)
+    assert pipeline.sweep_temporaries(str(tmp_path)) == 1
+    assert not left.exists() and keep.read_bytes() == b"k" and (tmp_path / "y2.parquet").exists()
