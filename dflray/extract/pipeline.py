@@ -28,6 +28,7 @@ import ray
 from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
+from dflray.extract.ledger import FileLedger
 from dflray.extract.stages import DetectStage, FaceStage, SegmentStage, decode_segment
 from dflray.faceset import Commit, faceset_recover, video_id
 from dflray.faceset.commit import STAGING
@@ -46,24 +47,6 @@ from dflray.io.video import VideoError, frame_ranges, probe
 from dflray.runtime import init_ray
 
 log = logging.getLogger("dflray.extract")
-
-
-@ray.remote
-class _Ledger:
-    """Collects per-segment decode results and per-frame failures (idempotent under task retries)."""
-
-    def __init__(self):
-        self.segments: dict[tuple[str, int], tuple[int, Any]] = {}
-        self.failures: dict[tuple[str, int, str], tuple[str, str]] = {}
-
-    def record(self, vid: str, segment: int, decoded: int, error) -> None:
-        self.segments[(vid, segment)] = (decoded, error)
-
-    def fail(self, vid: str, frame_index: int, stage: str, kind: str, message: str) -> None:
-        self.failures[(vid, frame_index, stage)] = (kind, message)
-
-    def dump(self) -> tuple[dict, dict]:
-        return self.segments, self.failures
 
 
 @ray.remote(num_cpus=0.25, max_retries=2)
@@ -171,13 +154,15 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
 
     staging = commit.staging
     if segments:
-        ledger = _Ledger.remote()
+        ledger = FileLedger(join(staging, "ledger"))
         # Writers take a sliver of CPU so they stream rows out while the actors hold the rest.
         _build_dataset(segments, cfg, ledger).write_parquet(
             join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None,
             ray_remote_args={"num_cpus": 0.1})
-        decoded, failures = ray.get(ledger.dump.remote())
-        ray.kill(ledger)
+        decoded, failures, nodes = ledger.read()
+        for (vid, _), node in sorted(nodes.items()):
+            if node and node not in videos[vid].setdefault("nodes", []):
+                videos[vid]["nodes"].append(node)
         summary.detector = _account(videos, errors, decoded, failures, staging, out, run_id) or summary.detector
 
     # Faces moved in, then errors, then the videos record that makes them real.

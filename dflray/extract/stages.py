@@ -39,7 +39,7 @@ _DET_WIDTH = 15
 def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Iterator[dict[str, Any]]:
     """Decodes one frame range of one video, yielding one row per kept frame.
 
-    Reports ``(frames decoded, error)`` for the segment to ``ledger`` (a Ray actor handle, or None);
+    Reports ``(frames decoded, error)`` for the segment to ``ledger`` (a ``FileLedger``, or None);
     a video that breaks mid-stream keeps the frames decoded before the break.
     """
     end = None if seg["end"] < 0 else int(seg["end"])
@@ -54,9 +54,7 @@ def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Itera
     except Exception as e:  # a codec or I/O failure in one video must not kill the job
         error = (type(e).__name__, f"{e}\n{traceback.format_exc(limit=3)}")
     if ledger is not None:
-        import ray
-
-        ray.get(ledger.record.remote(seg["video_id"], int(seg["segment"]), decoded, error))
+        ledger.record(seg["video_id"], int(seg["segment"]), decoded, error)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -79,10 +77,8 @@ def report_failure(ledger, batch: dict[str, np.ndarray], j: int, stage: str, err
     """Records that frame ``j`` of ``batch`` failed in ``stage`` (the job goes on without it)."""
     if ledger is None:
         raise error
-    import ray
-
-    ray.get(ledger.fail.remote(str(batch["video_id"][j]), int(batch["frame_index"][j]), stage,
-                               type(error).__name__, str(error) or repr(error)))
+    ledger.fail(str(batch["video_id"][j]), int(batch["frame_index"][j]), stage,
+                type(error).__name__, str(error) or repr(error))
 
 
 class DetectStage:

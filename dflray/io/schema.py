@@ -18,12 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
 # xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode);
 # 3 adds ``dataset.swap_success`` and the quality metrics of ``merged`` (every name in
 # ``config.QUALITY_METRICS``, and ``quality_note``); 4 adds ``detail`` to ``merged`` and ``dataset`` (the
-# fake face's detail over the real face's). New columns are null in tables written before.
+# fake face's detail over the real face's); 5 adds ``videos.fingerprint`` (what makes an input the same
+# file on a rerun) and ``videos.nodes`` / ``merged.node`` (the Ray nodes that did the work). New columns
+# are null in tables written before.
 
 
 def _f32(n: int) -> pa.DataType:
@@ -37,7 +39,7 @@ FACES = pa.schema([
     ("source_uri", pa.string()),
     ("frame_width", pa.int32()),
     ("frame_height", pa.int32()),
-    ("timestamp", pa.float64()),
+    ("timestamp", pa.float64()),  # presentation time of the frame, seconds from the stream's start
     ("bbox", _f32(4)),
     ("det_score", pa.float32()),
     ("detector", pa.string()),
@@ -81,6 +83,8 @@ VIDEOS = pa.schema([
     ("status", pa.string()),  # ok | no_faces | error | partial
     ("error", pa.string()),
     ("run_id", pa.string()),
+    ("fingerprint", pa.string()),  # size and modification time (or etag) when read: a changed file is new
+    ("nodes", pa.list_(pa.string())),  # Ray node ids that decoded its segments
     ("schema_version", pa.int16()),
 ])
 
@@ -161,6 +165,7 @@ MERGED = pa.schema([
     ("seam", pa.float32()),
     ("detail", pa.float32()),
     ("quality_note", pa.string()),  # why the metrics are missing, when measuring failed
+    ("node", pa.string()),  # the Ray node id that merged it
     ("schema_version", pa.int16()),
 ])
 
@@ -317,6 +322,7 @@ _NEW_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
         "dataset": ("xseg_id",)},
     3: {"merged": (*_QUALITY_COLUMNS, "quality_note"), "dataset": ("swap_success",)},
     4: {"merged": ("detail",), "dataset": ("detail",)},
+    5: {"videos": ("fingerprint", "nodes"), "merged": ("node",)},
 }
 
 

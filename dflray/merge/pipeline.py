@@ -195,6 +195,7 @@ class MergeStage:
         self.run_id, self.dataset_id = run_id, dataset_id
         self.predict = make_predict(cfg.predict, model_uri, pool=predictors, worker_cpus=cfg.workers.num_cpus)
         self.xseg = load_merge_xseg(cfg)
+        self.node = ray.get_runtime_context().get_node_id()
         self.quality = None
         if source is not None:  # the measuring models load once per worker, like the swap model
             # The measurer lives in the shared quality layer, the same one the dataset job gates with.
@@ -211,7 +212,7 @@ class MergeStage:
         record, error = merge_one(task, self.cfg, self.out, self.predict, contract=self.contract,
                                   model_uri=self.model_uri, model_sha=self.model_sha, reference=self.reference,
                                   run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg,
-                                  quality=self.quality)
+                                  quality=self.quality, node=self.node)
         return {"output_id": record["output_id"], "status": record["status"], "frames": record["frames"] or 0,
                 "frames_swapped": record["frames_swapped"] or 0, "error": record.get("error") or "",
                 "dst_uri": record["dst_uri"], "seconds": record["seconds"]}
@@ -249,13 +250,13 @@ def _read_faces(task: dict[str, Any]):
 def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, contract: ModelContract, model_uri: str,
               model_sha: str, reference: np.ndarray | None, run_id: str, dataset_id: str,
               xseg: tuple[Any, str | None] = (None, None),
-              quality: QualityProbe | None = None) -> tuple[dict, dict | None]:
+              quality: QualityProbe | None = None, node: str | None = None) -> tuple[dict, dict | None]:
     """Merges one dst video and commits it (``dflray.faceset.Commit``: the video and mask moved in, the
     frames table, then the record); never raises.
 
     ``xseg`` is ``load_merge_xseg``'s (model, id), used when this video's mask mode is an XSeg one.
     ``quality``, when given, measures a fake (not a ``mode=original`` re-encode) before it is committed;
-    its metrics go into the record.
+    its metrics go into the record. ``node`` (the Ray node id doing the work) goes into the record too.
 
     Returns:
         (record row, error row or None).
@@ -278,7 +279,7 @@ def merge_one(task: dict[str, Any], cfg: MergeConfig, out: str, predict, *, cont
         "arch": contract.arch, "face_type": contract.face_type, "resolution": contract.resolution,
         **to_dict(settings), "smooth_window": cfg.smooth_window, "identity_mode": cfg.identity.swap, "seed": seed,
         "settings_sha256": digest, "dataset_id": dataset_id, "run_id": run_id, "frames": 0, "frames_swapped": 0,
-        "faces_swapped": 0}
+        "faces_swapped": 0, "node": node}
     error = None
     commit = Commit(out, run_id=task["output_id"])
     tmp = tempfile.mkdtemp(prefix="dflray-merge-")  # the video's staging: local files until they move in

@@ -168,27 +168,3 @@ def test_real_multiface_clip(ray_local, tmp_path):
     late = per_frame[len(per_frame) // 2:]
     assert late.max() >= 3, f"expected several faces in later frames, got {late.tolist()}"
     assert np.median(_landmarks_in_boxes(faces)) >= 0.95
-
-
-def test_a_frame_that_fails_becomes_an_error_row(ray_local):
-    from dflray.config import AlignConfig, LandmarkConfig
-    from dflray.detect import Detections
-    from dflray.extract.pipeline import _Ledger
-    from dflray.extract.stages import FaceStage, pack_detections
-    from dflray.sample import load_portrait
-
-    img = load_portrait("astronaut")
-    good = Detections(np.array([[175, 76, 266, 167]], np.float32), np.array([0.99], np.float32))
-    # A zero-size box: dlib puts all 68 points on one spot, which has no alignment.
-    bad = Detections(np.array([[50, 50, 50, 50]], np.float32), np.array([0.99], np.float32))
-    batch = {"video_id": np.array(["v", "v"]), "uri": np.array(["u", "u"]), "fps": np.array([25.0, 25.0]),
-             "frame_index": np.array([0, 1]), "frame": np.stack([img, img]), "detector": np.array(["x", "x"]),
-             "dets": np.array([pack_detections(good), pack_detections(bad)], dtype=object)}
-    ledger = _Ledger.remote()
-    stage = FaceStage(LandmarkConfig(embedding=False), AlignConfig(size=64), ledger)
-    table = stage(batch)
-    assert table.column("frame_index").to_pylist() == [0]
-    _, failures = ray_local.get(ledger.dump.remote())
-    assert list(failures) == [("v", 1, "faces")] and failures[("v", 1, "faces")][1]
-    with pytest.raises(Exception):
-        FaceStage(LandmarkConfig(embedding=False), AlignConfig(size=64))(batch)  # without a ledger it raises

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import ray
 
 from dflray.artifacts.export import ModelContract
 from dflray.config import GenerateConfig, MergeConfig
@@ -91,7 +92,8 @@ class _MergeWorker(TaskActor):
         record, _ = merge_one(task.merge_input(), self.cfg, self.out, self._predict(task.model_uri),
                               contract=ModelContract.from_dict(task.contract), model_uri=task.model_uri,
                               model_sha=task.model_sha256, reference=None, run_id=self.run_id,
-                              dataset_id=self.dataset_id, xseg=self.xseg)
+                              dataset_id=self.dataset_id, xseg=self.xseg,
+                              node=ray.get_runtime_context().get_node_id())
         return TaskResult(task.id, record["status"], record.get("error") or "")
 
 
