@@ -8,7 +8,10 @@ the field.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
+import pickle
 import re
 import sys
 from dataclasses import dataclass
@@ -402,7 +405,58 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"dflray {args.command}: error: {e}\n")
     except ValueError as e:
         parser.exit(2, f"dflray {args.command}: error: {e}\n")
+    except OSError as e:
+        if e.errno not in _PATH_ERRNOS:
+            raise
+        # A path the user gave that cannot be used: one line (the traceback only with -v).
+        logging.getLogger("dflray").debug("dflray %s failed", args.command, exc_info=True)
+        where = f"{e.filename}: " if e.filename else ""
+        parser.exit(2, f"dflray {args.command}: error: {where}{e.strerror or e}\n")
+    except pickle.UnpicklingError:
+        # A safety net for a weights-only torch.load not given a path: its message invites a retry with
+        # weights_only=False, which would run the file's code, so none of it is shown (not even with -v).
+        parser.exit(2, f"dflray {args.command}: error: a file given is not a dflray model or checkpoint, or is "
+                    "unsafe to load (a weights-only load refused it; nothing in it was run)\n")
     return 1
+
+
+# What the file system says about a path the user gave (missing, a file where a folder belongs, no
+# permission, read-only, full): the user's to fix, told in one line. Other OS errors are bugs: traceback.
+_PATH_ERRNOS = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _check_out(uri: str, kind: str, option: str = "--out") -> None:
+    """Refuses, before any work, a local output path the command could not write.
+
+    ``kind`` is ``dir`` (a folder the command fills; created when missing) or ``file`` (one file it
+    writes). A folder output must not be an existing file, a file output not an existing folder; the
+    nearest existing folder at or above it must be writable (not on a read-only file system). Object-store
+    URLs are left to the stage's own write check.
+
+    Raises:
+        ConfigError: naming ``option`` and the path.
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        return
+    path = os.path.abspath(uri.removeprefix("file://"))
+    if os.path.exists(path):
+        if kind == "dir" and not os.path.isdir(path):
+            raise ConfigError(option, f"{uri} is an existing file, not a folder")
+        if kind == "file" and os.path.isdir(path):
+            raise ConfigError(option, f"{uri} is a folder; give a file name")
+        probe = path
+    else:
+        probe = os.path.dirname(path)
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise ConfigError(option, f"{uri}: {probe} is an existing file, not a folder")
+    if not os.access(probe, os.W_OK | (os.X_OK if os.path.isdir(probe) else 0)):
+        statvfs = getattr(os, "statvfs", None)
+        read_only = statvfs is not None and bool(statvfs(probe).f_flag & getattr(os, "ST_RDONLY", 1))
+        raise ConfigError(option, f"{uri}: {probe} is not writable "
+                          f"({'read-only file system' if read_only else 'permission denied'})")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -422,12 +476,17 @@ class Command:
             ``--print-config`` stay fast and need no Ray.
         check: a check of the loaded config that needs more than its class (a stage's registry);
             raises ``ConfigError``.
+        out: what ``--out`` is: ``dir`` (a folder the command fills), ``file`` (one file) or None (no
+            ``--out``); a local one that cannot be written is refused before the command runs.
+        config_file: what ``inputs``' YAML file was given as, named when it cannot be read.
     """
 
     config: type | None
     inputs: Callable[[argparse.Namespace], tuple[str | None, list[str]]] | None
     run: Callable[[argparse.Namespace, Any], int]
     check: Callable[[Any], None] | None = None
+    out: str | None = "dir"
+    config_file: str = "--config"
 
 
 def _extract_inputs(args) -> tuple[str | None, list[str]]:
@@ -603,16 +662,16 @@ COMMANDS: dict[str, Command] = {
     "extract": Command(ExtractConfig, _extract_inputs, _run_extract, _check_extract),
     "train": Command(TrainConfig, _train_inputs, _run_train),
     "merge": Command(MergeConfig, _merge_inputs, _run_merge),
-    "generate": Command(GenerateConfig, _generate_inputs, _run_generate),
+    "generate": Command(GenerateConfig, _generate_inputs, _run_generate, config_file="PLAN"),
     "xseg train": Command(XSegTrainConfig, _xseg_inputs, _run_xseg_train),
-    "xseg apply": Command(XSegApplyConfig, _xseg_inputs, _run_xseg_apply),
-    "export": Command(None, None, _run_export),
-    "report": Command(None, None, _run_report),
+    "xseg apply": Command(XSegApplyConfig, _xseg_inputs, _run_xseg_apply, out=None),
+    "export": Command(None, None, _run_export, out="file"),
+    "report": Command(None, None, _run_report, out="file"),
     "import-dfl": Command(None, None, _run_import_dfl),
-    "preview": Command(None, None, _run_preview),
+    "preview": Command(None, None, _run_preview, out="file"),
     "sample": Command(None, None, _run_sample),
     "export-dataset": Command(ExportConfig, _export_dataset_inputs, _run_export_dataset),
-    "evaluate": Command(EvaluateConfig, _evaluate_inputs, _run_evaluate),
+    "evaluate": Command(EvaluateConfig, _evaluate_inputs, _run_evaluate, out=None),
 }
 
 
@@ -624,7 +683,7 @@ def _run(args, parser) -> int:
     cfg = None
     if cmd.config is not None:
         path, overrides = cmd.inputs(args)
-        cfg = load_config(cmd.config, path, overrides)
+        cfg = load_config(cmd.config, path, overrides, option=cmd.config_file)
         if cmd.check is not None:
             cmd.check(cfg)
         if getattr(args, "print_config", False):
@@ -632,6 +691,10 @@ def _run(args, parser) -> int:
 
             print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
             return 0
+    if cmd.out is not None and getattr(args, "out", None):
+        _check_out(args.out, cmd.out)
+    if getattr(args, "work", None):
+        _check_out(args.work, "dir", "--work")
     return cmd.run(args, cfg)
 
 

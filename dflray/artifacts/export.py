@@ -122,7 +122,7 @@ def export_model(checkpoint: str, out: str, onnx: bool = False) -> list[str]:
         onnx: also export ONNX, and check its outputs against TorchScript's with onnxruntime.
 
     Raises:
-        ValueError: when no checkpoint is found.
+        ValueError: when no checkpoint is found, or the file found is not a (complete) dflray checkpoint.
 
     Example:
         >>> export_model("runs/ab", "models/ab.ts", onnx=True)  # doctest: +SKIP
@@ -131,8 +131,12 @@ def export_model(checkpoint: str, out: str, onnx: bool = False) -> list[str]:
     if ckpt is None:
         raise ValueError(f"no training checkpoint found at {checkpoint}")
     payload = load_payload(ckpt)
-    meta = contract(payload)
-    module = build_swap_module(payload)
+    try:
+        meta = contract(payload)
+        module = build_swap_module(payload)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # a payload of the format missing parts
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        raise ValueError(f"{ckpt} is not a complete dflray checkpoint: its model does not load ({why})") from None
     r = meta.resolution
     example = torch.rand(2, 3, r, r, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -120,25 +120,49 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None) -> Any:
+def load_config(cls: type, path: str | None = None, overrides: list[str] | None = None,
+                option: str = "--config") -> Any:
     """Loads a root config from an optional YAML file plus ``key.path=value`` overrides.
 
     Args:
         cls: the root config dataclass, e.g. ``ExtractConfig``.
         path: YAML file (local path or any fsspec URL), or None for defaults.
         overrides: dotted overrides applied after the file.
+        option: what the file was given as (``--config``, ``PLAN``), named by errors about the file.
 
     Raises:
-        ConfigError: naming the first invalid field.
+        ConfigError: naming the first invalid field, or ``option`` when the file is missing, unreadable or
+            not a YAML mapping.
     """
     data: dict[str, Any] = {}
     if path:
-        from dflray.io.storage import open_uri
-
-        with open_uri(path, "rb") as f:
-            loaded = yaml.safe_load(f)
+        loaded = _read_yaml(path, option)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError("", f"{path}: top level must be a mapping")
+            raise ConfigError(option, f"{path}: top level must be a mapping")
         data = loaded or {}
     data = apply_overrides(data, overrides or [])
     return from_dict(cls, data)
+
+
+def _read_yaml(path: str, option: str) -> Any:
+    """The parsed YAML file; every way it can fail is one ``ConfigError`` naming ``option`` and the file."""
+    from dflray.io.storage import open_uri
+
+    try:
+        with open_uri(path, "rb") as f:
+            return yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(option, f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(option, f"{path} is a folder, not a YAML file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(option, f"{path} is not valid YAML: {_yaml_problem(e)}") from None
+    except OSError as e:
+        raise ConfigError(option, f"cannot read {path}: {e.strerror or e}") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong and where (1-based line and column)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else problem
