@@ -51,7 +51,8 @@ embedding, batch_size, concurrency, num_cpus), align (face_type=half|mid_full|fu
 size, image_format=jpg|png, jpeg_quality), commit_every, stages=auto|fused|split (auto: on CPU each
 face actor decodes and detects itself; with detect.num_gpus > 0 detection gets its own GPU actor pool).
 
-Re-running the same command skips videos already committed and never duplicates rows."""
+Re-running the same command skips videos already committed and never duplicates rows; a rerun with
+other align.* options into a faceset that holds faces is refused (one faceset, one alignment)."""
 
 
 TRAIN_HELP = """\

@@ -14,6 +14,7 @@ from dflray.detect._registry import (
     register_detector,
     register_landmarker,
 )
+from dflray.detect.retinaface import check_weights
 
 __all__ = [
     "Detections",
@@ -22,6 +23,7 @@ __all__ = [
     "ModelSpec",
     "build_detector",
     "build_landmarker",
+    "check_weights",
     "detector_names",
     "landmarker_names",
     "register_detector",

@@ -25,12 +25,14 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
+import warnings
 from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 
-from dflray.config import DetectConfig
+from dflray.config import ConfigError, DetectConfig
 from dflray.detect._registry import Detections, ModelSpec, register_detector
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -459,19 +461,73 @@ def _resolve_runtime(cfg: DetectConfig) -> str:
     return "torch"
 
 
-def _torch_forward(cfg: DetectConfig) -> Forward:
-    """Our torch RetinaFace ResNet-50 with the state dict at ``cfg.weights``."""
+_R50_WHAT = "a RetinaFace ResNet-50 state dict (biubug6/Pytorch_Retinaface)"
+_FORBIDDEN = re.compile(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", re.IGNORECASE)
+
+
+def load_weights(uri: str):
+    """Our torch RetinaFace ResNet-50 (on CPU) holding the state dict at ``uri`` (``detect.weights``).
+
+    Read with ``torch.load(weights_only=True)``: a crafted file is refused without running anything, and
+    torch's advice to load it unsafely is never passed on.
+
+    Raises:
+        ConfigError: naming ``detect.weights``: the file is missing or unreadable, not a torch file of
+            tensors, or not a ResNet-50 RetinaFace state dict (missing keys, other shapes).
+    """
     import torch
 
     from dflray.detect._retinaface_net import RetinaFaceR50, load_state_dict
     from dflray.io.storage import open_uri
 
-    device = _torch_device(cfg)
-    with open_uri(cfg.weights, "rb") as f:
-        # Read fully: torch.load needs a seekable file, which not every fsspec backend gives.
-        state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    try:
+        with open_uri(uri, "rb") as f:
+            # Read fully: torch.load needs a seekable file, which not every fsspec backend gives.
+            data = io.BytesIO(f.read())
+    except FileNotFoundError:
+        raise ConfigError("detect.weights", f"{uri}: no such file") from None
+    except OSError as e:
+        raise ConfigError("detect.weights", f"cannot read {uri}: {e.strerror or e}") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(data, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any refusal means the same: not a state dict
+        found = _FORBIDDEN.search(str(e))
+        why = (f"it would call {found.group(1) or found.group(2)}, unsafe to load" if found else
+               f"torch cannot read it as tensors and plain data ({type(e).__name__})")
+        raise ConfigError("detect.weights", f"{uri} is not {_R50_WHAT}: {why}; nothing in it was run") from None
+    if not isinstance(state, dict):
+        raise ConfigError("detect.weights", f"{uri} is not {_R50_WHAT}: it holds a {type(state).__name__}")
     net = RetinaFaceR50()
-    load_state_dict(net, state)
+    try:
+        load_state_dict(net, state)
+    except ValueError as e:  # its own message: "not a RetinaFace ResNet-50 state dict: ... keys"
+        raise ConfigError("detect.weights", f"{uri} is {e}") from None
+    except Exception as e:  # noqa: BLE001 - shapes or values that do not fit: say which, in one line
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+        raise ConfigError("detect.weights", f"{uri} is not {_R50_WHAT}: {(lines[1:] or lines or [''])[0][:300]}") from None
+    return net
+
+
+def check_weights(cfg: DetectConfig) -> None:
+    """Checks, in the driver before any work, that ``detect.weights`` loads into the detector using it.
+
+    Only RetinaFace (``detector`` retinaface or auto) reads ``weights``; other detectors ignore them.
+
+    Raises:
+        ConfigError: naming ``detect.weights`` (see ``load_weights``).
+    """
+    if cfg.weights and cfg.detector in ("auto", "retinaface"):
+        load_weights(cfg.weights)
+
+
+def _torch_forward(cfg: DetectConfig) -> Forward:
+    """Our torch RetinaFace ResNet-50 with the state dict at ``cfg.weights``."""
+    import torch
+
+    device = _torch_device(cfg)
+    net = load_weights(cfg.weights)
     net.eval().to(device)
 
     def forward(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
