@@ -8,7 +8,8 @@ who, which split each person is in and which source identity goes onto which des
 - ``dominant_embedding``: the mean dlib descriptor of the person with the most faces in one video, the
   same "dominant identity" the merge swaps (``dflray.merge.video.select_faces``).
 - ``cluster_identities``: names the people of unlabelled videos by agglomerative (average-linkage)
-  clustering of those descriptors at dlib's same-person distance (0.6).
+  clustering of those descriptors at dlib's same-person distance (0.6); above 2,000 videos on a faiss
+  nearest-neighbour graph, so 100,000 videos plan in seconds (``bench/plan_scale.py``).
 - ``assign_splits``: identity-disjoint train/val/test splits whose *video* fractions approximate the
   configured ones (a person is never in two splits, so a detector is always tested on unseen faces,
   as FaceForensics++ and DFDC split by identity).
@@ -150,20 +151,33 @@ def _text(value: Any) -> str | None:
     return s or None
 
 
+def _cell(value: Any, what: str, where: str, origin: str) -> str | None:
+    """``_text`` of a cell that must be a scalar (a list or an object is a malformed row)."""
+    if isinstance(value, (Mapping, list, tuple, set, np.ndarray)):
+        raise ValueError(f"{origin}: {where}: {what} must be a string or a number, got {value!r}")
+    return _text(value)
+
+
 def _record(obj: Mapping[str, Any], where: str, origin: str) -> _Raw:
-    uri = _text(obj.get("uri"))
+    uri = obj.get("uri")
+    if uri is not None and not isinstance(uri, str):
+        raise ValueError(f"{origin}: {where}: uri must be a string, got {uri!r}")
+    uri = _text(uri)
     if uri is None:
         raise ValueError(f"{origin}: {where} has no uri")
+    if any(c in uri for c in "\r\n\x00"):
+        raise ValueError(f"{origin}: {where}: uri {uri!r} holds a line break or NUL (an unclosed quote?)")
     attrs: dict[str, str] = {}
     nested = obj.get("attributes")
     items = list(nested.items()) if isinstance(nested, Mapping) else []
     items += [(k, v) for k, v in obj.items() if not (k == "attributes" and isinstance(v, Mapping))]
     for key, value in items:
         key = str(key).strip()
-        value = _text(value)
-        if key and key not in _RESERVED_COLUMNS and value is not None:
-            attrs[key] = value
-    return where, uri, _text(obj.get("identity")) or "", attrs
+        if key and key not in _RESERVED_COLUMNS:
+            value = _cell(value, f"attribute {key!r}", where, origin)
+            if value is not None:
+                attrs[key] = value
+    return where, uri, _cell(obj.get("identity"), "identity", where, origin) or "", attrs
 
 
 def _inline_entry(v: VideoEntry | str | Mapping[str, Any], i: int) -> _Raw:
@@ -189,7 +203,12 @@ def _read_manifest_file(uri: str) -> list[_Raw]:
             raise ValueError(f"{origin}: has no 'uri' column (columns: {', '.join(table.column_names)})")
         return [_record(obj, f"row {i + 1}", origin) for i, obj in enumerate(table.to_pylist())]
     with open_uri(uri, "rb") as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8-sig", newline="").read()
+        raw = fb.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{origin}: line {line} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if ext == ".csv":
         return _read_csv(text, origin)
     if ext in (".jsonl", ".ndjson"):
@@ -213,8 +232,11 @@ def _read_manifest_file(uri: str) -> list[_Raw]:
 
 
 def _read_csv(text: str, origin: str) -> list[_Raw]:
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise ValueError(f"{origin}: line 1 is not CSV ({e})") from None
     if header is None:
         return []
     header = [h.strip() for h in header]
@@ -224,8 +246,14 @@ def _read_csv(text: str, origin: str) -> list[_Raw]:
     if "uri" not in header:
         raise ValueError(f"{origin}: has no 'uri' column (columns: {', '.join(header)})")
     out = []
-    for cells in reader:
-        n = reader.line_num
+    while True:
+        n = reader.line_num + 1  # the row's first line
+        try:
+            cells = next(reader, None)
+        except csv.Error as e:
+            raise ValueError(f"{origin}: line {n} is not CSV ({e})") from None
+        if cells is None:
+            break
         if not any(c.strip() for c in cells):
             continue
         if len(cells) > len(header):
@@ -323,16 +351,178 @@ def dominant_embedding(video_faces: Mapping[str, Any], threshold: float = 0.6, *
     return emb[have[sorted(best.values())]].mean(0)
 
 
+_EXACT_MAX = 2000  # videos clustered by scipy over all their pairwise distances (memory n²/2 doubles)
+_COMPONENT_MAX = 2000  # a neighbour-graph component up to this size: scipy over its pairwise distances
+_NEIGHBOURS = 16  # k of the k-nearest-neighbour graph above _EXACT_MAX videos
+_FLAT_MAX = 20000  # exact (flat) neighbour search up to this many vectors, inverted lists (IVF) above
+
+
+def _neighbour_index(x32: np.ndarray, flat_max: int, nprobe: int = 8) -> Any:
+    """A faiss L2 index over ``x32``: exact (flat) up to ``flat_max`` rows, else inverted lists whose
+    cells are centred on a seeded sample of the rows (no k-means, so the cells do not depend on the
+    thread count) and ``nprobe`` cells searched per query."""
+    import faiss
+
+    n, d = x32.shape
+    if n <= flat_max:
+        index = faiss.IndexFlatL2(d)
+    else:
+        nlist = max(1, int(2 * math.sqrt(n)))
+        quantizer = faiss.IndexFlatL2(d)
+        quantizer.add(x32[np.sort(np.random.default_rng(0).choice(n, nlist, replace=False))])
+        # trained, as its quantizer holds nlist centroids; faiss's wrapper keeps the quantizer alive
+        index = faiss.IndexIVFFlat(quantizer, d, nlist)
+        index.nprobe = min(nprobe, nlist)
+    index.add(x32)
+    return index
+
+
+def _components(n: int, rows: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+    """The connected components of the undirected graph ``rows[i] — cols[i]`` over ``n`` nodes, each a
+    sorted array of nodes, in the order of their smallest node."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(n, n))
+    _, lab = connected_components(graph, directed=False)
+    order = np.argsort(lab, kind="stable")
+    parts = np.split(order, np.flatnonzero(np.diff(lab[order])) + 1)
+    return sorted(parts, key=lambda p: int(p[0]))
+
+
+def _scipy_labels(x: np.ndarray, threshold: float, method: str) -> np.ndarray:
+    """Average/complete-linkage flat clusters of ``x`` cut strictly under ``threshold`` (scipy, exact)."""
+    if len(x) == 1:
+        return np.zeros(1, np.int64)
+    from scipy.cluster.hierarchy import fcluster
+    from scipy.cluster.hierarchy import linkage as _linkage
+
+    z = _linkage(x, method=method, metric="euclidean")
+    # fcluster keeps merges with distance <= t; dlib's rule is strictly under the threshold
+    return fcluster(z, t=np.nextafter(threshold, 0), criterion="distance") - 1
+
+
+def _graph_labels(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, threshold: float, method: str) -> np.ndarray:
+    """Average/complete linkage of ``x`` restricted to groups joined by a graph edge.
+
+    Merges, smallest first, the two groups whose linkage distance is smallest while it stays under
+    ``threshold``; only groups that share an edge ``rows[i] — cols[i]`` are candidates. The linkage
+    distance itself is exact: the mean (average) or largest (complete) of *all* distances between the two
+    groups' members, kept per neighbouring pair as a sum or maximum, updated Lance–Williams style on a
+    merge, and computed from the members when a neighbour was only the other half's neighbour. Two groups
+    whose average (or largest) distance is under the threshold have a pair under it, so when the edges
+    hold every pair under the threshold this is exactly scipy's result.
+    """
+    import heapq
+
+    from scipy.spatial.distance import cdist
+
+    m = len(x)
+    average = method == "average"
+    size = [1] * m
+    members: list[list[int] | None] = [[i] for i in range(m)]
+    nbr: list[dict[int, float] | None] = [{} for _ in range(m)]
+    d = np.linalg.norm(x[rows] - x[cols], axis=1)
+    heap = []
+    for a, b, v in zip(rows.tolist(), cols.tolist(), d.tolist()):
+        if a != b and b not in nbr[a]:
+            nbr[a][b] = nbr[b][a] = v
+            heap.append((v, min(a, b), max(a, b)))
+    heapq.heapify(heap)
+
+    def between(a: int, b: int) -> float:
+        dist = cdist(x[members[a]], x[members[b]])
+        return float(dist.sum()) if average else float(dist.max())
+
+    while heap:
+        v, a, b = heapq.heappop(heap)
+        if v >= threshold:
+            break
+        if members[a] is None or members[b] is None:  # stale: one side merged since (a live pair never changes)
+            continue
+        c = len(members)
+        members.append(members[a] + members[b])
+        size.append(size[a] + size[b])
+        na, nb = nbr[a], nbr[b]
+        merged: dict[int, float] = {}
+        for o in sorted((set(na) | set(nb)) - {a, b}):
+            sa = na[o] if o in na else between(a, o)
+            sb = nb[o] if o in nb else between(b, o)
+            s = sa + sb if average else max(sa, sb)
+            merged[o] = s
+            no = nbr[o]
+            no.pop(a, None)
+            no.pop(b, None)
+            no[c] = s
+            heapq.heappush(heap, (s / (size[c] * size[o]) if average else s, o, c))
+        nbr.append(merged)
+        members[a] = members[b] = nbr[a] = nbr[b] = None
+    labels = np.empty(m, np.int64)
+    for k, group in enumerate(g for g in members if g is not None):
+        labels[group] = k
+    return labels
+
+
+def _cluster_labels(x: np.ndarray, threshold: float, method: str, *, exact_max: int = _EXACT_MAX,
+                    component_max: int = _COMPONENT_MAX, neighbours: int = _NEIGHBOURS,
+                    flat_max: int = _FLAT_MAX) -> np.ndarray:
+    """Flat cluster labels of the rows of ``x`` (see ``cluster_identities`` for the method)."""
+    n = len(x)
+    if n <= exact_max:
+        return _scipy_labels(x, threshold, method)
+    x32 = np.ascontiguousarray(x, np.float32)
+    dist, idx = _neighbour_index(x32, flat_max).search(x32, min(neighbours + 1, n))
+    # candidate edges: faiss's float32 squared distances, with a margin (an extra edge costs only time)
+    keep = (idx >= 0) & (dist < threshold * threshold * (1 + 1e-3) + 1e-6)
+    rows = np.repeat(np.arange(n), idx.shape[1])[keep.ravel()]
+    cols = idx.ravel()[keep.ravel()]
+    keep = rows != cols
+    rows, cols = rows[keep], cols[keep]
+    labels = np.empty(n, np.int64)
+    next_label = 0
+    comps = _components(n, rows, cols)
+    comp_of = np.empty(n, np.int64)
+    for k, part in enumerate(comps):
+        comp_of[part] = k
+    edge_comp = comp_of[rows]
+    edge_bounds = np.searchsorted(np.sort(edge_comp), np.arange(len(comps) + 1))
+    edge_order = np.argsort(edge_comp, kind="stable")
+    for k, part in enumerate(comps):
+        if part.size == 1:
+            local = np.zeros(1, np.int64)
+        elif part.size <= component_max:
+            local = _scipy_labels(x[part], threshold, method)
+        else:
+            e = edge_order[edge_bounds[k]:edge_bounds[k + 1]]
+            pos = np.searchsorted(part, np.concatenate([rows[e], cols[e]]))
+            local = _graph_labels(x[part], pos[:e.size], pos[e.size:], threshold, method)
+        labels[part] = next_label + local
+        next_label += int(local.max()) + 1
+    return labels
+
+
 def cluster_identities(embeddings: Mapping[str, np.ndarray], threshold: float = 0.6, prefix: str = "id-", *,
                        linkage: Literal["average", "complete"] = "average",
                        reserved: Iterable[str] = ()) -> dict[str, str]:
     """Names the people of unlabelled videos by clustering their dominant identity descriptors.
 
-    Agglomerative clustering (scipy's hierarchical ``linkage``) merges the two closest groups while
-    their distance stays under ``threshold``: with ``average`` linkage the mean descriptor distance
-    between two groups' videos, with ``complete`` the largest. dlib calls two faces one person under
-    0.6; average linkage lets a person's videos vary (lighting, age) without chaining distinct people
-    together as single linkage would. Cost is quadratic in the number of videos (pairwise distances).
+    Agglomerative clustering merges the two closest groups while their distance stays under
+    ``threshold``: with ``average`` linkage the mean descriptor distance between two groups' videos, with
+    ``complete`` the largest. dlib calls two faces one person under 0.6; average linkage lets a person's
+    videos vary (lighting, age) without chaining distinct people together as single linkage would.
+
+    Up to 2,000 videos this is scipy's hierarchical ``linkage`` over all pairwise distances. Above, the
+    pairwise distances are never all computed: faiss finds each video's 16 nearest videos (exactly up to
+    20,000 videos, with inverted lists above), the pairs under the threshold form a graph, and each of its
+    connected components is clustered on its own: by scipy when it has up to 2,000 videos, else by
+    average (complete) linkage restricted to groups joined by an edge, with each candidate merge's linkage
+    distance computed exactly from all the two groups' members. Two groups can only merge when some pair
+    of their videos is under the threshold, so no group ever spans two components and, as long as the
+    graph holds those pairs, the result is the exact one; it can differ only where a video has more than
+    16 neighbours under the threshold and the missing pairs were the only ones joining two groups (the
+    unit tests measure agreement with scipy on inputs where that happens). Memory grows with the number
+    of videos, time about as n·√n (the inverted lists) on well-separated people; a single blob of
+    thousands of videos all within the threshold costs its size squared.
 
     Args:
         embeddings: video_id → its dominant mean descriptor (``dominant_embedding``).
@@ -367,15 +557,7 @@ def cluster_identities(embeddings: Mapping[str, np.ndarray], threshold: float = 
     bad = [v for v, r in zip(ids, rows) if not np.isfinite(r).all()]
     if bad:
         raise ValueError(f"embedding of video {bad[0]} is not finite")
-    if len(ids) == 1:
-        labels = np.zeros(1, np.int64)
-    else:
-        from scipy.cluster.hierarchy import fcluster
-        from scipy.cluster.hierarchy import linkage as _linkage
-
-        z = _linkage(x, method=linkage, metric="euclidean")
-        # fcluster keeps merges with distance <= t; dlib's rule is strictly under the threshold
-        labels = fcluster(z, t=np.nextafter(threshold, 0), criterion="distance")
+    labels = _cluster_labels(x, threshold, linkage)
     first: dict[int, int] = {}
     for i, lab in enumerate(labels):  # ids are sorted, so the first seen is the smallest video_id
         first.setdefault(int(lab), len(first))
@@ -440,8 +622,13 @@ def assign_splits(identities: Mapping[str, int], cfg: SplitsConfig, seed: int) -
 # ------------------------------------------------------------------------------ pairing
 
 
+_PAIR_EXACT_MAX = 256  # nearest: up to this many sources with a descriptor, each target's whole order (numpy)
+_PAIR_FLAT_MAX = 8192  # nearest: exact faiss search up to this many such sources, inverted lists above
+
+
 class _Pool:
-    """The source identities of one split, as arrays (names sorted)."""
+    """The source identities of one split, as arrays (names sorted), with what pairing needs to find
+    each target's best remaining sources without ordering the whole pool per target."""
 
     def __init__(self, names: list[str], sources: Mapping[str, Mapping[str, Any]], group_by: str):
         self.names = names
@@ -449,9 +636,114 @@ class _Pool:
         embs = [sources[n].get("embedding") for n in names]
         self.emb = _embedding_matrix(embs) if names else np.zeros((0, 0))
         self.has_emb = np.isfinite(self.emb).all(axis=1) if self.emb.shape[1] else np.zeros(len(names), bool)
-        self.group = np.array([_text((sources[n].get("attributes") or {}).get(group_by)) if group_by else None
-                               for n in names], dtype=object)
+        self.with_emb = np.flatnonzero(self.has_emb)  # sorted: ties by name
+        self.without_emb = np.flatnonzero(~self.has_emb)
+        self.group = [_text((sources[n].get("attributes") or {}).get(group_by)) if group_by else None
+                      for n in names]
+        self.members: dict[str | None, np.ndarray] = {}
+        for g in sorted(set(self.group) - {None}):
+            self.members[g] = np.flatnonzero(np.array([x == g for x in self.group], bool))
+        self.all = np.arange(len(names))
         self.used = np.zeros(len(names), np.int64)
+        self.free = {None: len(names), **{g: m.size for g, m in self.members.items()}}  # sources not full
+        self.search: Any = None  # faiss index over emb[with_emb] (nearest, large pools)
+        self.max_sq = float((self.emb[self.with_emb] ** 2).sum(1).max()) if self.with_emb.size else 0.0
+
+    def use(self, j: int, cap: int) -> None:
+        self.used[j] += 1
+        if self.used[j] == cap:
+            self.free[None] -= 1
+            if self.group[j] is not None:
+                self.free[self.group[j]] -= 1
+
+
+class _Order:
+    """One target's preference over its pool, revealed a block at a time, best first.
+
+    ``buf[pos:]`` is the revealed part not yet scanned; ``seen`` every pool index revealed so far.
+    """
+
+    __slots__ = ("buf", "pos", "seen", "level", "done", "cand", "emb", "first", "row", "group")
+
+    def __init__(self, cand: np.ndarray, emb: np.ndarray | None, first: int, row: int = -1,
+                 group: str | None = None):
+        self.buf = np.zeros(0, np.int64)
+        self.pos = 0
+        self.seen = np.zeros(0, np.int64)
+        self.level = 0
+        self.done = cand.size == 0 and emb is None
+        self.cand = cand  # random order: the candidate pool indices (all, or the target's group)
+        self.emb = emb  # nearest order: the target's descriptor
+        self.first = first
+        self.row = row  # nearest: the target's row of the batched first search
+        self.group = group  # group policy: the target's group (whose count of sources not full applies)
+
+
+def _random_block(o: _Order, seed: int, vid: str) -> np.ndarray:
+    """The next block of a seeded random order of ``o.cand``: ``first``·2^level draws without
+    replacement (those already revealed dropped), then, once that would reach half the candidates, the
+    rest in random order. Each level has its own seed, so a target's order does not depend on the
+    others; the order is a uniformly random permutation (every step treats the candidates alike)."""
+    m = o.cand.size
+    rng = np.random.default_rng(plan_seed(seed, "pair", vid) if o.level == 0 else
+                                plan_seed(seed, "pair", vid, str(o.level)))
+    want = o.first << o.level
+    o.level += 1
+    if o.seen.size + want >= m // 2:
+        rest = np.ones(m, bool)
+        rest[o.seen] = False
+        pos = np.flatnonzero(rest)
+        pos = pos[rng.permutation(pos.size)]
+        o.done = True
+    else:
+        pos = rng.choice(m, want, replace=False)
+        if o.seen.size:
+            pos = pos[~np.isin(pos, o.seen)]
+    o.seen = np.concatenate([o.seen, pos])
+    return o.cand[pos]
+
+
+def _nearest_block(o: _Order, pool: _Pool, first_hits: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The next block of the sources by distance of their descriptor to ``o.emb`` (ties by name), then
+    those without a descriptor, by name.
+
+    Small pools are ordered whole. Larger ones ask faiss for the nearest ``first``·4^level and re-rank
+    them by the exact (float64) distance; with the exact index only those certainly nearer than every
+    source not returned are revealed (faiss's float32 distance with a margin), so the order is the exact
+    one; with inverted lists (pools over ``_PAIR_FLAT_MAX``) a nearer source in an unsearched cell can
+    come later.
+    """
+    ids = pool.with_emb
+    while True:
+        k = o.first << (2 * o.level)
+        level = o.level
+        o.level += 1
+        if ids.size <= _PAIR_EXACT_MAX or k * 2 >= ids.size:
+            block = ids
+            if ids.size:
+                block = ids[np.lexsort((ids, np.linalg.norm(pool.emb[ids] - o.emb, axis=1)))]
+            o.done = True
+            if o.seen.size:
+                block = block[~np.isin(block, o.seen)]
+            return np.concatenate([block, pool.without_emb])
+        if level == 0 and first_hits is not None:
+            sq, lab = first_hits[0][o.row], first_hits[1][o.row]
+        else:
+            sq, lab = pool.search.search(o.emb[None].astype(np.float32), k)
+            sq, lab = sq[0], lab[0]
+        found = lab >= 0
+        sq, cand = sq[found], ids[lab[found]]
+        dist = np.linalg.norm(pool.emb[cand] - o.emb, axis=1)
+        order = np.lexsort((cand, dist))
+        cand, dist = cand[order], dist[order]
+        if pool.with_emb.size <= _PAIR_FLAT_MAX and sq.size:
+            tol = 1e-4 * (float(o.emb @ o.emb) + pool.max_sq) + 1e-9
+            cand = cand[dist * dist < float(sq.max()) - tol]
+        if o.seen.size:
+            cand = cand[~np.isin(cand, o.seen)]
+        if cand.size:
+            o.seen = np.concatenate([o.seen, cand])
+            return cand
 
 
 def _check_target(t: Mapping[str, Any], i: int) -> str:
@@ -464,35 +756,6 @@ def _check_target(t: Mapping[str, Any], i: int) -> str:
     return vid
 
 
-def _preference(t: Mapping[str, Any], pool: _Pool, cfg: PairingConfig, seed: int,
-                excluded: Mapping[str, set[str]]) -> np.ndarray:
-    """Indices into ``pool`` of the sources allowed for target ``t``, best first."""
-    n = len(pool.names)
-    ok = np.ones(n, bool)
-    ident = t["identity"]
-    for other in excluded.get(ident, set()) | {ident}:
-        if other in pool.index:
-            ok[pool.index[other]] = False
-    if cfg.policy == "group":
-        g = _text((t.get("attributes") or {}).get(cfg.group_by))
-        if g is None:
-            return np.zeros(0, np.int64)
-        ok &= pool.group == g
-    e = t.get("embedding")
-    e = None if e is None else np.asarray(e, np.float64).ravel()
-    if cfg.policy == "nearest" and e is not None and np.isfinite(e).all():
-        if pool.has_emb.any() and e.size != pool.emb.shape[1]:
-            raise ValueError(f"target {t['video_id']}: embedding has {e.size} values, the sources' {pool.emb.shape[1]}")
-        keys = np.full(n, np.inf)  # sources without an embedding last
-        if pool.has_emb.any():
-            keys[pool.has_emb] = np.linalg.norm(pool.emb[pool.has_emb] - e, axis=1)
-    else:
-        # drawn from the target's own seed, so each video's draw is independent of the others
-        keys = np.random.default_rng(plan_seed(seed, "pair", t["video_id"])).random(n)
-    order = np.lexsort((np.arange(n), keys))  # ties by name: the pool's names are sorted
-    return order[ok[order]]
-
-
 def pair(targets: Sequence[Mapping[str, Any]], sources: Mapping[str, Mapping[str, Any]], cfg: PairingConfig,
          seed: int) -> list[dict]:
     """Chooses the source identities swapped onto each destination (target) video.
@@ -501,10 +764,14 @@ def pair(targets: Sequence[Mapping[str, Any]], sources: Mapping[str, Mapping[str
     own identity, are not excluded with it (``cfg.exclude``, either direction), have videos to train
     on, and have fewer than ``cfg.max_per_source`` fakes. Among those:
 
-    - ``random``: a random order drawn from the target's own seed (``plan_seed(seed, "pair", video_id)``).
+    - ``random``: a uniformly random order drawn from the target's own seed (``plan_seed(seed, "pair",
+      video_id)``), revealed a few draws at a time, so a target costs time in the sources it looks at,
+      not in the pool's size.
     - ``nearest``: by Euclidean distance of the source's mean descriptor to the target's ``embedding``
       (ties by name; sources without an embedding last, by name). A target without an embedding gets
-      the random order.
+      the random order. Pools of more than 256 sources with a descriptor are searched with faiss (the
+      nearest few per target, re-ranked exactly, more when those are used up): exact up to 8,192 such
+      sources in the split, approximate above (inverted lists: a nearer source can be passed over).
     - ``group``: the random order restricted to sources whose ``attributes[cfg.group_by]`` equals the
       target's; a target without that attribute gets none.
 
@@ -561,37 +828,69 @@ def pair(targets: Sequence[Mapping[str, Any]], sources: Mapping[str, Mapping[str
     turn = [ordered[i] for i in np.random.default_rng(plan_seed(seed, "pair-order")).permutation(len(ordered))]
     cap = np.iinfo(np.int64).max if cfg.max_per_source is None else cfg.max_per_source
     chosen: dict[str, list[int]] = {t["video_id"]: [] for t in ordered}
-    # Each target keeps only its best few remaining sources between rounds (its whole order, targets ×
-    # sources, would not fit in memory at scale). A source passed over is taken by this target or full,
-    # and stays so, so the kept window only moves forward; when it runs dry the order is recomputed.
-    keep = 4 * cfg.fakes_per_video + 16
-    window: dict[str, tuple[np.ndarray, bool]] = {}  # video_id -> (best remaining first, reaches the end)
+    # Each target's preference is revealed a block at a time (its whole order, targets × sources, would
+    # cost quadratic time): a source passed over is taken by this target, full or not allowed, and stays
+    # so, so one forward scan per target serves every round.
+    first = 4 * cfg.fakes_per_video + 16
+    orders: dict[str, _Order] = {}
+    hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for split, pool in pools.items():
+        rows = []
+        for t in ordered:
+            if t["split"] != split or cfg.policy != "nearest":
+                continue
+            e = t.get("embedding")
+            e = None if e is None else np.asarray(e, np.float64).ravel()
+            if e is None or not np.isfinite(e).all():
+                continue
+            if pool.with_emb.size and e.size != pool.emb.shape[1]:
+                raise ValueError(f"target {t['video_id']}: embedding has {e.size} values, the sources' "
+                                 f"{pool.emb.shape[1]}")
+            orders[t["video_id"]] = _Order(pool.all, e, first, len(rows))
+            rows.append(e)
+        if rows and _PAIR_EXACT_MAX < pool.with_emb.size and first * 2 < pool.with_emb.size:
+            pool.search = _neighbour_index(np.ascontiguousarray(pool.emb[pool.with_emb], np.float32),
+                                           _PAIR_FLAT_MAX, nprobe=16)
+            hits[split] = pool.search.search(np.asarray(rows, np.float32), first)
+    bad: dict[tuple[str, str], frozenset[int]] = {}
     for _ in range(cfg.fakes_per_video):
         progress = False
         for t in turn:
             pool = pools.get(t["split"])
             if pool is None:
                 continue
-            vid = t["video_id"]
+            vid, ident = t["video_id"], t["identity"]
+            o = orders.get(vid)
+            if o is None:
+                group = None
+                if cfg.policy == "group":
+                    group = _text((t.get("attributes") or {}).get(cfg.group_by))
+                    cand = pool.members.get(group, np.zeros(0, np.int64))
+                else:
+                    cand = pool.all
+                o = orders[vid] = _Order(cand, None, first, group=group)
+            key = (t["split"], ident)
+            if key not in bad:
+                bad[key] = frozenset(pool.index[x] for x in excluded.get(ident, set()) | {ident} if x in pool.index)
+            no = bad[key]
+            mine = chosen[vid]
             pick = -1
-            for attempt in range(2):
-                if attempt or vid not in window:
-                    full = _preference(t, pool, cfg, seed, excluded)
-                    window[vid] = (full, True)
-                order, to_end = window[vid]
-                free = (pool.used[order] < cap) & ~np.isin(order, chosen[vid])
-                if free.any():
-                    pos = int(np.argmax(free))
-                    pick = int(order[pos])
-                    rest = order[pos + 1:pos + 1 + keep]
-                    window[vid] = (rest.astype(np.int32), to_end and pos + 1 + keep >= order.size)
-                    break
-                if to_end:
-                    window[vid] = (order[:0], True)
-                    break
+            while pick < 0:
+                for off, j in enumerate(o.buf[o.pos:].tolist()):
+                    if j not in no and pool.used[j] < cap and j not in mine:
+                        pick = j
+                        o.pos += off + 1
+                        break
+                else:
+                    o.pos = o.buf.size
+                    if o.done or pool.free.get(o.group, 0) == 0:
+                        break
+                    o.buf = (_random_block(o, seed, vid) if o.emb is None else
+                             _nearest_block(o, pool, (hits[t["split"]] if t["split"] in hits else None)))
+                    o.pos = 0
             if pick >= 0:
-                chosen[vid].append(pick)
-                pool.used[pick] += 1
+                mine.append(pick)
+                pool.use(pick, cap)
                 progress = True
         if not progress:
             break

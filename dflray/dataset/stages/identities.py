@@ -18,7 +18,7 @@ from dflray.config import GenerateConfig
 from dflray.faceset import read_videos
 from dflray.io.storage import arrow_filesystem
 
-__all__ = ["Identities", "find_identities", "video_embeddings"]
+__all__ = ["Identities", "find_identities", "identities_from_embeddings", "video_embeddings"]
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,23 @@ def find_identities(cfg: GenerateConfig, manifest: list[dict[str, Any]], faceset
         faceset: the extracted faceset of every video.
         holders: ``dflray.faceset.face_holders(faceset)``.
     """
-    from dflray.dataset.plan import cluster_identities
-
     status = {r["video_id"]: r["status"] for r in read_videos(faceset).select(["video_id", "status"]).to_pylist()}
     embeddings = video_embeddings(faceset, holders, cfg.merge.identity.threshold)
+    return identities_from_embeddings(cfg, manifest, embeddings, status)
+
+
+def identities_from_embeddings(cfg: GenerateConfig, manifest: list[dict[str, Any]],
+                               embeddings: dict[str, np.ndarray], status: dict[str, str]) -> Identities:
+    """``find_identities`` once the videos' embeddings are known (pure: no Ray, no I/O).
+
+    Args:
+        cfg: the plan (``identity`` clusters the unlabelled videos).
+        manifest: ``dflray.dataset.plan.read_manifest``'s rows.
+        embeddings: video_id → the mean embedding of its dominant person (``video_embeddings``).
+        status: video_id → its extraction status (``ok``, ``partial``, …).
+    """
+    from dflray.dataset.plan import cluster_identities
+
     unlabelled = {m["video_id"]: embeddings[m["video_id"]] for m in manifest
                   if not m["identity"] and m["video_id"] in embeddings}
     clustered = cluster_identities(unlabelled, cfg.identity.threshold, cfg.identity.prefix)
