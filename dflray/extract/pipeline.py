@@ -29,6 +29,7 @@ from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from dflray.config import ExtractConfig, to_dict
 from dflray.extract.ledger import FileLedger
+from dflray.extract.preflight import preflight
 from dflray.extract.stages import DetectStage, FaceStage, SegmentStage, decode_segment
 from dflray.faceset import Commit, faceset_recover, video_id
 from dflray.faceset.commit import STAGING
@@ -103,6 +104,7 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
     uris = expand_inputs(inputs)
     if not uris:
         raise ValueError(f"no videos found in {inputs}")
+    preflight(out, cfg)  # options that cannot work fail here, before anything is written or started
     makedirs(out)
     init_ray(address)
     done = faceset_recover(out)

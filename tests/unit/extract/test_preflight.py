@@ -154,10 +154,7 @@ def test_weights_are_not_read_by_a_detector_that_ignores_them(tmp_path):
     preflight(str(tmp_path / "out"), _cfg(f"detect.weights={junk}", "detect.detector=dlib-hog"))
 
 
-# --- through the CLI: passes once run_extract calls preflight(out, cfg) before makedirs/init_ray --------
-
-PENDING = pytest.mark.xfail(strict=True, raises=AssertionError,
-                            reason="until run_extract calls preflight(out, cfg) before makedirs/init_ray")
+# --- through the CLI: run_extract calls preflight(out, cfg) before makedirs/init_ray -------------------
 
 
 @pytest.fixture
@@ -179,7 +176,6 @@ def _cli_error(argv, capsys) -> str:
     return lines[0]
 
 
-@PENDING
 def test_cli_bad_weights_fail_in_the_driver_leaving_nothing(tmp_path, capsys, no_ray):
     video, junk = tmp_path / "v.mp4", tmp_path / "junk.pth"
     video.write_bytes(b"")
@@ -189,7 +185,6 @@ def test_cli_bad_weights_fail_in_the_driver_leaving_nothing(tmp_path, capsys, no
     assert not (tmp_path / "fs").exists()
 
 
-@PENDING
 def test_cli_rerun_with_other_align_options_is_refused(tmp_path, capsys, no_ray):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
