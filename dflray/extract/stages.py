@@ -27,7 +27,7 @@ from dflray.face.masks import hull_mask
 from dflray.face.pose import estimate_pitch_yaw_roll
 from dflray.face.quality import blur_score
 from dflray.io import schema
-from dflray.io.video import VideoError, decode_range
+from dflray.io.video import VideoError, decode_frames
 
 _DET_WIDTH = 15
 
@@ -37,7 +37,10 @@ _DET_WIDTH = 15
 
 
 def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Iterator[dict[str, Any]]:
-    """Decodes one frame range of one video, yielding one row per kept frame.
+    """Decodes one frame range of one video, yielding one row per kept frame: its keys, its index (the
+    position in presentation order), its timestamp (presentation time in seconds from the stream's start)
+    and the frame. ``seg`` may carry ``start_pts``, the pts of the range's first frame (from
+    ``dflray.io.video.frame_times``), which spares each worker a scan of the file.
 
     Reports ``(frames decoded, error)`` for the segment to ``ledger`` (a ``FileLedger``, or None);
     a video that breaks mid-stream keeps the frames decoded before the break.
@@ -45,16 +48,23 @@ def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Itera
     end = None if seg["end"] < 0 else int(seg["end"])
     decoded, error = 0, None
     try:
-        for idx, frame in decode_range(seg["uri"], int(seg["start"]), end, cfg.every_n, cfg.threads):
+        for f in decode_frames(seg["uri"], int(seg["start"]), end, cfg.every_n, cfg.threads,
+                               start_pts=_optional_int(seg.get("start_pts"))):
             decoded += 1
             yield {"video_id": seg["video_id"], "uri": seg["uri"], "fps": float(seg["fps"]),
-                   "frame_index": idx, "frame": frame}
+                   "frame_index": f.index, "timestamp": f.time, "frame": f.rgb}
     except VideoError as e:
         error = ("VideoError", str(e))
     except Exception as e:  # a codec or I/O failure in one video must not kill the job
         error = (type(e).__name__, f"{e}\n{traceback.format_exc(limit=3)}")
     if ledger is not None:
         ledger.record(seg["video_id"], int(seg["segment"]), decoded, error)
+
+
+def _optional_int(v: Any) -> int | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return int(v)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,15 +221,19 @@ class FaceStage:
         dets = unpack_detections(batch["dets"][j])
         lms = self.landmarker.landmarks(frame, dets.boxes, dets.points5)
         emb = self.embedder.embed(frame, lms) if self.embedder is not None else None
-        fps = float(batch["fps"][j])
         idx = int(batch["frame_index"][j])
+        if "timestamp" in batch:  # the frame's own presentation time (decode_segment)
+            timestamp: float | None = float(batch["timestamp"][j])
+        else:
+            fps = float(batch["fps"][j])
+            timestamp = idx / fps if fps > 0 else None
         keys = {
             "video_id": str(batch["video_id"][j]),
             "frame_index": idx,
             "source_uri": str(batch["uri"][j]),
             "frame_width": int(frame.shape[1]),
             "frame_height": int(frame.shape[0]),
-            "timestamp": idx / fps if fps > 0 else None,
+            "timestamp": timestamp,
             "detector": str(batch["detector"][j]),
             "landmarker": self.landmarker.spec.name,
         }

@@ -2,12 +2,22 @@
 
 Frames are RGB uint8 arrays, already turned upright according to the stream's rotation metadata
 (the display matrix), so a phone video recorded in portrait comes out portrait.
+
+Frame numbering, the one rule every reader here follows (``decode_frames``/``decode_range``,
+``Transcoder.frames``, ``read_masks``): a frame's index is its position in presentation order from the
+start of the stream, i.e. the rank of its pts among the pts of the stream's packets. That holds for
+constant and variable frame rates alike (an index computed as timestamp × average fps does not: on a
+variable-frame-rate video two frames can round to one number and others to none). A frame's timestamp
+is its presentation time in seconds from the stream's start. A stream without pts is numbered in
+decode-output order.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
+import heapq
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
@@ -87,6 +97,8 @@ def _upright(frame: av.VideoFrame) -> np.ndarray:
 def probe(uri: str) -> VideoInfo:
     """Reads a video's metadata and decodes its first frame (to learn rotation and prove it decodes).
 
+    A container without a frame count has its packets counted (``frame_times``: a demux, no decoding).
+
     Raises:
         VideoError: when the file is missing, empty, not a video, or has no decodable frame.
 
@@ -123,9 +135,15 @@ def probe(uri: str) -> VideoInfo:
         count = int(s.frames) if s.frames else int(round(duration * fps))
         if fps <= 0:
             raise VideoError("video stream has no frame rate")
-        return VideoInfo(fps=fps, frame_count=count, width=w, height=h, rotation=rot,
-                         duration=duration or count / fps, codec=s.codec_context.name,
-                         has_audio=bool(c.streams.audio), frame_count_exact=exact)
+        codec, has_audio = s.codec_context.name, bool(c.streams.audio)
+    if not exact:
+        # No count in the container (Matroska, WebM, MPEG-TS): count the packets, as duration × average
+        # fps is wrong for a variable frame rate (a stream without timestamps keeps the estimate).
+        times = frame_times(uri)
+        if times.complete and len(times.pts):
+            count, exact = len(times.pts), True
+    return VideoInfo(fps=fps, frame_count=count, width=w, height=h, rotation=rot, duration=duration or count / fps,
+                     codec=codec, has_audio=has_audio, frame_count_exact=exact)
 
 
 def frame_ranges(frame_count: int, segment_frames: int, max_frames: int | None = None) -> list[tuple[int, int | None]]:
@@ -144,17 +162,203 @@ def frame_ranges(frame_count: int, segment_frames: int, max_frames: int | None =
     return list(zip(starts, ends))
 
 
-def decode_range(uri: str, start: int = 0, end: int | None = None, every_n: int = 1,
-                 threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields ``(frame_index, rgb_frame)`` for frames ``start <= index < end`` with ``index % every_n == 0``.
+@dataclass
+class SourceFrame:
+    """A decoded frame: its index (position in presentation order), pts (stream time base, or None),
+    time (seconds from the stream's start) and upright RGB pixels."""
 
-    Frame indices come from presentation timestamps, so workers that seek to different ranges of the
-    same video agree on numbering. Decoding starts at the keyframe before ``start``.
+    index: int
+    pts: int | None
+    time: float
+    rgb: np.ndarray
+
+
+class _Numbering:
+    """Numbers decoded frames by presentation order as they come out of the decoder.
+
+    Every video packet's pts is pushed as it is demuxed; a frame with pts ``p`` gets ``base`` plus the
+    number of pushed pts in ``[lo, p)``. A decoder emits frames in presentation order and has been fed
+    every packet shown before the frame it emits, so this is the rank of ``p`` among the stream's pts
+    from ``lo`` on, B-frames or not, and a packet that fails to decode still takes its number. Frames
+    without pts (and repeated pts) take the number after the previous frame.
+    """
+
+    def __init__(self, base: int = 0, lo: int | None = None):
+        self._heap: list[int] = []
+        self._count = base
+        self._lo = lo
+        self._last = base - 1
+
+    def packet(self, packet) -> None:
+        pts = _packet_pts(packet)
+        if pts is not None and (self._lo is None or pts >= self._lo):
+            heapq.heappush(self._heap, pts)
+
+    def frame(self, pts: int | None) -> int:
+        heap = self._heap
+        if pts is not None:
+            while heap and heap[0] < pts:
+                heapq.heappop(heap)
+                self._count += 1
+        idx = max(self._count, self._last + 1)
+        if pts is not None and heap and heap[0] == pts:
+            heapq.heappop(heap)
+            self._count += 1
+        self._last = idx
+        return idx
+
+
+def _packet_pts(packet) -> int | None:
+    """The pts a packet contributes to frame numbering: None for the flush packet and for packets the
+    demuxer marks to be decoded but not shown (outside an edit list)."""
+    if packet.size == 0 or packet.is_discard:
+        return None
+    return packet.pts
+
+
+@dataclass(frozen=True)
+class FrameTimes:
+    """The presentation timestamps of a video stream's frames, found by demuxing (no decoding).
+
+    Attributes:
+        pts: sorted pts (stream time base): ``pts[i]`` is frame ``i``'s.
+        complete: every packet had a pts; if not, frames are numbered in decode order and ``pts``
+            cannot place a segment's start.
+        time_base: the stream's time base.
+        start: the stream's start time (pts of its first frame; 0 if unknown), in ``time_base``.
+    """
+
+    pts: np.ndarray
+    complete: bool
+    time_base: Fraction | None
+    start: int
+
+    def seconds(self, index: int) -> float:
+        """Frame ``index``'s presentation time in seconds from the stream's start."""
+        return float((int(self.pts[index]) - self.start) * self.time_base)
+
+
+_TIMES_CACHE: OrderedDict[tuple, FrameTimes] = OrderedDict()
+_TIMES_LOCK = threading.Lock()
+_TIMES_CACHE_SIZE = 16
+
+
+def _file_key(uri: str) -> tuple | None:
+    """``uri`` with its size and modification stamp (a rewritten file is scanned again), or None."""
+    try:
+        fs, path = fs_and_path(uri)
+        info = fs.info(path)
+    except Exception:  # no stat for this URL: scan without caching
+        return None
+    stamp = next((info[k] for k in ("mtime", "LastModified", "ETag", "etag", "created") if info.get(k)), None)
+    return (uri, info.get("size"), str(stamp))
+
+
+def _scan_times(c, s) -> FrameTimes:
+    pts: list[int] = []
+    complete = True
+    try:
+        for packet in c.demux(s):
+            if packet.size == 0 or packet.is_discard:
+                continue
+            if packet.pts is None:
+                complete = False
+            else:
+                pts.append(packet.pts)
+    except av.FFmpegError:
+        pass  # a stream that breaks: the frames before the break keep their numbers; decoding reports it
+    return FrameTimes(np.sort(np.asarray(pts, np.int64)), complete, s.time_base, _start(s))
+
+
+def frame_times(uri: str) -> FrameTimes:
+    """The presentation timestamps of every frame of ``uri``'s video stream, by demuxing it once
+    (reading the file, decoding nothing); kept per process for the last few videos, so the segments of
+    one video that a worker decodes scan it once.
+
+    Raises:
+        VideoError: when the video cannot be opened.
+
+    Example:
+        >>> t = frame_times("clip.mp4")  # doctest: +SKIP
+        >>> len(t.pts), t.seconds(10)  # doctest: +SKIP
+    """
+    key = _file_key(uri)
+    with _TIMES_LOCK:
+        if key is not None and key in _TIMES_CACHE:
+            _TIMES_CACHE.move_to_end(key)
+            return _TIMES_CACHE[key]
+    with open_container(uri) as c:
+        times = _scan_times(c, _video_stream(c, uri))
+    if key is not None:
+        with _TIMES_LOCK:
+            _TIMES_CACHE[key] = times
+            while len(_TIMES_CACHE) > _TIMES_CACHE_SIZE:
+                _TIMES_CACHE.popitem(last=False)
+    return times
+
+
+def _start(s) -> int:
+    """The stream's start time in its time base: timestamps are counted from it."""
+    return s.start_time or 0
+
+
+def _seconds(pts: int | None, t0: int, tb, index: int, fps: float) -> float:
+    if pts is not None and tb:
+        return float((pts - t0) * tb)
+    return index / fps if fps > 0 else 0.0
+
+
+def _packets_from(c, s, lo: int, t0: int):
+    """Demuxes ``s`` from a keyframe shown at or before pts ``lo``.
+
+    Demuxers seek by decode timestamps, and some land on a non-keyframe (MPEG-TS): packets before the
+    first keyframe are dropped, and a keyframe shown after ``lo`` means seeking again, twice as far back
+    each time, and at last to the stream's first packet.
+    """
+    second = int(1 / s.time_base) if s.time_base else 1
+    target, back = lo, second
+    while target >= t0 - second:
+        c.seek(target, stream=s, backward=True, any_frame=False)
+        packets = c.demux(s)
+        first = next((p for p in packets if p.size and p.is_keyframe), None)
+        if first is not None and (first.pts is None or first.pts <= lo):
+            return _chain(first, packets)
+        target, back = lo - back, back * 2
+    c.seek(t0 - (1 << 40), stream=s, backward=True, any_frame=False)  # before any timestamp: the first packet
+    return c.demux(s)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def decode_frames(uri: str, start: int = 0, end: int | None = None, every_n: int = 1, threads: int = 1, *,
+                  start_pts: int | None = None) -> Iterator[SourceFrame]:
+    """Yields the frames ``start <= index < end`` with ``index % every_n == 0``, in order, as
+    ``SourceFrame`` (index, pts, timestamp in seconds from the stream's start, upright RGB).
+
+    Indices are positions in presentation order (see the module's docstring), so workers that decode
+    different ranges of one video after seeking agree with each other and with a decode from the start.
+    A range that starts after frame 0 needs the pts of its first frame: ``start_pts`` when the caller
+    knows it (from ``frame_times``), else this reads ``frame_times(uri)`` (a demux of the file, kept per
+    process). Decoding starts at the keyframe before ``start``.
 
     Raises:
         VideoError: when the video cannot be opened or breaks mid-stream (frames before the break
             have already been yielded).
     """
+    if end is not None and end <= start:
+        return
+    lo = None
+    if start > 0 and start_pts is None:
+        times = frame_times(uri)
+        if times.complete:
+            if start >= len(times.pts):
+                return
+            start_pts = int(times.pts[start])
+    if start > 0 and start_pts is not None:
+        lo = start_pts
     with open_container(uri) as c:
         s = _video_stream(c, uri)
         s.thread_type = "AUTO" if threads != 1 else "SLICE"
@@ -162,27 +366,43 @@ def decode_range(uri: str, start: int = 0, end: int | None = None, every_n: int 
             s.codec_context.thread_count = threads
         fps = _rate(s)
         tb = s.time_base
-        t0 = s.start_time or 0
-        if start > 0:
-            target = t0 + int(math.floor(Fraction(start) / Fraction(fps).limit_denominator(1_000_000) / tb)) if tb else 0
-            c.seek(max(target, t0), stream=s, backward=True, any_frame=False)
-        seq = -1
+        t0 = _start(s)
+        # Without a start pts (a stream without timestamps) a range is found by decoding from the start.
+        numbering = _Numbering(start, lo) if lo is not None else _Numbering()
+        seq, started = -1, lo is None
         try:
-            for frame in c.decode(s):
-                seq += 1
-                if frame.pts is not None and tb:
-                    idx = int(round(float((frame.pts - t0) * tb) * fps))
-                else:
-                    idx = seq if start == 0 else start + seq
-                if idx < start:
-                    continue
-                if end is not None and idx >= end:
-                    break
-                if idx % every_n:
-                    continue
-                yield idx, _upright(frame)
+            for packet in _packets_from(c, s, lo, t0) if lo is not None else c.demux(s):
+                numbering.packet(packet)
+                for frame in packet.decode():
+                    seq += 1
+                    pts = frame.pts
+                    if not started:  # frames from the keyframe up to the range's first
+                        if pts is None or pts < lo:
+                            continue
+                        started = True
+                    idx = numbering.frame(pts)
+                    if idx < start:
+                        continue
+                    if end is not None and idx >= end:
+                        return
+                    if idx % every_n:
+                        continue
+                    yield SourceFrame(idx, pts, _seconds(pts, t0, tb, idx, fps), _upright(frame))
         except av.FFmpegError as e:
             raise VideoError(f"decode failed near frame {seq}: {e}") from e
+
+
+def decode_range(uri: str, start: int = 0, end: int | None = None, every_n: int = 1,
+                 threads: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Yields ``(frame_index, rgb_frame)`` for frames ``start <= index < end`` with ``index % every_n == 0``
+    (``decode_frames`` without the timestamps).
+
+    Raises:
+        VideoError: when the video cannot be opened or breaks mid-stream (frames before the break
+            have already been yielded).
+    """
+    for f in decode_frames(uri, start, end, every_n, threads):
+        yield f.index, f.rgb
 
 
 class VideoWriter:
@@ -226,23 +446,6 @@ class VideoWriter:
         self.close()
 
 
-def frame_index(pts: int | None, start: int, time_base, fps: float, fallback: int) -> int:
-    """A frame's index from its presentation timestamp (as ``decode_range`` numbers frames)."""
-    if pts is None or not time_base:
-        return fallback
-    return int(round(float((pts - start) * time_base) * fps))
-
-
-@dataclass
-class SourceFrame:
-    """A decoded frame of a ``Transcoder``'s input: its index, timestamp and upright RGB pixels."""
-
-    index: int
-    pts: int | None
-    time: float
-    rgb: np.ndarray
-
-
 def _luma_frame(mask: np.ndarray) -> av.VideoFrame:
     """A full-range yuv420p frame whose luma is ``mask`` exactly (chroma neutral)."""
     h, w = mask.shape
@@ -254,13 +457,16 @@ def _luma_frame(mask: np.ndarray) -> av.VideoFrame:
 
 
 def read_masks(uri: str) -> Iterator[tuple[int, np.ndarray]]:
-    """Yields ``(frame_index, mask)`` of a manipulation mask video (the luma plane, uint8 0..255)."""
+    """Yields ``(frame_index, mask)`` of a manipulation mask video (the luma plane, uint8 0..255), numbered
+    as ``decode_frames`` numbers frames (the mask video has the frames' own timestamps)."""
     with open_container(uri) as c:
         s = _video_stream(c, uri)
-        fps, tb, t0 = _rate(s), s.time_base, s.start_time or 0
-        for seq, frame in enumerate(c.decode(s)):
-            y = frame.to_ndarray(format="yuv420p")[:frame.height]
-            yield frame_index(frame.pts, t0, tb, fps, seq), np.ascontiguousarray(y)
+        numbering = _Numbering()
+        for packet in c.demux(s):
+            numbering.packet(packet)
+            for frame in packet.decode():
+                y = frame.to_ndarray(format="yuv420p")[:frame.height]
+                yield numbering.frame(frame.pts), np.ascontiguousarray(y)
 
 
 class Transcoder:
@@ -295,7 +501,7 @@ class Transcoder:
             if self.fps <= 0:
                 raise VideoError("video stream has no frame rate")
             self._tb = self._vs.time_base
-            self._t0 = self._vs.start_time or 0
+            self._t0 = _start(self._vs)
             self._opts = dict(crf=crf, preset=preset, lossless=lossless, mask_crf=mask_crf)
             self._out = self._stack.enter_context(
                 av.open(out_path, "w", format="mp4", options={"movflags": "+use_metadata_tags+faststart"}))
@@ -327,8 +533,10 @@ class Transcoder:
         return s
 
     def frames(self) -> Iterator[SourceFrame]:
-        """The input's frames in presentation order (audio is copied through meanwhile)."""
+        """The input's frames in presentation order (audio is copied through meanwhile), numbered as
+        ``decode_frames`` numbers them, so they pair with a faceset's ``frame_index``."""
         streams = [self._vs] + ([self._as] if self._as is not None else [])
+        numbering = _Numbering()
         seq = -1
         try:
             for packet in self._in.demux(*streams):
@@ -340,11 +548,12 @@ class Transcoder:
                         else:
                             self._out.mux(packet)
                     continue
+                numbering.packet(packet)
                 for frame in packet.decode():
                     seq += 1
-                    idx = frame_index(frame.pts, self._t0, self._tb, self.fps, seq)
-                    t = float((frame.pts - self._t0) * self._tb) if frame.pts is not None and self._tb else seq / self.fps
-                    yield SourceFrame(idx, frame.pts, t, _upright(frame))
+                    idx = numbering.frame(frame.pts)
+                    yield SourceFrame(idx, frame.pts, _seconds(frame.pts, self._t0, self._tb, idx, self.fps),
+                                      _upright(frame))
         except av.FFmpegError as e:
             raise VideoError(f"decode failed near frame {seq}: {e}") from e
 
