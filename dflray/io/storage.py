@@ -7,9 +7,12 @@ Credentials and endpoints come from each backend's standard environment variable
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
+import socket
 import uuid
+from dataclasses import dataclass, field
 from typing import IO, Iterator
 
 import fsspec
@@ -18,6 +21,8 @@ from fsspec.core import url_to_fs
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".3gp")
 MANIFEST_EXTENSIONS = (".txt", ".lst", ".list")
+
+log = logging.getLogger("dflray.io.storage")
 
 
 def fs_and_path(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -112,36 +117,269 @@ def _unstrip(uri: str, path: str, name: str) -> str:
     return f"{proto}://{name.lstrip('/')}" if proto != "file" else f"file://{name}"
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Expands video inputs into a sorted, de-duplicated list of video URIs.
+def normalize_uri(uri: str) -> str:
+    """The one spelling of an input URI: what a video's id (``dflray.faceset.video_id``) is a hash of.
 
-    Each input may be a video file, a folder (its video files, recursively), a glob, or a text
-    manifest (one URI per line; blank lines and ``#`` comments ignored; relative entries are taken
-    relative to the manifest). A path that does not exist is kept as given, so the job reports it as
-    an error row instead of silently dropping it.
+    Local paths become absolute normalised paths (``clip.mp4`` typed in another folder is another file;
+    ``sub/../clip.mp4`` is the same one); ``file://`` paths are normalised too. Other URLs keep their
+    path as given (``a//b`` and ``a/../b`` are keys of their own on object stores); only the scheme, and an
+    HTTP host, are lower-cased.
+
+    Example:
+        >>> normalize_uri("/data/x/../a.mp4"), normalize_uri("S3://bucket/a.mp4")
+        ('/data/a.mp4', 's3://bucket/a.mp4')
+    """
+    if "://" not in uri:
+        return os.path.normpath(os.path.abspath(uri))
+    proto, rest = uri.split("://", 1)
+    proto = proto.lower()
+    if proto == "file":
+        return "file://" + (posixpath.normpath(rest) if rest.startswith("/") else rest)
+    if proto in ("http", "https"):
+        host, sep, tail = rest.partition("/")
+        if "@" not in host:  # credentials in the netloc keep their case
+            host = host.lower()
+        rest = host + sep + tail
+    return f"{proto}://{rest}"
+
+
+def fingerprint(uri: str, info: dict | None = None) -> str:
+    """What tells a file apart from another one under the same URI: ``"SIZE:STAMP"``.
+
+    The stamp is the modification time in nanoseconds for local files, else the store's ETag (a content
+    hash on S3 and GCS) or its modification time, from fsspec's ``info()`` (``info`` when the caller
+    already has it from a listing).
+
+    Raises:
+        Whatever the storage raises when the file cannot be looked at (see ``describe_error``).
+
+    Example:
+        >>> fingerprint("clip.mp4")  # doctest: +SKIP
+        '1048576:1733400000123456789'
+    """
+    if "://" not in uri or uri.startswith("file://"):
+        st = os.stat(fs_and_path(uri)[1])
+        return f"{st.st_size}:{st.st_mtime_ns}"
+    if info is None:
+        fs, path = fs_and_path(uri)
+        info = fs.info(path)
+    stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "Last-Modified",
+                                    "updated", "mtime", "created") if info.get(k)), None)
+    stamp = str(stamp.isoformat() if hasattr(stamp, "isoformat") else stamp).strip('"') if stamp else ""
+    return f"{info.get('size')}:{stamp}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
+    out: list[BaseException] = []
+    while exc is not None and exc not in out and len(out) < 8:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def describe_error(exc: BaseException) -> str:
+    """Why a storage call failed, in one line a user can act on (never a traceback).
+
+    Looks through the exceptions ``exc`` was raised from for the cause: missing cloud credentials, an
+    endpoint that cannot be reached, a refused connection, an HTTP status, a timeout; else the first line
+    of the error itself.
+
+    Example:
+        >>> describe_error(ConnectionRefusedError(111, "Connection refused"))
+        'connection refused'
+    """
+    import errno
+
+    chain = _chain(exc)
+    for e in chain:
+        name = type(e).__name__
+        if name == "NoCredentialsError" or name == "PartialCredentialsError":
+            return ("no credentials for s3 (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a "
+                    "role)")
+        if name in ("EndpointConnectionError", "ConnectTimeoutError"):
+            url = str(getattr(e, "kwargs", {}).get("endpoint_url", "")).split("?", 1)[0]
+            parts = url.split("/")
+            where = "/".join(parts[:3]) if len(parts) >= 3 else url
+            return f"endpoint unreachable: {where or _one_line(e)}"
+        status = getattr(e, "status", None)
+        if name.endswith("ResponseError") and isinstance(status, int):
+            reason = getattr(e, "message", "") or ""
+            return f"HTTP {status} {reason}".strip()
+        if name == "ClientError" and hasattr(e, "response"):
+            err = e.response.get("Error", {})
+            return _one_line(f"{err.get('Code', '')}: {err.get('Message', '')}".strip(": ")) or _one_line(e)
+    for e in chain:
+        host = getattr(e, "host", None)
+        where = f" ({host}:{getattr(e, 'port', '')})" if host else ""
+        if isinstance(e, ConnectionRefusedError) or getattr(e, "errno", None) == errno.ECONNREFUSED:
+            return f"connection refused{where}"
+        if type(e).__name__ == "ClientConnectorDNSError" or isinstance(e, socket.gaierror):
+            return f"host not found{where}"
+        if isinstance(e, TimeoutError):
+            return f"timed out{where}"
+    innermost = chain[-1]
+    if isinstance(innermost, FileNotFoundError):
+        return "not found"
+    if isinstance(innermost, PermissionError):
+        return f"permission denied: {_one_line(innermost)}"
+    return _one_line(f"{type(innermost).__name__}: {innermost}".rstrip(": "))
+
+
+def _is_missing(exc: BaseException) -> bool:
+    """True when the storage answered that the file is not there (not when it could not be asked)."""
+    chain = _chain(exc)
+    if not isinstance(chain[0], FileNotFoundError):
+        return False
+    for e in chain[1:]:
+        status = getattr(e, "status", None)
+        code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(e, "response") else None
+        if status in (404, 410) or code in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
+            return True
+        if isinstance(e, FileNotFoundError):
+            continue
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input that yields no video to process.
+
+    Attributes:
+        input: the input (normalised URI).
+        type: ``NoMatch`` (a glob, folder or manifest naming no video) or the failing storage error's class.
+        message: one line: the input and why.
+        video: True when the input could itself be a video that could not be reached (it gets a ``videos``
+            row with status error); False for a pattern or folder that matched nothing.
+    """
+
+    input: str
+    type: str
+    message: str
+    video: bool
+
+
+@dataclass
+class Inputs:
+    """Expanded inputs: the video URIs (normalised, de-duplicated, in input order), each one's
+    ``fingerprint`` (None when it could not be looked at because it is missing: the probe reports it), and
+    the inputs that yield nothing."""
+
+    uris: list[str] = field(default_factory=list)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
+    problems: list[InputProblem] = field(default_factory=list)
+
+
+def _cause_type(exc: BaseException) -> str:
+    chain = _chain(exc)
+    named = [e for e in chain if type(e).__name__ not in ("FileNotFoundError", "OSError")]
+    return type((named or chain)[0]).__name__
+
+
+def _expand_one(item: str) -> list[tuple[str, dict | None]] | str:
+    """The (uri, listing info) of one input's videos, or why it names none (a message)."""
+    fs, path = fs_and_path(item)
+    if any(ch in item for ch in "*?["):
+        found = fs.glob(path, detail=True)
+        files = [(_unstrip(item, path, p), i) for p, i in sorted(found.items()) if i.get("type") == "file"]
+        return files or "matches no file"
+    if item.lower().endswith(MANIFEST_EXTENSIONS) and fs.isfile(path):
+        base = item.rsplit("/", 1)[0] if "/" in item else "."
+        entries: list[tuple[str, dict | None]] = []
+        with fs.open(path, "rt") as f:
+            for line in f:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if "://" not in line and not os.path.isabs(line):
+                    line = join(base, line)
+                    if "://" in line:  # a relative entry of a remote manifest: ``..`` is meant as a folder
+                        proto, rest = line.split("://", 1)
+                        line = f"{proto}://{posixpath.normpath(rest)}"
+                entries.append((normalize_uri(line), None))
+        return entries or "lists no video"
+    if fs.isdir(path):
+        found = fs.find(path, detail=True)
+        files = [(_unstrip(item, path, p), i) for p, i in sorted(found.items()) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        return files or "holds no video files"
+    return [(item, None)]
+
+
+def _look(uri: str, info: dict | None) -> tuple[str | None, BaseException | None]:
+    try:
+        return fingerprint(uri, info), None
+    except Exception as e:  # noqa: BLE001 - sorted below: missing (probe reports it) or unreachable
+        return None, (None if _is_missing(e) else e)
+
+
+def scan_inputs(inputs: list[str], fingerprints: bool = True) -> Inputs:
+    """Expands video inputs and looks at each video once (``fingerprint``), reporting what goes wrong.
+
+    Each input may be a video file, a folder (its video files, recursively), a glob, or a text manifest
+    (one URI per line; blank lines and ``#`` comments ignored; relative entries are taken relative to
+    the manifest), on any fsspec URL. Every URI is ``normalize_uri``'d. A file that does not exist is
+    kept (the job reports it as an error row); an input that cannot be listed or looked at (no
+    credentials, endpoint down, connection refused, HTTP error) and a glob, folder or manifest naming no
+    video are ``problems`` with a one-line message, never an exception, so the other inputs still run.
+
+    Args:
+        inputs: the inputs as typed.
+        fingerprints: look at each video (a stat, or one request per file a listing did not describe).
+
+    Example:
+        >>> scan = scan_inputs(["/data/clips/", "more.txt", "s3://bucket/raw/*.mp4"])  # doctest: +SKIP
+        >>> scan.uris, scan.problems  # doctest: +SKIP
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    found: dict[str, dict | None] = {}
+    out = Inputs()
+    for raw in inputs:
+        item = normalize_uri(raw)
+        try:
+            got = _expand_one(item)
+        except Exception as e:  # noqa: BLE001 - any storage error: this input fails, the others run
+            if _is_missing(e):  # not there: kept, so the probe reports it like any missing file
+                found.setdefault(item, None)
+                continue
+            out.problems.append(InputProblem(item, _cause_type(e), f"{item}: {describe_error(e)}", True))
+            continue
+        if isinstance(got, str):
+            out.problems.append(InputProblem(item, "NoMatch", f"{item}: {got}", False))
+            continue
+        for uri, info in got:
+            found.setdefault(uri, info)
+    if not fingerprints:
+        out.uris = list(found)
+        out.fingerprints = dict.fromkeys(found)
+        return out
+    remote = [u for u in found if "://" in u and not u.startswith("file://")]
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(remote)))) as pool:  # one request each, overlapped
+        looked = dict(zip(remote, pool.map(lambda u: _look(u, found[u]), remote)))
+    for uri, info in found.items():
+        fp, err = looked[uri] if uri in looked else _look(uri, info)
+        if err is not None:
+            out.problems.append(InputProblem(uri, _cause_type(err), f"{uri}: {describe_error(err)}", True))
+            continue
+        out.uris.append(uri)
+        out.fingerprints[uri] = fp
+    return out
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Expands video inputs into a de-duplicated list of normalised video URIs (``scan_inputs`` without
+    looking at each file); inputs that yield no video are logged as warnings.
 
     Example:
         >>> expand_inputs(["/data/clips/", "more.txt", "s3://bucket/raw/*.mp4"])  # doctest: +SKIP
     """
-    out: list[str] = []
-    for item in inputs:
-        fs, path = fs_and_path(item)
-        if any(ch in item for ch in "*?["):
-            out += [_unstrip(item, path, p) for p in sorted(fs.glob(path)) if fs.isfile(p)]
-        elif item.lower().endswith(MANIFEST_EXTENSIONS) and fs.isfile(path):
-            base = item.rsplit("/", 1)[0] if "/" in item else "."
-            with fs.open(path, "rt") as f:
-                for line in f:
-                    line = line.strip()
-                    if not line or line.startswith("#"):
-                        continue
-                    if "://" not in line and not os.path.isabs(line):
-                        line = join(base, line)
-                    out.append(line)
-        elif fs.isdir(path):
-            found = [p for p in fs.find(path) if p.lower().endswith(VIDEO_EXTENSIONS)]
-            out += [_unstrip(item, path, p) for p in sorted(found)]
-        else:
-            out.append(item)
-    seen: set[str] = set()
-    return [u for u in out if not (u in seen or seen.add(u))]
+    scan = scan_inputs(inputs, fingerprints=False)
+    for p in scan.problems:
+        log.warning("input %s", p.message)
+    return scan.uris

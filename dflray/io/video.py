@@ -25,7 +25,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from dflray.io.storage import fs_and_path, open_uri, protocol
+from dflray.io.storage import describe_error, fs_and_path, open_uri, protocol
 
 
 class VideoError(RuntimeError):
@@ -70,7 +70,7 @@ def open_container(uri: str):
         finally:
             container.close()
     except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
-        raise VideoError(f"cannot read {uri}: {e}") from e
+        raise VideoError(f"cannot read {uri}: {describe_error(e)}") from e
     finally:
         if fileobj is not None:
             fileobj.close()
@@ -111,7 +111,7 @@ def probe(uri: str) -> VideoInfo:
         if fs.isfile(path) and fs.size(path) == 0:
             raise VideoError(f"empty file (0 bytes): {uri}")
     except (OSError, PermissionError) as e:
-        raise VideoError(f"cannot read {uri}: {e}") from e
+        raise VideoError(f"cannot read {uri}: {describe_error(e)}") from e
     with open_container(uri) as c:
         s = _video_stream(c, uri)
         fps = _rate(s)
