@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow.parquet as pq
 import ray
@@ -32,17 +32,20 @@ from dflray.extract.ledger import FileLedger
 from dflray.extract.preflight import preflight
 from dflray.extract.stages import DetectStage, FaceStage, SegmentStage, decode_segment
 from dflray.faceset import Commit, faceset_recover, video_id
-from dflray.faceset.commit import STAGING
+from dflray.faceset.commit import STAGING, Done
 from dflray.io import schema
 from dflray.io.storage import (
+    InputProblem,
+    Inputs,
     arrow_filesystem,
     atomic_write,
-    expand_inputs,
+    describe_error,
     fs_and_path,
     join,
     list_files,
     makedirs,
     remove,
+    scan_inputs,
 )
 from dflray.io.video import VideoError, frame_ranges, probe
 from dflray.runtime import init_ray
@@ -57,7 +60,7 @@ def _probe(uri: str) -> dict:
     except VideoError as e:
         return {"ok": False, "type": "VideoError", "message": str(e)}
     except Exception as e:  # unreadable URL, permission, protocol errors: one error row, not a dead job
-        return {"ok": False, "type": type(e).__name__, "message": str(e) or repr(e)}
+        return {"ok": False, "type": type(e).__name__, "message": f"{uri}: {describe_error(e)}"}
 
 
 @dataclass
@@ -101,22 +104,67 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
         >>> s = run_extract(["clips/"], "s3://bucket/facesets/a", ExtractConfig())  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    uris = expand_inputs(inputs)
-    if not uris:
+    scan = scan_inputs(inputs)
+    for p in scan.problems:
+        log.warning("input %s", p.message)
+    if not scan.uris and not any(p.video for p in scan.problems):
         raise ValueError(f"no videos found in {inputs}")
     preflight(out, cfg)  # options that cannot work fail here, before anything is written or started
     makedirs(out)
     init_ray(address)
-    done = faceset_recover(out)
-    todo = [u for u in uris if video_id(u) not in done]
-    summary = ExtractSummary(out=out, videos=len(todo), skipped=len(uris) - len(todo))
+    todo, failed, notes, skipped = _plan(scan, faceset_recover(out))
+    summary = ExtractSummary(out=out, videos=len(todo) + len(failed), skipped=skipped)
     _write_manifest(out, cfg)
-    for i in range(0, len(todo), cfg.commit_every):
-        _run_chunk(todo[i:i + cfg.commit_every], out, cfg, summary)
+    chunks = [todo[i:i + cfg.commit_every] for i in range(0, len(todo), cfg.commit_every)]
+    if not chunks and (failed or notes):
+        chunks = [[]]  # nothing to extract, but something to record
+    for k, chunk in enumerate(chunks):
+        # The inputs that failed before any work ride with the first chunk: its commit records them.
+        _run_chunk(chunk, out, cfg, summary, scan.fingerprints, *((failed, notes) if k == 0 else ((), ())))
     remove(join(out, STAGING), recursive=True)  # each chunk removed its own folder: the parent goes too
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
     return summary
+
+
+def _plan(scan: Inputs, done: dict[str, Done]) -> tuple[list[str], list[InputProblem], list[dict[str, Any]], int]:
+    """Splits the inputs against what the faceset holds: (videos to extract, failed inputs that get a
+    ``videos`` row, ``errors``-only rows, number skipped as done).
+
+    A video is its normalised URI (``video_id``) *and* its file (``fingerprint``). A committed video is
+    skipped while its file is the one extracted; one whose file changed is never skipped silently: if its
+    faces are in the faceset it is an ``input``/``Changed`` error (re-extracting would leave the old file's
+    faces beside the new one's), else (an error or no_faces record) it is extracted again and its new
+    record replaces the old. A committed error of an input that was never read (no fingerprint: missing,
+    no credentials, endpoint down) is tried again.
+    """
+    todo: list[str] = []
+    skipped = 0
+    notes: list[dict[str, Any]] = []
+    for uri in scan.uris:
+        prev, now = done.get(video_id(uri)), scan.fingerprints.get(uri)
+        if prev is None or (prev.status == "error" and prev.fingerprint is None):
+            todo.append(uri)
+        elif prev.fingerprint is None or now is None or prev.fingerprint == now:
+            skipped += 1  # the same file (or one that cannot tell: a record from before fingerprints, or gone)
+        elif prev.faces == 0 and prev.status in ("error", "no_faces"):
+            todo.append(uri)
+        else:
+            notes.append(_input_error(uri, "Changed", f"{uri}: changed since it was extracted (fingerprint "
+                                      f"{prev.fingerprint} then, {now} now); its faces in this faceset come from "
+                                      "the old file: extract it into a new --out"))
+    failed: list[InputProblem] = []
+    for p in scan.problems:
+        prev = done.get(video_id(p.input)) if p.video else None
+        if p.video and (prev is None or (prev.status == "error" and prev.fingerprint is None)):
+            failed.append(p)
+        else:  # a pattern that matched nothing, or a committed video unreachable now: reported, its record kept
+            notes.append(_input_error(p.input, p.type, p.message))
+    return todo, failed, notes, skipped
+
+
+def _input_error(uri: str, kind: str, message: str) -> dict[str, Any]:
+    return {"uri": uri, "video_id": video_id(uri), "stage": "input", "type": kind, "message": message}
 
 
 def _write_manifest(out: str, cfg: ExtractConfig) -> None:
@@ -126,16 +174,24 @@ def _write_manifest(out: str, cfg: ExtractConfig) -> None:
         f.write(json.dumps(doc, indent=2).encode())
 
 
-def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSummary) -> None:
+def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSummary,
+               fingerprints: dict[str, str | None], failed: Iterable[InputProblem] = (),
+               notes: Iterable[dict[str, Any]] = ()) -> None:
     commit = Commit(out)
     run_id = commit.run_id
     infos = ray.get([_probe.remote(u) for u in uris])
     videos: dict[str, dict[str, Any]] = {}
-    errors: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = [{**e, "run_id": run_id} for e in notes]
     segments: list[dict[str, Any]] = []
+    for p in failed:
+        vid = video_id(p.input)
+        videos[vid] = {"video_id": vid, "uri": p.input, "run_id": run_id, "faces": 0, "frames_with_faces": 0,
+                       "frames_decoded": 0, "status": "error", "error": p.message}
+        errors.append({**_input_error(p.input, p.type, p.message), "run_id": run_id})
     for uri, res in zip(uris, infos):
         vid = video_id(uri)
-        row = {"video_id": vid, "uri": uri, "run_id": run_id, "faces": 0, "frames_with_faces": 0, "frames_decoded": 0}
+        row = {"video_id": vid, "uri": uri, "run_id": run_id, "faces": 0, "frames_with_faces": 0, "frames_decoded": 0,
+               "fingerprint": fingerprints.get(uri)}
         if not res["ok"]:
             row.update(status="error", error=res["message"])
             errors.append({"uri": uri, "video_id": vid, "stage": "probe", "type": res["type"],

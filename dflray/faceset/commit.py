@@ -30,12 +30,12 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dflray.faceset.read import face_files_by_commit
+from dflray.faceset.read import face_files_by_commit, latest_records
 from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
@@ -52,6 +52,7 @@ from dflray.io.storage import (
 
 __all__ = [
     "Commit",
+    "Done",
     "check_writable",
     "faceset_recover",
     "new_run_id",
@@ -185,13 +186,26 @@ class Commit:
             remove(self.staging, recursive=True)
 
 
-def faceset_recover(out: str) -> set[str]:
-    """Clears what crashed runs left in a faceset and returns the ids of the videos already committed.
+class Done(NamedTuple):
+    """What a faceset holds of a video: its latest record's status, faces and fingerprint."""
+
+    status: str
+    faces: int
+    fingerprint: str | None
+
+
+def faceset_recover(out: str) -> dict[str, Done]:
+    """Clears what crashed runs left in a faceset and returns the videos already committed.
 
     A faceset's record is its ``videos/RUN_ID.parquet``: the staging folder goes, and so does every
     ``faces/RUN_ID-*.parquet`` whose run has no videos record.
+
+    Returns:
+        video_id → its latest record (``Done``); ``vid in faceset_recover(out)`` says it was committed.
     """
     remove(join(out, STAGING), recursive=True)
     for f in face_files_by_commit(out)[1]:
         remove(f)
-    return set(read_tables("videos", join(out, "videos"), columns=["video_id"]).column("video_id").to_pylist())
+    table = latest_records(read_tables("videos", join(out, "videos"),
+                                       columns=["video_id", "status", "faces", "fingerprint"]))
+    return {r["video_id"]: Done(r["status"], r["faces"] or 0, r["fingerprint"]) for r in table.to_pylist()}

@@ -15,8 +15,21 @@ def _read(faceset: str, name: str, columns: list[str] | None = None) -> pa.Table
 
 
 def read_videos(faceset: str) -> pa.Table:
-    """The ``videos`` table: one row per input video (status ok | no_faces | partial | error)."""
-    return _read(faceset, "videos")
+    """The ``videos`` table: one row per input video (status ok | no_faces | partial | error).
+
+    A video tried again by a later run (one that could not be reached, or held no faces, before) has a
+    record in each run: the latest one is its row.
+    """
+    return latest_records(_read(faceset, "videos"))
+
+
+def latest_records(videos: pa.Table) -> pa.Table:
+    """The last row of each ``video_id`` of a ``videos`` table read in run order (files sort by run id)."""
+    ids = videos.column("video_id").to_pylist()
+    last = {vid: i for i, vid in enumerate(ids)}
+    if len(last) == len(ids):
+        return videos
+    return videos.take(sorted(last.values()))
 
 
 def read_errors(faceset: str) -> pa.Table:
