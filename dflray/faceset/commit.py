@@ -66,8 +66,13 @@ STAGING = "_staging"
 
 
 def new_run_id() -> str:
-    """A run id that sorts by start time and never repeats: ``YYYYmmddHHMMSS`` + 8 hex digits."""
-    return time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
+    """A run id that sorts by start time and never repeats: ``YYYYmmddHHMMSS``, microseconds, 8 hex digits.
+
+    Runs of one faceset sort in the order they started even within a second: a video's latest record
+    (``read_videos``) is the one of the run that sorts last.
+    """
+    ns = time.time_ns()
+    return time.strftime("%Y%m%d%H%M%S", time.localtime(ns // 10**9)) + f"{ns // 1000 % 10**6:06d}" + uuid.uuid4().hex[:8]
 
 
 def sha256_file(path: str) -> str:

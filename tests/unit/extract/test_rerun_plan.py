@@ -49,3 +49,10 @@ def test_latest_record_of_a_video_wins(tmp_path):
     rows = read_videos(out).to_pylist()
     assert [(r["video_id"], r["status"]) for r in rows] == [("b", "ok"), (vid, "ok")]
     assert faceset_recover(out) == {"b": Done("ok", 2, None), vid: Done("ok", 4, "1:2")}
+
+
+def test_run_ids_sort_in_start_order_within_a_second():
+    from dflray.faceset import new_run_id
+
+    ids = [new_run_id() for _ in range(50)]  # a quick rerun starts within the same second as the last
+    assert ids == sorted(ids) and len(set(ids)) == 50
