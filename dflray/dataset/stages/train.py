@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from dflray.artifacts.checkpoint import latest_checkpoint
 from dflray.artifacts.export import resolve_model
@@ -88,7 +89,7 @@ def _base_model(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str, 
         train_vids = sorted({r["video_id"] for r in fakes if r["split"] == "train"} |
                             {v for r in fakes if r["split"] == "train" for v in videos_of[r["source_identity"]]})
         base_cfg = {**train, "steps": cfg.models.pretrain_steps}
-        res = ray.get(ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_model).remote(
+        res = _result("_base", _model_task().remote(
             "_base", train_vids or sorted({r["video_id"] for r in fakes}), None, faceset, work, base_cfg, None, True))
         if not res["ok"]:
             raise RuntimeError(f"models.base=pretrain: the shared base model failed to train: {res['error']}")
@@ -96,6 +97,29 @@ def _base_model(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str, 
     if cfg.models.base:
         return latest_checkpoint(cfg.models.base)
     return None
+
+
+def _model_task():
+    """The Ray task that trains one model (a Ray Train driver of its own).
+
+    max_calls=1: each model's task runs in a worker process that exits after it, and takes with it the
+    actors its Ray Train run created (controller, dataset split coordinators: ~0.4 GB each), which a
+    reused worker would keep alive for the rest of the job. It prefers the job driver's node (the head,
+    under ``ray job submit``), whose loss ends the job anyway; where it runs on a worker node that is lost,
+    Ray runs it again, and the rerun resumes from the model's newest checkpoint (``run_train`` on the same
+    output) or finds it done (``model.json``).
+    """
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    return ray.remote(num_cpus=0, max_retries=3, max_calls=1)(_train_model).options(scheduling_strategy=here)
+
+
+def _result(key: str, ref) -> dict[str, Any]:
+    """The model task's document; a task Ray could not finish (its node lost more often than it retries)
+    fails that model, not the job."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        return {"key": key, "ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}"}
 
 
 def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
@@ -114,10 +138,7 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         train.pop(k)
     init_from = _base_model(cfg, plan, faceset, work, train)
     jobs = model_jobs(plan)
-    # max_calls=1: each model's task runs in a worker process that exits after it, and takes with it the
-    # actors its Ray Train run created (controller, dataset split coordinators: ~0.4 GB each), which a
-    # reused worker would keep alive for the rest of the job.
-    remote = ray.remote(num_cpus=0, max_retries=0, max_calls=1)(_train_model)
+    remote = _model_task()
     results: dict[str, dict[str, Any]] = {}
     pending: dict[Any, str] = {}
     queue = sorted(jobs)
@@ -129,7 +150,7 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             key = pending.pop(ref)
-            res = ray.get(ref)
+            res = _result(key, ref)
             results[key] = res
             if res["ok"]:
                 log.info("model %s: ready (%s steps, %.0f s)", key, res.get("steps"), res.get("seconds", 0))
