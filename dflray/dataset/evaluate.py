@@ -51,7 +51,7 @@ from dflray.dataset.report import perturbation_kinds
 from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, run_tasks, stage_clock, work_of
 from dflray.faceset import sha256_file
 from dflray.io.schema import read_table, table_from_rows
-from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, open_uri
+from dflray.io.storage import arrow_filesystem, atomic_write, exists, fs_and_path, join, normalize_uri, open_uri
 
 log = logging.getLogger("dflray.evaluate")
 
@@ -587,9 +587,6 @@ def _score(cfg: EvaluateConfig, files: list[str], detector: str) -> dict[str, np
 # ------------------------------------------------------------------------------ the job
 
 
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(uri)
-
 
 def _results(rows: list[dict[str, Any]], scores: dict[str, np.ndarray], cfg: EvaluateConfig) -> list[dict[str, Any]]:
     from dflray.quality.detection import VideoResult, breakdown
@@ -630,8 +627,8 @@ def run_evaluate(dataset: str, cfg: EvaluateConfig, *, train_dataset: str | None
     from dflray.runtime import init_ray
 
     t0 = time.perf_counter()
-    dataset = _absolute(dataset)
-    train_dataset = _absolute(train_dataset) if train_dataset else dataset
+    dataset = normalize_uri(dataset)
+    train_dataset = normalize_uri(train_dataset) if train_dataset else dataset
     same = train_dataset.rstrip("/") == dataset.rstrip("/")
     test_rows = _index_rows(dataset, "DATASET")
     train_rows = test_rows if same else _index_rows(train_dataset, "--train-dataset")

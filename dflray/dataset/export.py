@@ -46,7 +46,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +58,7 @@ from dflray.dataset.crops import video_crops
 from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, read_json, run_tasks, work_of
 from dflray.face.dfb_align import dfb_binary_mask
 from dflray.faceset import check_writable
-from dflray.io.storage import arrow_filesystem, atomic_write, exists, join
+from dflray.io.storage import arrow_filesystem, atomic_write, exists, join, normalize_uri
 
 log = logging.getLogger("dflray.export")
 
@@ -228,9 +227,6 @@ with_landmark: false  # landmarks/ ((81, 2) float32, forehead points estimated):
 # ------------------------------------------------------------------------------ the job
 
 
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(uri)
-
 
 def _index_rows(dataset: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
@@ -283,7 +279,7 @@ def run_export(cfg: ExportConfig, dataset: str, out: str, address: str | None = 
         >>> run_export(ExportConfig(frames=32), "out/dataset", "DeepfakeBench/datasets/rgb/ds")  # doctest: +SKIP
     """
     t0 = time.perf_counter()
-    dataset, out = _absolute(dataset), _absolute(out)
+    dataset, out = normalize_uri(dataset), normalize_uri(out)
     rows = _index_rows(dataset)
     work_of(dataset)  # the faceset's location must be readable before any work
     ok = [r for r in rows if r["status"] == "ok"]

@@ -43,7 +43,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from typing import Any
@@ -73,7 +72,7 @@ from dflray.dataset.stages.base import default_work, read_json, stage_clock, wri
 from dflray.dataset.stages.plan import model_key as _model_key  # noqa: F401 - tests import it from here
 from dflray.faceset import check_writable, face_holders, video_id
 from dflray.io import schema
-from dflray.io.storage import exists, fs_and_path, join
+from dflray.io.storage import exists, fs_and_path, join, normalize_uri
 from dflray.runtime import init_ray
 
 log = logging.getLogger("dflray.generate")
@@ -86,9 +85,6 @@ publish = publish_videos
 
 # ------------------------------------------------------------------------------ the output
 
-
-def _absolute(uri: str) -> str:
-    return uri if "://" in uri or os.path.isabs(uri) else os.path.abspath(uri)
 
 
 def sweep_temporaries(out: str) -> int:
@@ -151,11 +147,11 @@ def _work_location(out: str, work: str | None, recorded: dict[str, Any] | None) 
     """
     if recorded is not None:
         before = recorded.get("work") or join(out, "_work")  # datasets started before the record
-        if work and _absolute(work).rstrip("/") != before.rstrip("/"):
+        if work and normalize_uri(work).rstrip("/") != before.rstrip("/"):
             raise ConfigError("work", f"{out} was generated with its working files in {before}; give that --work "
                               "(or none) to finish it")
         return before
-    chosen = _absolute(work) if work else default_work(out)
+    chosen = normalize_uri(work) if work else default_work(out)
     root = out.rstrip("/") + "/"
     if chosen.rstrip("/") + "/" == root or chosen.startswith(root) or root.startswith(chosen.rstrip("/") + "/"):
         raise ConfigError("work", f"{chosen} overlaps the published root {out}: the working files must live "
@@ -186,7 +182,7 @@ def _open_output(cfg: GenerateConfig, out: str, work: str | None = None
                               f"videos and their fakes in more than {DFDC_MAX_PARTS} parts (readers keep the part "
                               "number in 8 bits): use a larger part, or 0 (auto)")
     for m in manifest:
-        m["uri"] = _absolute(m["uri"])
+        m["uri"] = normalize_uri(m["uri"])
         m["video_id"] = video_id(m["uri"])
     uri = join(out, "generate.json")
     old = read_json(uri) if exists(uri) else None
@@ -230,7 +226,7 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
     """
     t0 = time.perf_counter()
     summary = GenerateSummary(out=out)
-    out = _absolute(out)
+    out = normalize_uri(out)
     cfg, manifest, dataset_id, work = _open_output(cfg, out, work)
     run_id = time.strftime("%Y%m%d%H%M%S") + uuid.uuid4().hex[:8]
     init_ray(address)

@@ -42,7 +42,7 @@ import numpy as np
 
 from dflray.config import GenerateConfig, PairingConfig, SplitsConfig, VideoEntry
 from dflray.faceset import video_id as _video_id
-from dflray.io.storage import join, open_uri
+from dflray.io.storage import join, normalize_uri, open_uri
 
 __all__ = ["SPLITS", "assign_splits", "cluster_identities", "dominant_embedding", "pair", "plan_seed",
            "read_manifest"]
@@ -133,6 +133,7 @@ def read_manifest(cfg: GenerateConfig) -> list[dict]:
     seen: dict[str, str] = {}
     rows = []
     for where, uri, ident, attrs in raw:
+        uri = normalize_uri(uri)  # the spelling extraction keys a video by: a.mp4 and ./a.mp4 are one video
         if uri in seen:
             raise ValueError(f"{name}: duplicate uri {uri!r} ({seen[uri]} and {where})")
         seen[uri] = where

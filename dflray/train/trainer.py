@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ import yaml
 
 from dflray.artifacts.checkpoint import RUN_NAME, latest_checkpoint, read_meta
 from dflray.config import ConfigError, ModelConfig, TrainConfig, to_dict
-from dflray.io.storage import arrow_filesystem, atomic_write, join, makedirs
+from dflray.io.storage import arrow_filesystem, atomic_write, join, makedirs, normalize_uri
 
 log = logging.getLogger("dflray.train")
 
@@ -70,10 +69,6 @@ def _check_init_from(uri: str, cfg: TrainConfig) -> None:
         raise ConfigError("init_from", f"{uri} was trained with a different model config")
 
 
-def _absolute(uri: str) -> str:
-    """Local paths become absolute: Ray workers do not share the driver's working directory."""
-    return uri if "://" in uri else os.path.abspath(uri)
-
 
 def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: bool = False,
               address: str | None = None) -> TrainSummary:
@@ -103,8 +98,8 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     from dflray.train.loop import nan_steps_from_env, train_loop_per_worker
 
     t0 = time.perf_counter()
-    src, out = _absolute(src), _absolute(out)
-    dst = _absolute(dst) if dst else None
+    src, out = normalize_uri(src), normalize_uri(out)
+    dst = normalize_uri(dst) if dst else None
     if dst is None:
         if not cfg.pretrain:
             raise ConfigError("dst", "a dst faceset is required (or pretrain=true)")

@@ -513,3 +513,17 @@ def test_pairing_edge_cases():
         pair([_target("v", "t"), _target("v", "u")], sources, PairingConfig(), 0)
     with pytest.raises(ValueError, match=r"targets\[0\] has no 'split'"):
         pair([{"video_id": "v", "identity": "t"}], sources, PairingConfig(), 0)
+
+
+def test_manifest_spellings_of_one_file_are_one_video(tmp_path, monkeypatch):
+    """``a.mp4`` and ``./sub/../a.mp4`` name one file: a duplicate, as extraction keys videos by the
+    normalised absolute path."""
+    from dflray.config import GenerateConfig, load_config
+    from dflray.dataset.plan import read_manifest
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(GenerateConfig, overrides=['videos=["a.mp4", "./sub/../a.mp4"]'])
+    with pytest.raises(ValueError, match="duplicate uri"):
+        read_manifest(cfg)
+    cfg = load_config(GenerateConfig, overrides=['videos=["a.mp4", "b.mp4"]'])
+    assert [r["uri"] for r in read_manifest(cfg)] == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
