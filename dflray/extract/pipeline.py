@@ -47,16 +47,26 @@ from dflray.io.storage import (
     remove,
     scan_inputs,
 )
-from dflray.io.video import VideoError, frame_ranges, probe
+from dflray.io.video import VideoError, frame_ranges, frame_times, probe
 from dflray.runtime import init_ray
 
 log = logging.getLogger("dflray.extract")
 
 
 @ray.remote(num_cpus=0.25, max_retries=2)
-def _probe(uri: str) -> dict:
+def _probe(uri: str, segment_frames: int = 0, max_frames: int | None = None) -> dict:
+    """The video's facts, and where its segments start: with more than one segment, the pts of each
+    segment's first frame (one demux of the file here, instead of one in every worker that decodes a
+    segment of it: a whole extra read of a remote file per worker)."""
     try:
-        return {"ok": True, "info": probe(uri).__dict__}
+        info = probe(uri)
+        starts = None
+        ranges = frame_ranges(info.frame_count, segment_frames, max_frames) if segment_frames else []
+        if len(ranges) > 1:
+            times = frame_times(uri)
+            if times.complete:
+                starts = [int(times.pts[a]) if a < len(times.pts) else None for a, _ in ranges]
+        return {"ok": True, "info": info.__dict__, "starts": starts}
     except VideoError as e:
         return {"ok": False, "type": "VideoError", "message": str(e)}
     except Exception as e:  # unreadable URL, permission, protocol errors: one error row, not a dead job
@@ -179,7 +189,7 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
                notes: Iterable[dict[str, Any]] = ()) -> None:
     commit = Commit(out)
     run_id = commit.run_id
-    infos = ray.get([_probe.remote(u) for u in uris])
+    infos = ray.get([_probe.remote(u, cfg.decode.segment_frames, cfg.decode.max_frames) for u in uris])
     videos: dict[str, dict[str, Any]] = {}
     errors: list[dict[str, Any]] = [{**e, "run_id": run_id} for e in notes]
     segments: list[dict[str, Any]] = []
@@ -205,9 +215,11 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
             if info["frame_count_exact"]:
                 n = min(info["frame_count"], cfg.decode.max_frames or info["frame_count"])
                 row["_expected"] = len(range(0, n, cfg.decode.every_n))
+            starts = res.get("starts") or [None] * len(ranges)
             for k, (a, b) in enumerate(ranges):
                 segments.append({"video_id": vid, "uri": uri, "segment": k, "start": a,
-                                 "end": -1 if b is None else b, "fps": info["fps"]})
+                                 "end": -1 if b is None else b, "fps": info["fps"],
+                                 "start_pts": starts[k]})
         videos[vid] = row
 
     staging = commit.staging

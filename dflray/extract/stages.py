@@ -62,7 +62,9 @@ def decode_segment(seg: dict[str, Any], cfg: DecodeConfig, ledger=None) -> Itera
 
 
 def _optional_int(v: Any) -> int | None:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    """An int column's value as Ray Data hands it over: None, or NaN (a column with nulls can arrive as
+    floats, as a numpy scalar or 0-d array), stand for no value."""
+    if v is None or math.isnan(float(v)):
         return None
     return int(v)
 

@@ -57,3 +57,12 @@ def test_faces_rows_keep_the_frame_timestamp():
     assert table.column("timestamp").to_pylist() == pytest.approx([0.4, 0.5])  # not index / average fps
     del batch["timestamp"]  # rows from elsewhere without one: index / fps as before
     assert stage(batch).column("timestamp").to_pylist() == pytest.approx([7 / 16.2, 8 / 16.2])
+
+
+@pytest.mark.parametrize("missing", [None, np.float32("nan"), np.float64("nan"), np.array(np.nan)])
+def test_segment_without_start_pts_as_ray_data_hands_it(tmp_path, missing):
+    """A start_pts column with nulls arrives from Ray Data as NaN (of any float width, or a 0-d array):
+    the segment then finds its start itself (the dataset job's extraction once lost every video to it)."""
+    path = write_timed_video(tmp_path / "v.mp4", vfr_times(N))
+    seg = {**_segments(path, 16)[1], "start_pts": missing}
+    assert [r["frame_index"] for r in decode_segment(seg, DecodeConfig())] == list(range(16, 32))
