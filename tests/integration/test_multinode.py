@@ -10,6 +10,7 @@ video present exactly once and the same rows as the reference.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from dflray.config import ExtractConfig, load_config
+from dflray.config import ExtractConfig, MergeConfig, TrainConfig, load_config
 from dflray.faceset import read_tables
 
 # Small segments, so a job has many units of work and one can be lost while others are done.
@@ -61,25 +62,46 @@ class Nodes:
         top = max(count, key=lambda k: count[k])
         return next(n for n in self.workers if n.node_id == top)
 
-    def kill_when(self, ready, label: str) -> threading.Thread:
-        """Starts a thread that removes the busiest worker node, hard, once ``ready()`` is true;
-        ``self.killed`` then holds its node id (None if ``ready`` never came true within two minutes)."""
-        self.killed = None
+    def actor_nodes(self, class_part: str) -> set[str]:
+        """Node ids of the live actors whose class name contains ``class_part``."""
+        from ray._private import state
+
+        return {(a.get("Address") or {}).get("NodeID") for a in state.actors().values()
+                if a.get("State") == "ALIVE" and class_part in (a.get("ActorClassName") or "")}
+
+    def run_losing_a_node(self, job, ready, replace: int = 0, victim=None, timeout: float = 300):
+        """Runs ``job()`` in a thread; once ``ready()`` is true removes a worker node, hard (``victim()``, or
+        the busiest), then adds a fresh node of ``replace`` CPUs if asked (as KubeRay replaces a lost pod).
+        Node changes stay on this (the main) thread: Ray starts nodes with signal handlers. Returns the
+        job's result and the removed node's id (None if ``ready`` never came true before the job ended or
+        within ``timeout`` seconds)."""
+        box: dict = {}
 
         def run():
-            deadline = time.monotonic() + 120
-            while not ready() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if time.monotonic() >= deadline:
-                return
-            victim = self.busiest()
-            self.cluster.remove_node(victim, allow_graceful=False)
-            self.workers.remove(victim)
-            self.killed = victim.node_id
+            try:
+                box["result"] = job()
+            except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+                box["error"] = e
 
-        t = threading.Thread(target=run, name=f"kill-node-{label}", daemon=True)
+        t = threading.Thread(target=run, name="job", daemon=True)
         t.start()
-        return t
+        deadline = time.monotonic() + timeout
+        while t.is_alive() and not ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        killed = None
+        if t.is_alive() and time.monotonic() < deadline:
+            node = victim() if victim else self.busiest()
+            self.cluster.remove_node(node, allow_graceful=False)
+            self.workers.remove(node)
+            killed = node.node_id
+            if replace:
+                time.sleep(3)
+                self.workers.append(self.cluster.add_node(num_cpus=replace))
+        t.join(timeout=900)
+        assert not t.is_alive(), "the job did not finish within 15 minutes of the node loss"
+        if "error" in box:
+            raise box["error"]
+        return box["result"], killed
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +167,172 @@ def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_p
     nodes.resize([1, 1, 1])
     out = Path(tmp_path / "faceset")
     # Lost once faces are being written: the rest of the segments are in flight or queued.
-    t = nodes.kill_when(lambda: any(out.glob("_staging/*/faces/*")), "extract")
-    s = run_extract(clips, str(out), load_config(ExtractConfig, overrides=[*EXTRACT, "landmarks.concurrency=3"]))
-    t.join()
-    assert nodes.killed is not None, "the job ended before a node could be removed"
+    cfg = load_config(ExtractConfig, overrides=[*EXTRACT, "landmarks.concurrency=3"])
+    s, killed = nodes.run_losing_a_node(lambda: run_extract(clips, str(out), cfg),
+                                        lambda: any(out.glob("_staging/*/faces/*")))
+    assert killed is not None, "the job ended before a node could be removed"
     assert s.by_status == {"ok": 2}
     got = _faces(str(out))
     assert len(set(_keys(got))) == got.num_rows
     assert got.equals(_faces(reference)), "losing a node lost or changed rows"
     videos = pq.read_table(next(out.glob("videos/*.parquet"))).to_pylist()
     assert sum(v["frames_decoded"] for v in videos) == 2 * 36
+
+
+# ------------------------------------------------------------------------------ training
+
+
+TRAIN = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
+         "model.face_type=whole_face", "batch_size=4", "preview_every=0", "log_every=2", "augment_cpus=0.5",
+         "num_workers=2", "cpus_per_worker=1", "steps=16", "checkpoint_every=4", "max_failures=2"]
+
+
+@pytest.fixture(scope="module")
+def trained(nodes, reference, tmp_path_factory):
+    """Two training workers (one CPU each) on three one-CPU nodes, so on two nodes; the busiest node is
+    lost once checkpoint 8 is on storage, and a fresh node joins a moment later."""
+    from dflray.artifacts.checkpoint import latest_checkpoint
+    from dflray.artifacts.export import export_model
+    from dflray.cli import _expand_arch
+    from dflray.train import run_train
+
+    nodes.resize([1, 1, 1])
+    root = tmp_path_factory.mktemp("train")
+    out = root / "run_out"
+    seen: dict[str, set] = {}
+
+    def ready():
+        seen["workers"] = nodes.actor_nodes("RayTrainWorker")
+        return (out / "run" / "checkpoint_00000008" / "meta.json").exists()
+
+    def a_training_node():
+        return next(n for n in nodes.workers if n.node_id in seen["workers"])
+
+    cfg = load_config(TrainConfig, overrides=_expand_arch(TRAIN, "liae-ud"))
+    summary, killed = nodes.run_losing_a_node(lambda: run_train(reference, reference, str(out), cfg), ready,
+                                              replace=2, victim=a_training_node)
+    model = str(root / "model.ts")
+    export_model(latest_checkpoint(str(out)), model)
+    return {"summary": summary, "out": out, "model": model, "killed": killed, "workers": seen["workers"]}
+
+
+def test_training_on_two_nodes_resumes_after_losing_one(trained):
+    from dflray.artifacts.checkpoint import latest_checkpoint, load_payload
+
+    assert trained["killed"] is not None, "training ended before a node could be removed"
+    assert len(trained["workers"]) == 2, f"the two training workers ran on {trained['workers']}"
+    summary = trained["summary"]
+    assert summary.steps == 16
+    # Checkpoint 8 was on storage when the node went; Ray Train registers a checkpoint a moment after its
+    # upload, so the restart comes from 8, or from 4 if the node went in that moment: at most one interval.
+    assert summary.metrics["resumed_from"] in (4, 8)
+    hist = load_payload(latest_checkpoint(str(trained["out"])))["history"].numpy()
+    assert list(hist[:, 0]) == list(range(1, 17))
+
+
+# ------------------------------------------------------------------------------ merge
+
+
+# One predictor actor (shared, restartable) and merge workers of half a CPU: after a lost node both fit on
+# the nodes left. One torch thread and lossless output: the same bytes wherever a video is merged.
+MERGE = ["output.lossless=true", "predict.threads=1", "predict.num_cpus=0.5", "workers.num_cpus=0.5",
+         "dataset_id=multinode"]
+
+
+def _merged(out: str):
+    t = pq.read_table(f"{out}/index.parquet")
+    return {r["dst_video_id"]: r for r in t.to_pylist()}
+
+
+@pytest.fixture(scope="module")
+def merged_one_node(nodes, trained, reference, tmp_path_factory):
+    from dflray.merge.pipeline import run_merge
+
+    nodes.resize([2])
+    out = str(tmp_path_factory.mktemp("merge_one") / "out")
+    run_merge(trained["model"], [reference], out, load_config(MergeConfig, overrides=[*MERGE, "workers.concurrency=2"]))
+    return out
+
+
+def test_merge_spreads_over_nodes_and_matches_one_node(nodes, trained, reference, merged_one_node, tmp_path):
+    from dflray.merge.pipeline import run_merge
+
+    nodes.resize([1, 1, 1])
+    out = str(tmp_path / "out")
+    s = run_merge(trained["model"], [reference], out, load_config(MergeConfig, overrides=[*MERGE, "workers.concurrency=3"]))
+    assert s.by_status == {"ok": 2}
+    got, ref = _merged(out), _merged(merged_one_node)
+    assert {r["node"] for r in got.values()} <= nodes.ids()
+    assert set(got) == set(ref) and len(got) == 2
+    for vid, r in got.items():  # lossless output, one torch thread: the same bytes wherever it ran
+        assert (r["sha256"], r["mask_sha256"], r["frames"]) == (ref[vid]["sha256"], ref[vid]["mask_sha256"],
+                                                               ref[vid]["frames"])
+
+
+def test_merge_survives_losing_a_worker_node(nodes, trained, reference, merged_one_node, tmp_path):
+    from dflray.merge.pipeline import run_merge
+
+    nodes.resize([1, 1, 1])
+    out = Path(tmp_path / "out")
+    # Lost while videos are being merged: a merge worker encodes into a local folder of its own
+    # (``dflray-merge-*`` in the temp dir) before the video moves in.
+    cfg = load_config(MergeConfig, overrides=[*MERGE, "workers.concurrency=3"])
+    t0 = time.time()
+
+    def merging():
+        for p in Path(tempfile.gettempdir()).glob("dflray-merge-*/*.mp4"):
+            try:
+                if p.stat().st_mtime >= t0:
+                    return True
+            except FileNotFoundError:  # moved in meanwhile
+                continue
+        return False
+
+    s, killed = nodes.run_losing_a_node(lambda: run_merge(trained["model"], [reference], str(out), cfg), merging)
+    assert killed is not None, "the merge ended before a node could be removed"
+    assert s.by_status == {"ok": 2}
+    got, ref = _merged(str(out)), _merged(merged_one_node)
+    assert set(got) == set(ref)
+    for vid, r in got.items():
+        assert r["sha256"] == ref[vid]["sha256"]
+    assert len(list(out.glob("videos/*.mp4"))) == 2
+
+
+# ------------------------------------------------------------------------------ the dataset job
+
+
+def test_dataset_job_survives_losing_a_worker_node(nodes, tmp_path):
+    """``dflray generate`` over two people on three nodes; the node running a model's training is lost once
+    that model has a checkpoint, and a fresh node joins (as KubeRay replaces a pod). The job finishes in
+    the same run: every planned video published exactly once."""
+    from dflray.dataset.pipeline import run_generate
+    from dflray.sample import make_sample
+    from tests.integration.conftest import TINY_GENERATE, generated_plan
+
+    nodes.resize([1, 1, 1])
+    clips = make_sample(str(tmp_path / "clips"), seconds=1.0, size=192)
+    cfg = generated_plan(clips, "models.train.steps=8", "models.train.checkpoint_every=2", "models.concurrency=1",
+                         "models.train.cpus_per_worker=1", "quality.gates=[]")
+    assert "models.train.steps=6" in TINY_GENERATE  # the plan's tiny defaults, overridden above
+    out = tmp_path / "ds"
+    work = Path(f"{out}.work")
+    seen: dict[str, set] = {}
+
+    def ready():
+        seen["train"] = nodes.actor_nodes("RayTrainWorker")
+        return bool(seen["train"]) and any(work.glob("models/*/train/run/checkpoint_*/meta.json"))
+
+    def a_training_node():
+        return next(n for n in nodes.workers if n.node_id in seen["train"])
+
+    summary, killed = nodes.run_losing_a_node(lambda: run_generate(cfg, str(out), report=False), ready,
+                                              replace=1, victim=a_training_node)
+    assert killed is not None, "the job ended before a node could be removed"
+    assert summary.models_failed == 0 and summary.failures == [], summary.failures
+    assert summary.merged == {"ok": summary.fakes_planned} and summary.fakes_planned == 2
+    index = pq.read_table(out / "index.parquet").to_pylist()
+    plan = pq.read_table(out / "plan.parquet").to_pylist()
+    published = [(r["video_id"], r["compression"]) for r in index]
+    assert len(published) == len(set(published))
+    assert {r["item_id"] for r in plan} == {r["item_id"] for r in index}
+    assert all((out / r["path"]).is_file() for r in index)
