@@ -1,6 +1,6 @@
 """Dataset-generation benchmark: one plan of many short synthetic videos at two sizes, side by side in one run.
 
-``dflray.dataset.pipeline.run_generate`` runs the same plan over N_small and N (default 50 and 200) short
+``dflray.dataset.pipeline.run_generate`` runs the same plan over N_small and N (default 200 and 1,000) short
 clips animated from the built-in sample's two portraits (unlabelled, so identity clustering runs), each
 run in its own process with its own local Ray cluster. Printed:
 
@@ -12,6 +12,9 @@ run in its own process with its own local Ray cluster. Printed:
    inside the actors themselves.
 3. Peak memory of the driver process (the one that calls ``run_generate``) in both runs, and its ratio:
    it must not grow with the number of videos.
+4. The planning stage alone (identities, splits, pairing) at ``--plan-only`` videos (default 100,000;
+   synthetic descriptors around a few thousand people, ``bench/plan_scale.py``), its time and the peak
+   memory of its process: where the driver's per-video work goes when videos reach the hundred thousands.
 
 This is a benchmark, not a test: nothing is asserted. Run ``python bench/generate.py --help``; see
 bench/README.md for what each figure means.
@@ -451,8 +454,10 @@ def report_runs(small: dict, big: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", type=int, default=200, help="real videos of the large run (default 200)")
-    ap.add_argument("--small", type=int, default=50, help="real videos of the small run (default 50)")
+    ap.add_argument("--videos", type=int, default=1000, help="real videos of the large run (default 1000)")
+    ap.add_argument("--small", type=int, default=200, help="real videos of the small run (default 200)")
+    ap.add_argument("--plan-only", type=int, default=100000,
+                    help="videos of the planning-only figure (default 100000; 0 skips it)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 4 and 12 videos")
     ap.add_argument("--frames", type=int, default=10, help="frames per clip (default 10)")
     ap.add_argument("--size", type=int, default=160, help="clip side, pixels (default 160)")
@@ -476,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args)
         return
     if args.quick:
-        args.small, args.videos = 4, 12
+        args.small, args.videos, args.plan_only = 4, 12, 10000
     if not 2 <= args.small < args.videos:
         ap.error("need 2 <= --small < --videos")
     run_in_workdir("dflray-bench-generate-", _main, args)
@@ -501,6 +506,24 @@ def _main(args, work: str) -> None:
     small, _, _ = run_child(args.small, clips_dir, work, args)
     big, _, _ = run_child(args.videos, clips_dir, work, args)
     report_runs(small, big)
+    if args.plan_only:
+        report_plan_only(args.plan_only)
+
+
+def report_plan_only(n: int) -> None:
+    """[4]: identities, splits and pairing alone at ``n`` synthetic videos, in a process of their own."""
+    from plan_scale import _child as plan_child  # bench/plan_scale.py
+
+    r = plan_child("size", n)
+    say(f"\n[4] planning alone at {n:,} synthetic videos ({r['people']:,} people drawn, {r['found']:,} found; "
+        "bench/plan_scale.py; peak RSS of its process, ru_maxrss)")
+    rows = [["identities", f"{r['identities_s']:.2f}", f"{r['identities_rss']:.0f}"],
+            ["splits", f"{r['splits_s']:.2f}", f"{r['splits_rss']:.0f}"],
+            ["pairing (nearest)", f"{r['nearest_s']:.2f}", f"{r['nearest_rss']:.0f}"]]
+    total = r["identities_s"] + r["splits_s"] + r["nearest_s"]
+    rows.append(["total", f"{total:.2f}", f"{max(r['identities_rss'], r['nearest_rss']):.0f}"])
+    say(table(["step", "seconds", "MB"], rows))
+    say(f"    {1000 * total / n:.3f} ms per video")
 
 
 if __name__ == "__main__":
