@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from dflray.artifacts.checkpoint import safe_load
 from dflray.io.storage import atomic_write, exists, join, open_uri
 from dflray.models.xseg import XSeg, xseg_from_state, xseg_state
 
@@ -55,7 +56,7 @@ def load_xseg(path_or_dict: str | Mapping[str, Any], device: str | torch.device 
         return xseg_from_state(path_or_dict).to(device)
     with open_uri(str(path_or_dict), "rb") as f:
         # Read fully: torch.load needs a seekable file, which not every fsspec backend gives.
-        payload = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        payload = safe_load(io.BytesIO(f.read()), str(path_or_dict), "a dflray XSeg file")
     return xseg_from_state(payload, str(path_or_dict)).to(device)
 
 

@@ -249,10 +249,10 @@ def read_weights(uri: str) -> dict[str, Any]:
     Raises:
         ValueError: when the file holds no state dict.
     """
-    import torch
+    from dflray.artifacts.checkpoint import safe_load
 
     with open_uri(uri, "rb") as f:
-        payload = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        payload = safe_load(io.BytesIO(f.read()), uri, "a weights file (tensors and plain data)")
     if not isinstance(payload, dict):
         raise ValueError(f"{uri} holds a {type(payload).__name__}, not a state dict")
     for key in ("model", "state_dict"):

@@ -326,3 +326,23 @@ def test_occluder_kinds_can_be_restricted(monkeypatch):
     assert seen == {"hand", "bar", "hair"}
     with pytest.raises(ValueError, match="kinds"):
         occ.occlude(crop, face, np.random.default_rng(0), kinds=[])
+
+
+class _Evil:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_crafted_xseg_file_and_detector_weights_are_refused_naming_the_file(tmp_path):
+    """A pickle that would run code, given as an XSeg model or as evaluate's detector weights: a ValueError
+    naming the file, and never torch's advice to retry with weights_only=False."""
+    from dflray.dataset.evaluate import read_weights
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"state": _Evil()}, bad)
+    for load in (load_xseg, read_weights):
+        with pytest.raises(ValueError, match="unsafe to load") as e:
+            load(str(bad))
+        assert str(bad) in str(e.value) and "weights_only" not in str(e.value)
