@@ -184,7 +184,8 @@ def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_p
 
 TRAIN = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
          "model.face_type=whole_face", "batch_size=4", "preview_every=0", "log_every=2", "augment_cpus=0.5",
-         "num_workers=2", "cpus_per_worker=1", "steps=16", "checkpoint_every=4", "max_failures=2"]
+         "num_workers=2", "cpus_per_worker=1", "steps=16", "checkpoint_every=4", "max_failures=2",
+         "keep_checkpoints=5"]
 
 
 @pytest.fixture(scope="module")
@@ -225,9 +226,25 @@ def test_training_on_two_nodes_resumes_after_losing_one(trained):
     assert summary.steps == 16
     # Checkpoint 8 was on storage when the node went; Ray Train registers a checkpoint a moment after its
     # upload, so the restart comes from 8, or from 4 if the node went in that moment: at most one interval.
-    assert summary.metrics["resumed_from"] in (4, 8)
+    resumed = summary.metrics["resumed_from"]
+    assert resumed in (4, 8)
+    # The restarted worker group began from exactly that checkpoint's parameters (the loop's checksum of
+    # its parameters at the start of the attempt that finished).
+    ckpt = trained["out"] / "run" / f"checkpoint_{resumed:08d}"
+    assert summary.metrics["start_checksum"] == _checksum(load_payload(str(ckpt))["model"])
     hist = load_payload(latest_checkpoint(str(trained["out"])))["history"].numpy()
     assert list(hist[:, 0]) == list(range(1, 17))
+
+
+def _checksum(state) -> str:
+    """``dflray.train.step.param_checksum`` of a saved state dict (same names, same bytes)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(state.items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------ merge
