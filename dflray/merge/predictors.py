@@ -14,7 +14,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -22,6 +24,8 @@ import ray
 
 from dflray.config import PredictConfig
 from dflray.merge.video import InlinePredict, PredictFn
+
+log = logging.getLogger("dflray.merge")
 
 __all__ = ["make_predict", "start_predict_pool", "stop_predict_pool"]
 
@@ -46,20 +50,43 @@ class _PredictActor:
 
 
 class _PoolPredict:
-    """``PredictFn`` over the shared predictor actors, round robin from a per-worker offset."""
+    """``PredictFn`` over the shared predictor actors, round robin from a per-worker offset.
 
-    def __init__(self, actors: list, batch_size: int):
+    A predictor lost with its node restarts (``max_restarts=-1``), but calls in flight to it fail with
+    ``ActorUnavailableError`` / ``ActorDiedError``. Prediction is a pure function of the crops, so a
+    failed call is sent again, to the next actor, until ``retry_seconds`` have passed: losing a node
+    costs the merge a wait, not the video.
+    """
+
+    def __init__(self, actors: list, batch_size: int, retry_seconds: float = 600.0):
         self.actors = actors
         self.batch_size = batch_size
+        self.retry_seconds = retry_seconds
         self.i = int.from_bytes(os.urandom(2), "big")
 
-    def submit(self, crops: np.ndarray):
+    def _send(self, crops: np.ndarray):
         actor = self.actors[self.i % len(self.actors)]
         self.i += 1
         return actor.predict.remote(crops)
 
-    def result(self, ref):
-        return ray.get(ref)
+    def submit(self, crops: np.ndarray):
+        return self._send(crops), crops
+
+    def result(self, handle):
+        ref, crops = handle
+        deadline = time.monotonic() + self.retry_seconds
+        wait = 0.5
+        while True:
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                if time.monotonic() + wait > deadline:
+                    raise
+                log.warning("predictor unavailable (%s); sending the batch again in %.1f s",
+                            type(e).__name__, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 10.0)
+                ref = self._send(crops)
 
 
 def start_predict_pool(cfg: PredictConfig, model_uri: str) -> list[Any]:
@@ -76,7 +103,7 @@ def start_predict_pool(cfg: PredictConfig, model_uri: str) -> list[Any]:
     if not cfg.concurrency:
         return []
     actor = ray.remote(_PredictActor).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None,
-                                              max_restarts=2, max_task_retries=2)
+                                              max_restarts=-1, max_task_retries=2)
     return [actor.remote(model_uri, cfg.device, cfg.threads, cfg.precision) for _ in range(cfg.concurrency)]
 
 

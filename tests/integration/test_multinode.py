@@ -305,7 +305,12 @@ def test_merge_survives_losing_a_worker_node(nodes, trained, reference, merged_o
                 continue
         return False
 
-    s, killed = nodes.run_losing_a_node(lambda: run_merge(trained["model"], [reference], str(out), cfg), merging)
+    def the_predictors_node():  # the harder loss: the model every worker calls goes with it
+        where = nodes.actor_nodes("_PredictActor")
+        return next((n for n in nodes.workers if n.node_id in where), nodes.busiest())
+
+    s, killed = nodes.run_losing_a_node(lambda: run_merge(trained["model"], [reference], str(out), cfg), merging,
+                                        victim=the_predictors_node)
     assert killed is not None, "the merge ended before a node could be removed"
     assert s.by_status == {"ok": 2}
     got, ref = _merged(str(out)), _merged(merged_one_node)
