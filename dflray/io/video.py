@@ -25,7 +25,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from dflray.io.storage import describe_error, fs_and_path, open_uri, protocol
+from dflray.io.storage import describe_error, fingerprint, fs_and_path, open_uri, protocol
 
 
 class VideoError(RuntimeError):
@@ -244,14 +244,11 @@ _TIMES_CACHE_SIZE = 16
 
 
 def _file_key(uri: str) -> tuple | None:
-    """``uri`` with its size and modification stamp (a rewritten file is scanned again), or None."""
+    """``uri`` with its ``fingerprint`` (a rewritten file is scanned again), or None."""
     try:
-        fs, path = fs_and_path(uri)
-        info = fs.info(path)
+        return (uri, fingerprint(uri))
     except Exception:  # no stat for this URL: scan without caching
         return None
-    stamp = next((info[k] for k in ("mtime", "LastModified", "ETag", "etag", "created") if info.get(k)), None)
-    return (uri, info.get("size"), str(stamp))
 
 
 def _scan_times(c, s) -> FrameTimes:
