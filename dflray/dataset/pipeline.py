@@ -70,7 +70,7 @@ from dflray.dataset.stages import (
 )
 from dflray.dataset.stages.base import default_work, read_json, stage_clock, write_json
 from dflray.dataset.stages.plan import model_key as _model_key  # noqa: F401 - tests import it from here
-from dflray.faceset import check_writable, face_holders, video_id
+from dflray.faceset import check_writable, face_holders
 from dflray.io import schema
 from dflray.io.storage import exists, fs_and_path, join, normalize_uri
 from dflray.runtime import init_ray
@@ -181,9 +181,6 @@ def _open_output(cfg: GenerateConfig, out: str, work: str | None = None
             raise ConfigError("dfdc_part_size", f"{cfg.dfdc_part_size} videos per part puts {len(manifest)} real "
                               f"videos and their fakes in more than {DFDC_MAX_PARTS} parts (readers keep the part "
                               "number in 8 bits): use a larger part, or 0 (auto)")
-    for m in manifest:
-        m["uri"] = normalize_uri(m["uri"])
-        m["video_id"] = video_id(m["uri"])
     uri = join(out, "generate.json")
     old = read_json(uri) if exists(uri) else None
     work = _work_location(out, work, old)
