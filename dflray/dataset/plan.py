@@ -42,7 +42,7 @@ import numpy as np
 
 from dflray.config import GenerateConfig, PairingConfig, SplitsConfig, VideoEntry
 from dflray.faceset import video_id as _video_id
-from dflray.io.storage import join, normalize_uri, open_uri
+from dflray.io.storage import normalize_uri, open_uri, resolve_entry
 
 __all__ = ["SPLITS", "assign_splits", "cluster_identities", "dominant_embedding", "pair", "plan_seed",
            "read_manifest"]
@@ -127,7 +127,7 @@ def read_manifest(cfg: GenerateConfig) -> list[dict]:
         name = f"manifest {cfg.manifest}"
         raw = _read_manifest_file(cfg.manifest)
         base = _folder(cfg.manifest)
-        raw = [(where, _resolve(base, uri), ident, attrs) for where, uri, ident, attrs in raw]
+        raw = [(where, resolve_entry(base, uri), ident, attrs) for where, uri, ident, attrs in raw]
     if not raw:
         raise ValueError(f"{name}: lists no videos")
     seen: dict[str, str] = {}
@@ -268,15 +268,6 @@ def _folder(uri: str) -> str:
     if "://" in uri:
         return uri.rsplit("/", 1)[0]
     return os.path.dirname(os.path.abspath(uri))
-
-
-def _resolve(base: str, uri: str) -> str:
-    if "://" in uri or os.path.isabs(uri):
-        return uri
-    if "://" in base:
-        proto, rest = base.split("://", 1)
-        return f"{proto}://{posixpath.normpath(posixpath.join(rest, uri))}"
-    return os.path.normpath(join(base, uri))
 
 
 # ------------------------------------------------------------------------------ identities

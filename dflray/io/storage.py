@@ -143,6 +143,22 @@ def normalize_uri(uri: str) -> str:
     return f"{proto}://{rest}"
 
 
+def resolve_entry(base: str, entry: str) -> str:
+    """A manifest's entry as a URI: absolute entries as given, relative ones under the manifest's folder
+    ``base`` (``..`` steps up a folder, on object stores too), then ``normalize_uri``'d.
+
+    Example:
+        >>> resolve_entry("s3://b/lists", "../clips/a.mp4")
+        's3://b/clips/a.mp4'
+    """
+    if "://" not in entry and not os.path.isabs(entry):
+        entry = join(base, entry)
+        if "://" in entry:
+            proto, rest = entry.split("://", 1)
+            entry = f"{proto}://{posixpath.normpath(rest)}"
+    return normalize_uri(entry)
+
+
 def fingerprint(uri: str, info: dict | None = None) -> str:
     """What tells a file apart from another one under the same URI: ``"SIZE:STAMP"``.
 
@@ -297,12 +313,7 @@ def _expand_one(item: str) -> list[tuple[str, dict | None]] | str:
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
-                if "://" not in line and not os.path.isabs(line):
-                    line = join(base, line)
-                    if "://" in line:  # a relative entry of a remote manifest: ``..`` is meant as a folder
-                        proto, rest = line.split("://", 1)
-                        line = f"{proto}://{posixpath.normpath(rest)}"
-                entries.append((normalize_uri(line), None))
+                entries.append((resolve_entry(base, line), None))
         return entries or "lists no video"
     if fs.isdir(path):
         found = fs.find(path, detail=True)
