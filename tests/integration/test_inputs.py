@@ -4,7 +4,6 @@ match nothing are rows, and the rest of the job runs."""
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from dflray.config import ExtractConfig, load_config
 from dflray.extract import run_extract
 from dflray.faceset import read_errors, read_faces, read_videos
+from tests.net import closed_port
 
 FAST = ["align.size=96", "decode.segment_frames=25", "landmarks.embedding=false"]
 
@@ -19,13 +19,6 @@ FAST = ["align.size=96", "decode.segment_frames=25", "landmarks.embedding=false"
 def _cfg():
     return load_config(ExtractConfig, overrides=FAST)
 
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_a_video_is_its_absolute_path_and_its_fingerprint(ray_local, sample_clips, tmp_path, monkeypatch):
@@ -87,7 +80,7 @@ def test_unreachable_inputs_are_rows_and_the_rest_runs(ray_local, sample_clips, 
     import s3fs
 
     good = shutil.copy(sample_clips[0], tmp_path / "good.mp4")
-    http = f"http://127.0.0.1:{_closed_port()}/clip.mp4"
+    http = f"http://127.0.0.1:{closed_port()}/clip.mp4"
     nothing = str(tmp_path / "none" / "*.mp4")
     for k in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(k)
@@ -114,7 +107,7 @@ def test_unreachable_inputs_are_rows_and_the_rest_runs(ray_local, sample_clips, 
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed_port()}")
     s3fs.S3FileSystem.clear_instance_cache()
     try:
         # a rerun tries the unreachable inputs again (they were never read) and skips the done one

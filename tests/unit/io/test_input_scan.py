@@ -4,27 +4,19 @@ cannot be listed or match nothing reported as one-line problems instead of trace
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from dflray.io.storage import expand_inputs
+from tests.net import closed_port
 
 
 def _touch(p, data=b"x"):
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(data)
     return str(p)
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_relative_inputs_become_absolute_normalised_paths(tmp_path, monkeypatch):
@@ -98,7 +90,7 @@ def test_glob_matching_nothing_among_other_inputs_is_reported(tmp_path, caplog):
 
 def test_http_input_that_refuses_connections_is_a_problem_that_says_why(tmp_path):
     clip = _touch(tmp_path / "clip.mp4")
-    url = f"http://127.0.0.1:{_closed_port()}/x.mp4"
+    url = f"http://127.0.0.1:{closed_port()}/x.mp4"
     assert expand_inputs([url, clip]) == [clip]  # was: aiohttp's ClientConnectorError ended the call
 
     from dflray.io.storage import scan_inputs
@@ -154,7 +146,7 @@ def test_s3_input_that_cannot_be_listed_is_a_one_line_problem(tmp_path, case):
                AWS_MAX_ATTEMPTS="1")
     if case == "endpoint-unreachable":
         env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y",
-                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{_closed_port()}")
+                   AWS_ENDPOINT_URL=f"http://127.0.0.1:{closed_port()}")
     inputs = ["s3://bucket/x.mp4", "s3://bucket/raw/", clip]
     r = subprocess.run([sys.executable, "-c", _SCAN, *inputs], env=env, capture_output=True, text=True,
                        timeout=300)
