@@ -14,13 +14,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
-import warnings
 from typing import Any
 
 import torch
 
 from dflray.io.storage import exists, fs_and_path, join, open_uri
+from dflray.io.weights import safe_load
 
 FORMAT = "dflray-train-v1"
 MODEL_FILE = "model.pt"
@@ -56,35 +55,6 @@ def load_payload(uri: str, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dflray checkpoint ({FORMAT})")
     return payload
-
-
-def safe_load(data: io.BytesIO, path: str, what: str, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` of the bytes of ``path``; a refusal becomes a ValueError naming it.
-
-    torch's own message for a refused file advises loading it again with ``weights_only=False``: for a
-    file from someone else that runs its code, so the message is never passed on. The error says what
-    the file is not, and which forbidden callable it names when it names one (a crafted pickle).
-
-    Raises:
-        ValueError: ``"{path} is not {what} ..."``.
-    """
-    try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
-            warnings.simplefilter("ignore")
-            return torch.load(data, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any refusal means the same: not a file of ours
-        raise ValueError(f"{path} is not {what}: {_refusal(e)}; nothing in it was run") from None
-
-
-_FORBIDDEN = re.compile(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", re.IGNORECASE)
-
-
-def _refusal(e: Exception) -> str:
-    """Why a weights-only load refused a file, in words of our own (none of torch's advice)."""
-    found = _FORBIDDEN.search(str(e))
-    if found:
-        return f"it would call {found.group(1) or found.group(2)}, unsafe to load (only tensors and plain data are)"
-    return f"torch cannot read it as tensors and plain data ({type(e).__name__})"
 
 
 def read_meta(directory: str) -> dict[str, Any] | None:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
-import warnings
 from collections.abc import Callable, Sequence
 
 import cv2
@@ -462,7 +460,6 @@ def _resolve_runtime(cfg: DetectConfig) -> str:
 
 
 _R50_WHAT = "a RetinaFace ResNet-50 state dict (biubug6/Pytorch_Retinaface)"
-_FORBIDDEN = re.compile(r"unsupported GLOBAL ([\w.]+)|Unsupported global: GLOBAL ([\w.]+)", re.IGNORECASE)
 
 
 def load_weights(uri: str):
@@ -475,10 +472,9 @@ def load_weights(uri: str):
         ConfigError: naming ``detect.weights``: the file is missing or unreadable, not a torch file of
             tensors, or not a ResNet-50 RetinaFace state dict (missing keys, other shapes).
     """
-    import torch
-
     from dflray.detect._retinaface_net import RetinaFaceR50, load_state_dict
     from dflray.io.storage import open_uri
+    from dflray.io.weights import safe_load
 
     try:
         with open_uri(uri, "rb") as f:
@@ -489,14 +485,9 @@ def load_weights(uri: str):
     except OSError as e:
         raise ConfigError("detect.weights", f"cannot read {uri}: {e.strerror or e}") from None
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
-            warnings.simplefilter("ignore")
-            state = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any refusal means the same: not a state dict
-        found = _FORBIDDEN.search(str(e))
-        why = (f"it would call {found.group(1) or found.group(2)}, unsafe to load" if found else
-               f"torch cannot read it as tensors and plain data ({type(e).__name__})")
-        raise ConfigError("detect.weights", f"{uri} is not {_R50_WHAT}: {why}; nothing in it was run") from None
+        state = safe_load(data, uri, _R50_WHAT)
+    except ValueError as e:  # its message names the file and why, never torch's advice
+        raise ConfigError("detect.weights", str(e)) from None
     if not isinstance(state, dict):
         raise ConfigError("detect.weights", f"{uri} is not {_R50_WHAT}: it holds a {type(state).__name__}")
     net = RetinaFaceR50()
