@@ -17,6 +17,7 @@ from dflray.faceset.commit import (
     publish_file,
     read_tables,
     sha256_file,
+    undone_if_failed,
     write_table,
 )
 from dflray.faceset.ids import video_id
@@ -32,6 +33,7 @@ from dflray.faceset.read import (
 __all__ = [
     "Commit",
     "check_writable",
+    "undone_if_failed",
     "committed_face_files",
     "face_holders",
     "faceset_recover",

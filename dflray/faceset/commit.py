@@ -29,6 +29,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -40,6 +42,7 @@ from dflray.io import schema
 from dflray.io.storage import (
     arrow_filesystem,
     atomic_write,
+    exists,
     fs_and_path,
     join,
     list_files,
@@ -54,6 +57,7 @@ __all__ = [
     "Commit",
     "Done",
     "check_writable",
+    "undone_if_failed",
     "faceset_recover",
     "new_run_id",
     "publish_file",
@@ -134,6 +138,22 @@ def check_writable(out: str, option: str = "--out") -> None:
         remove(probe)
     except Exception as e:  # noqa: BLE001 - any storage error means the same to the user
         raise ValueError(f"{option}: cannot write to {out}: {type(e).__name__}: {e}") from e
+
+
+@contextmanager
+def undone_if_failed(out: str) -> Iterator[None]:
+    """Removes ``out`` again when a check inside fails and ``out`` did not exist before.
+
+    A run's checks before work (``check_writable`` creates the root to probe it) must not leave an
+    empty output behind when a later check, e.g. of the model, refuses the run.
+    """
+    existed = exists(out)
+    try:
+        yield
+    except BaseException:
+        if not existed and exists(out):
+            remove(out, recursive=True)
+        raise
 
 
 @dataclass

@@ -61,6 +61,7 @@ from dflray.faceset import (
     read_tables,
     read_video_faces,
     read_videos,
+    undone_if_failed,
     video_id,
 )
 from dflray.io import schema
@@ -458,17 +459,18 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
     if extractor is None and not _is_faceset(dst):
         raise ValueError(f"--dst: {dst} is not a faceset (no faceset.json); give one written by dflray extract, "
                          "or pass an extractor (dflray merge on the command line extracts videos itself)")
-    check_writable(out)
-    cfg, xseg_sha = resolve_merge_xseg(cfg)
-    identity = source_identity(cfg, model)
-    model_uri, contract, model_sha, source = resolve_model(model, out)
-    check_model(model_uri, contract)
-    dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
-    reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
-    _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
-                          "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract.to_dict(),
-                          "config": _config_key(cfg), "quality_source": identity[1] if identity else None,
-                          "dataset_id": dataset_id, "dflray": dflray.__version__})
+    with undone_if_failed(out):  # a refused run leaves no empty --out behind
+        check_writable(out)
+        cfg, xseg_sha = resolve_merge_xseg(cfg)
+        identity = source_identity(cfg, model)
+        model_uri, contract, model_sha, source = resolve_model(model, out)
+        check_model(model_uri, contract)
+        dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
+        reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
+        _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,
+                              "model_sha256": model_sha, "xseg_sha256": xseg_sha, "contract": contract.to_dict(),
+                              "config": _config_key(cfg), "quality_source": identity[1] if identity else None,
+                              "dataset_id": dataset_id, "dflray": dflray.__version__})
     init_ray(address)
     faceset = _dst_faceset(dst, out, cfg, address, extractor)
     tasks = _tasks(faceset, dst, cfg, model_sha, source)

@@ -99,5 +99,6 @@ def test_make_predict_runs_the_model_in_process_or_round_robin_over_a_pool(expor
     actors = [Actor("a"), Actor("b")]
     pool = make_predict(PredictConfig(batch_size=7), path, pool=actors)
     assert pool.batch_size == 7 and not isinstance(pool, InlinePredict)
-    handles = [pool.submit(crops) for _ in range(4)]
-    assert sorted(handles) == ["a", "a", "b", "b"] and [a.calls for a in actors] == [2, 2]
+    handles = [pool.submit(crops) for _ in range(4)]  # (ref, crops): the crops are kept to resend
+    assert sorted(ref for ref, _ in handles) == ["a", "a", "b", "b"] and [a.calls for a in actors] == [2, 2]
+    assert all(kept is crops for _, kept in handles)
