@@ -38,7 +38,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
+import ray  # noqa: E402
 
 from dflray.config import ExtractConfig, load_config  # noqa: E402
 from dflray.detect import build_detector, build_landmarker  # noqa: E402

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import psutil  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
+import ray  # noqa: E402
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py)
 
 RAY_CPUS = 2

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
+import ray  # noqa: E402
 import torch  # noqa: E402
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py: the CPU-load monitor and table)
 

@@ -40,7 +40,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
-import ray  # noqa: E402  (also puts Ray's vendored psutil on sys.path)
+import ray  # noqa: E402
 import torch  # noqa: E402
 from extract import quiet_ray, say, table  # noqa: E402  (bench/extract.py: the quiet local cluster, the table)
 
