@@ -13,9 +13,10 @@ import posixpath
 import socket
 import uuid
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 import fsspec
+import fsspec.asyn
 import pyarrow.fs as pafs
 from fsspec.core import url_to_fs
 
@@ -179,8 +180,7 @@ def fingerprint(uri: str, info: dict | None = None) -> str:
     if info is None:
         fs, path = fs_and_path(uri)
         info = fs.info(path)
-    stamp = next((info[k] for k in ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "Last-Modified",
-                                    "updated", "mtime", "created") if info.get(k)), None)
+    stamp = next((info[k] for k in _STAMPS if info.get(k)), None)
     stamp = str(stamp.isoformat() if hasattr(stamp, "isoformat") else stamp).strip('"') if stamp else ""
     return f"{info.get('size')}:{stamp}"
 
@@ -315,11 +315,68 @@ def _expand_one(item: str) -> list[tuple[str, dict | None]] | str:
                     continue
                 entries.append((resolve_entry(base, line), None))
         return entries or "lists no video"
-    if fs.isdir(path):
-        found = fs.find(path, detail=True)
-        files = [(_unstrip(item, path, p), i) for p, i in sorted(found.items()) if p.lower().endswith(VIDEO_EXTENSIONS)]
-        return files or "holds no video files"
+    paged = _paged_lister(fs)
+    if paged is not None or fs.isdir(path):  # an object store is listed first: its isdir lists a level too
+        listed = 0
+        files = []
+        for p, info in (paged or _walk_files)(fs, path):
+            listed += 1
+            if p.lower().endswith(VIDEO_EXTENSIONS):
+                files.append((_unstrip(item, path, p), _slim(info)))
+        if listed or paged is None:  # a prefix with no key under it is a file's name (or nothing)
+            return files or "holds no video files"
     return [(item, None)]
+
+
+# The listing info fingerprint() reads: the size and the first stamp a store gives.
+_STAMPS = ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "Last-Modified", "updated", "mtime", "created")
+
+
+def _slim(info: dict) -> dict:
+    """What ``fingerprint`` needs of a listing entry (a full S3 entry is ~1 KB; 100,000 add up)."""
+    stamp = next((k for k in _STAMPS if info.get(k)), None)
+    return {"size": info.get("size"), **({stamp: info[stamp]} if stamp else {})}
+
+
+def _walk_files(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict]]:
+    """Every file under ``path`` with its listing info, a folder at a time (``fs.walk``)."""
+    for _root, _dirs, files in fs.walk(path, detail=True):
+        for _name, info in sorted(files.items()):  # keyed by base name; info["name"] is the path
+            if info.get("type", "file") == "file":
+                yield info["name"], info
+
+
+_PAGE = 1000  # S3's own page size: one ListObjectsV2 request per page
+
+
+async def _next_page(entries: Any, n: int) -> list[dict]:
+    page: list[dict] = []
+    with contextlib.suppress(StopAsyncIteration):
+        while len(page) < n:
+            page.append(await entries.__anext__())
+    return page
+
+
+def _paged_lister(fs: fsspec.AbstractFileSystem):
+    """A streaming lister for s3fs: one flat, paginated listing of the prefix, a page at a time, kept
+    out of s3fs's listings cache (its ``find`` holds every key of the prefix in memory, several times,
+    and caches them). None for other filesystems."""
+    iterdir = getattr(fs, "_iterdir", None)
+    if iterdir is None or not hasattr(fs, "split_path") or "s3" not in fs.protocol:
+        return None
+
+    def files(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict]]:
+        bucket, key, _ = fs.split_path(path)
+        entries = iterdir(bucket, delimiter="", prefix=f"{key.strip('/')}/" if key.strip("/") else "")
+        while True:
+            page = fsspec.asyn.sync(fs.loop, _next_page, entries, _PAGE)
+            for info in page:
+                if info.get("type") == "file" and not info["name"].endswith("/"):  # not folder placeholders
+                    yield info["name"], info
+            if len(page) < _PAGE:
+                return
+
+    return files
 
 
 def _look(uri: str, info: dict | None) -> tuple[str | None, BaseException | None]:
@@ -370,9 +427,14 @@ def scan_inputs(inputs: list[str], fingerprints: bool = True) -> Inputs:
         out.uris = list(found)
         out.fingerprints = dict.fromkeys(found)
         return out
-    remote = [u for u in found if "://" in u and not u.startswith("file://")]
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(remote)))) as pool:  # one request each, overlapped
-        looked = dict(zip(remote, pool.map(lambda u: _look(u, found[u]), remote)))
+    # One request per remote file a listing did not describe, 16 at a time; 1,000 queued at most (a
+    # future per file of a 100,000-row manifest would outweigh the listing itself).
+    remote = [u for u, info in found.items() if info is None and "://" in u and not u.startswith("file://")]
+    looked: dict[str, tuple[str | None, BaseException | None]] = {}
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(remote)))) as pool:
+        for start in range(0, len(remote), 1000):
+            chunk = remote[start:start + 1000]
+            looked.update(zip(chunk, pool.map(lambda u: _look(u, None), chunk)))
     for uri, info in found.items():
         fp, err = looked[uri] if uri in looked else _look(uri, info)
         if err is not None:
