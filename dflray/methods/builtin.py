@@ -1,0 +1,22 @@
+"""The built-in methods, registered by importing this module (``base._load_builtin`` does, once).
+
+Model methods (DeepFaceLab's autoencoders) are declared here; each training-free method registers
+itself in its own module, imported below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dflray.methods.base import register_model_method
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """A method with no settings of its own (a model method's settings are its training config's)."""
+
+
+register_model_method("df", version=1, model="source", settings=NoSettings,
+                      summary="DeepFaceLab SAEHD DF: shared encoder and inter, one decoder per identity")
+register_model_method("liae", version=1, model="source", settings=NoSettings,
+                      summary="DeepFaceLab SAEHD LIAE: shared encoder and decoder, inter_AB and inter_B")
