@@ -20,3 +20,7 @@ register_model_method("df", version=1, model="source", settings=NoSettings,
                       summary="DeepFaceLab SAEHD DF: shared encoder and inter, one decoder per identity")
 register_model_method("liae", version=1, model="source", settings=NoSettings,
                       summary="DeepFaceLab SAEHD LIAE: shared encoder and decoder, inter_AB and inter_B")
+
+from dflray.methods import landmark_warp  # noqa: E402,F401  (registers landmark-warp)
+
+from dflray.methods import self_blend  # noqa: E402,F401  (registers sbi and xray-blend)
