@@ -21,6 +21,4 @@ register_model_method("df", version=1, model="source", settings=NoSettings,
 register_model_method("liae", version=1, model="source", settings=NoSettings,
                       summary="DeepFaceLab SAEHD LIAE: shared encoder and decoder, inter_AB and inter_B")
 
-from dflray.methods import landmark_warp  # noqa: E402,F401  (registers landmark-warp)
-
-from dflray.methods import self_blend  # noqa: E402,F401  (registers sbi and xray-blend)
+from dflray.methods import landmark_warp, self_blend  # noqa: E402,F401  (register landmark-warp, sbi, xray-blend)

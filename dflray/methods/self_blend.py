@@ -50,14 +50,6 @@ from dflray.methods.base import SourceFaces, register_method
 
 __all__ = ["BlendMask", "BlendMaskSettings", "SbiSettings", "SelfBlendedImages", "XRayBlend", "XRayBlendSettings"]
 
-# OpenCV's filters and warps take at most this many channels in one image (128 works, 200 does not), so
-# batches are processed as channel stacks of up to this many channels.
-_MAX_CHANNELS = 128
-# OpenCV warps and remaps 1-, 3- and 4-channel images on a vectorised path that rounds differently from
-# the general one; channel stacks of those sizes are padded so every crop takes the same path whatever
-# its batch, and a crop's fake does not depend on its batch.
-_FAST_PATH_CHANNELS = (1, 3, 4)
-
 # RGB -> YIQ (NTSC). Hue is a rotation of the (I, Q) chroma plane and saturation its scale, which makes
 # the whole colour jitter one affine map of RGB.
 _YIQ = np.array([[0.299, 0.587, 0.114],
@@ -135,7 +127,7 @@ class SbiSettings(BlendMaskSettings):
     """Settings of ``sbi``: the jitter of the pasted copy of the face, and its blend mask.
 
     Each strength is the largest amount; the video's amount is drawn uniformly in ``[-s, s]`` (or the
-    given range). Defaults follow the SBI paper's source-target augmentation.
+    given range). The defaults are of the order of the SBI paper's source-target augmentation.
 
     Attributes:
         rgb_shift: per-channel additive shift, 0..0.5 (of the [0, 1] range; SBI: 20/255).
@@ -186,9 +178,10 @@ class XRayBlendSettings(BlendMaskSettings):
     """Settings of ``xray-blend``: colour correction and the blend mask.
 
     Attributes:
-        color_correct: ``rct`` matches the aligned source face's mean and spread of each YCbCr channel
-            to the dst face's over the dst hull (Reinhard-style, as Face X-ray colour-corrects the
-            foreground); ``none`` pastes the source's own colours.
+        color_correct: ``rct`` is Reinhard colour transfer over the dst hull: each YCbCr channel of the
+            aligned source face gets the dst face's mean and spread there (YCbCr rather than the Lab of
+            ``dflray.face.color.rct``: one affine map per crop, no per-pixel Lab conversion), as Face
+            X-ray colour-corrects its foreground; ``none`` pastes the source's own colours.
         deform, deform_cells, erode, blur: the blend mask (``BlendMaskSettings``); Face X-ray deforms its
             masks more than SBI, hence the larger default ``deform``.
         blend_ratio: range of the pasted face's opacity (Face X-ray pastes it opaque: 1).
@@ -203,40 +196,10 @@ class XRayBlendSettings(BlendMaskSettings):
                  f"must be rct or none, got {self.color_correct!r}")
 
 
-# ------------------------------------------------------------------------------------ batched OpenCV
-
-
-def _stacked(fn, images: np.ndarray) -> np.ndarray:
-    """``fn`` (an OpenCV call on one H×W×K image) on every image of a batch, as channel stacks.
-
-    One OpenCV call on a stack of many crops' channels costs far less than one call per crop. The filters
-    and warps used here treat every channel alike, so a crop's result is the same in any stack (stacks
-    of 1, 3 or 4 channels are padded off OpenCV's differently rounding vectorised path).
-
-    Args:
-        fn: maps an H×W×K array to an H'×W'×K array, channel by channel.
-        images: N×H×W or N×H×W×C.
-
-    Returns:
-        N×H'×W' or N×H'×W'×C, ``fn``'s dtype.
-    """
-    n = len(images)
-    per = 1 if images.ndim == 3 else images.shape[3]
-    step = max(1, _MAX_CHANNELS // per)
-    out = None
-    for i in range(0, n, step):
-        chunk = images[i:i + step]
-        k, h, w = chunk.shape[:3]
-        stack = np.ascontiguousarray(np.moveaxis(chunk.reshape(k, h, w, per), 0, 2)).reshape(h, w, k * per)
-        if k * per in _FAST_PATH_CHANNELS:
-            stack = np.concatenate([stack, np.zeros((h, w, 5 - k * per), stack.dtype)], axis=2)
-        res = fn(stack)
-        res = res.reshape(res.shape[0], res.shape[1], -1)[..., :k * per]
-        res = np.moveaxis(res.reshape(res.shape[0], res.shape[1], k, per), 2, 0)
-        if out is None:
-            out = np.empty((n, *res.shape[1:]), res.dtype)
-        out[i:i + k] = res
-    return out if images.ndim == 4 else out[..., 0]
+# ------------------------------------------------------------------------------------ helpers
+# Crops are processed one at a time: single-threaded OpenCV on one crop keeps it in cache and beats
+# stacking a batch into one many-channel image (the stacking copy alone costs more), and a crop's fake
+# cannot depend on the rest of its batch.
 
 
 def _odd_kernel(fraction: float, resolution: int) -> int:
@@ -249,6 +212,8 @@ def _check_batch(crops, landmarks, resolution: int) -> tuple[np.ndarray, np.ndar
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[1:] != (resolution, resolution, 3):
         raise ValueError(f"crops must be N x {resolution} x {resolution} x 3, got {crops.shape}")
+    if not np.issubdtype(crops.dtype, np.floating):
+        raise ValueError(f"crops must be float RGB in [0, 1], got {crops.dtype}")
     landmarks = np.asarray(landmarks, np.float64)
     if landmarks.shape != (len(crops), 68, 2):
         raise ValueError(f"landmarks must be {len(crops)} x 68 x 2, got {landmarks.shape}")
@@ -257,25 +222,18 @@ def _check_batch(crops, landmarks, resolution: int) -> tuple[np.ndarray, np.ndar
     return crops.astype(np.float32, copy=False), landmarks
 
 
-def _hulls(landmarks: np.ndarray, resolution: int) -> np.ndarray:
-    """N×R×R uint8 landmark hull masks (0/1) of a batch."""
-    out = np.empty((len(landmarks), resolution, resolution), np.uint8)
-    for i, lm in enumerate(landmarks):
-        out[i] = hull_mask((resolution, resolution), lm)
-    return out
-
-
-def _empty(resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _outputs(n: int, resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r = resolution
-    return np.zeros((0, r, r, 3), np.float32), np.zeros((0, r, r), np.float32), np.zeros((0, r, r), np.float32)
+    return np.empty((n, r, r, 3), np.float32), np.empty((n, r, r), np.float32), np.empty((n, r, r), np.float32)
 
 
-def _blend(dst: np.ndarray, pasted: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """``dst + weight * (pasted - dst)``, reusing ``pasted``'s memory: exactly ``dst`` where ``weight`` is 0."""
+def _blend(dst: np.ndarray, pasted: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
+    """``out = dst + weight * (pasted - dst)``, using ``pasted`` as scratch: exactly ``dst`` where the
+    weight is 0 (no ``a*w + b*(1-w)`` rounding)."""
     pasted -= dst
     pasted *= weight[..., None]
-    pasted += dst
-    return pasted
+    np.add(pasted, dst, out=out)
+    np.clip(out, 0.0, 1.0, out=out)
 
 
 # ------------------------------------------------------------------------------------ the blend mask
@@ -290,7 +248,8 @@ class BlendMask:
     hull at ``map(p)``, where ``map`` is ``p`` moved by a smooth random displacement field and, for a
     pasted face that was rescaled and shifted, taken back through that move (so the mask follows it).
     The deformed hull is eroded by an ellipse of ``erode`` pixels and blurred by a Gaussian of ``blur``
-    pixels: the soft edge then lies around the hull's edge, inside or just outside it.
+    pixels, as the papers blur, threshold and blur again: the soft edge lies around the hull's edge,
+    mostly inside it, and the mask is exactly 0 beyond the blur's reach.
 
     Attributes:
         map_x: R×R float32 x of the hull pixel each output pixel takes.
@@ -316,8 +275,8 @@ class BlendMask:
         Args:
             settings: the method's settings.
             resolution: the crop side R.
-            rng: the video's generator (every value is drawn whatever the settings, so changing one
-                setting does not reshuffle the others).
+            rng: the video's generator. Every value is drawn whatever the settings, so changing one
+                setting does not reshuffle the others.
             follow: a 2×3 affine map moving the pasted face within the crop, for a mask that follows
                 it; None for none.
 
@@ -330,7 +289,7 @@ class BlendMask:
         # pixel (bicubic), so the hull's edge bulges in and out in a few broad waves.
         grid = rng.uniform(-1.0, 1.0, size=(cells + 1, cells + 1, 2)).astype(np.float32)
         limit = settings.deform * r
-        flow = np.clip(cv2.resize(grid * limit, (r, r), interpolation=cv2.INTER_CUBIC), -limit, limit)
+        flow = np.clip(cv2.resize(grid * np.float32(limit), (r, r), interpolation=cv2.INTER_CUBIC), -limit, limit)
         erode = _odd_kernel(rng.uniform(*settings.erode), r)
         blur = _odd_kernel(rng.uniform(*settings.blur), r)
         ratio = float(rng.uniform(*settings.blend_ratio))
@@ -340,31 +299,40 @@ class BlendMask:
             inv = cv2.invertAffineTransform(np.asarray(follow, np.float64))
             px, py = inv[0, 0] * px + inv[0, 1] * py + inv[0, 2], inv[1, 0] * px + inv[1, 1] * py + inv[1, 2]
         return cls(map_x=px.astype(np.float32), map_y=py.astype(np.float32), erode=erode, blur=blur, ratio=ratio,
-                   displacement=float(np.abs(flow).max()) if limit > 0 else 0.0)
+                   displacement=float(np.abs(flow).max()))
 
-    def __call__(self, hulls: np.ndarray) -> np.ndarray:
-        """The blend masks of a batch.
+    def one(self, hull: np.ndarray) -> np.ndarray:
+        """The blend mask of one face.
 
         Args:
-            hulls: N×R×R uint8 landmark hull masks (0/1) of the dst faces.
+            hull: R×R uint8 landmark hull mask (0/1) of the dst face.
 
         Returns:
-            N×R×R float32 masks in [0, 1] (the opacity ``ratio`` not applied).
+            R×R float32 mask in [0, 1] (the opacity ``ratio`` not applied).
         """
-        mx, my = self.map_x, self.map_y
         # Remapped at 0/255 so linear interpolation, thresholded at half, gives a clean deformed edge.
-        moved = _stacked(lambda s: cv2.remap(s, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                                             borderValue=0), hulls * np.uint8(255))
-        masks = (moved >= 128).astype(np.uint8)
+        moved = cv2.remap(hull * np.uint8(255), self.map_x, self.map_y, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        _, mask = cv2.threshold(moved, 127, 1, cv2.THRESH_BINARY)
         if self.erode > 1:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (self.erode, self.erode))
-            masks = _stacked(lambda s: cv2.erode(s, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0), masks)
-        masks = masks.astype(np.float32)
+            mask = cv2.erode(mask, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        mask = mask.astype(np.float32)
         if self.blur > 1:
-            k = self.blur
             # A kernel of fixed size: exactly 0 beyond its reach, so the fake is exactly dst there.
-            masks = _stacked(lambda s: cv2.GaussianBlur(s, (k, k), 0, borderType=cv2.BORDER_CONSTANT), masks)
-        return np.clip(masks, 0.0, 1.0, out=masks)
+            mask = cv2.GaussianBlur(mask, (self.blur, self.blur), 0, borderType=cv2.BORDER_CONSTANT)
+        return np.clip(mask, 0.0, 1.0, out=mask)
+
+    def __call__(self, hulls: np.ndarray) -> np.ndarray:
+        """The blend masks of a batch: N×R×R uint8 hulls (0/1) to N×R×R float32 masks in [0, 1]."""
+        out = np.empty(hulls.shape, np.float32)
+        for i, hull in enumerate(hulls):
+            out[i] = self.one(hull)
+        return out
+
+
+def _hull(landmarks: np.ndarray, resolution: int) -> np.ndarray:
+    return hull_mask((resolution, resolution), landmarks)
 
 
 # ------------------------------------------------------------------------------------ sbi
@@ -417,9 +385,8 @@ class SelfBlendedImages:
         # Colour: hue rotates and saturation scales YIQ's chroma plane, contrast scales about mid-grey,
         # brightness and the RGB shift add; together one affine map of RGB, applied in one pass.
         t = math.radians(hue)
-        chroma = (1.0 + sat) * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
         yiq = np.eye(3)
-        yiq[1:, 1:] = chroma
+        yiq[1:, 1:] = (1.0 + sat) * np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
         lin = (1.0 + contrast) * (np.linalg.inv(_YIQ) @ yiq @ _YIQ)
         off = 0.5 * (1.0 - (1.0 + contrast)) + bright + rgb
         self._color = np.hstack([lin, off[:, None]]).astype(np.float32)
@@ -439,6 +406,23 @@ class SelfBlendedImages:
             "blend_ratio": self.mask.ratio,
         }
 
+    def _source_one(self, crop: np.ndarray) -> np.ndarray:
+        r = self.resolution
+        out = cv2.transform(crop, self._color)  # the 3×4 colour map, per pixel
+        np.clip(out, 0.0, 1.0, out=out)
+        if self._sharpen > 0:
+            soft = cv2.GaussianBlur(out, (0, 0), max(0.5, r / 256), borderType=cv2.BORDER_REFLECT_101)
+            out += self._sharpen * (out - soft)  # unsharp masking
+        elif self._downscale < 1:
+            small = max(4, int(round(r * self._downscale)))
+            sigma = 0.5 * (r / small - 1)
+            if sigma > 0.3:  # anti-aliased: a low-resolution look, not a moiré
+                out = cv2.GaussianBlur(out, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
+            out = cv2.resize(cv2.resize(out, (small, small), interpolation=cv2.INTER_LINEAR), (r, r),
+                             interpolation=cv2.INTER_LINEAR)
+        out = cv2.warpAffine(out, self._affine, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        return np.clip(out, 0.0, 1.0, out=out)
+
     def source(self, crops: np.ndarray) -> np.ndarray:
         """The pasted copies: the crops colour-jittered, re-sharpened or blurred, rescaled and shifted.
 
@@ -446,28 +430,10 @@ class SelfBlendedImages:
             crops: N×R×R×3 float32 RGB in [0, 1].
 
         Returns:
-            N×R×R×3 float32 in [0, 1] (a new array).
+            N×R×R×3 float32 in [0, 1].
         """
-        n, r = len(crops), self.resolution
-        # cv2.transform maps each pixel by the 3×4 colour matrix; the batch is one tall image.
-        out = cv2.transform(np.ascontiguousarray(crops).reshape(n * r, r, 3), self._color).reshape(crops.shape)
-        np.clip(out, 0.0, 1.0, out=out)
-        if self._sharpen > 0:
-            sigma = max(0.5, r / 256)
-            soft = _stacked(lambda s: cv2.GaussianBlur(s, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101), out)
-            out += self._sharpen * (out - soft)
-        elif self._downscale < 1:
-            small = max(4, int(round(r * self._downscale)))
-            # Anti-aliased down, linear back up: a low-resolution look, not a moiré.
-            sigma = 0.5 * (r / small - 1)
-            if sigma > 0.3:
-                out = _stacked(lambda s: cv2.GaussianBlur(s, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101), out)
-            out = _stacked(lambda s: cv2.resize(cv2.resize(s, (small, small), interpolation=cv2.INTER_LINEAR),
-                                                (r, r), interpolation=cv2.INTER_LINEAR), out)
-        a = self._affine
-        out = _stacked(lambda s: cv2.warpAffine(s, a, (r, r), flags=cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REFLECT_101), out)
-        return np.clip(out, 0.0, 1.0, out=out)
+        crops = np.asarray(crops, np.float32)
+        return np.stack([self._source_one(c) for c in crops]) if len(crops) else np.zeros_like(crops)
 
     def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Fakes of a batch of the video's dst crops.
@@ -484,12 +450,14 @@ class SelfBlendedImages:
             ValueError: on inputs of the wrong shape or non-finite landmarks.
         """
         crops, landmarks = _check_batch(crops, landmarks, self.resolution)
-        if not len(crops):
-            return _empty(self.resolution)
-        hulls = _hulls(landmarks, self.resolution)
-        masks = self.mask(hulls)
-        fakes = _blend(crops, self.source(crops), masks * np.float32(self.mask.ratio))
-        return np.clip(fakes, 0.0, 1.0, out=fakes), masks, hulls.astype(np.float32)
+        fakes, masks, dst_masks = _outputs(len(crops), self.resolution)
+        ratio = np.float32(self.mask.ratio)
+        for i, (crop, lm) in enumerate(zip(crops, landmarks)):
+            hull = _hull(lm, self.resolution)
+            masks[i] = self.mask.one(hull)
+            dst_masks[i] = hull
+            _blend(crop, self._source_one(crop), masks[i] * ratio, fakes[i])
+        return fakes, masks, dst_masks
 
 
 # ------------------------------------------------------------------------------------ xray-blend
@@ -510,45 +478,34 @@ def _similarities(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([a.real, -a.imag, b.real], 1), np.stack([a.imag, a.real, b.imag], 1)], 1)
 
 
-def _color_correct(src: np.ndarray, ref: np.ndarray, area: np.ndarray) -> np.ndarray:
-    """Reinhard-style colour correction of a batch: each YCbCr channel of ``src`` gets ``ref``'s mean and
-    standard deviation over ``area``.
+_YCBCR32 = _YCBCR.astype(np.float32)
+_RGB_FROM_YCBCR = np.linalg.inv(_YCBCR)
 
-    YCbCr is a linear map of RGB, so the statistics follow from the RGB mean and covariance over the area
-    and the correction is one affine map of RGB per crop: no per-pixel colour-space conversion.
+
+def _color_correct(src: np.ndarray, ref: np.ndarray, area: np.ndarray) -> np.ndarray:
+    """Reinhard-style colour correction: each YCbCr channel of ``src`` gets ``ref``'s mean and standard
+    deviation over ``area``.
+
+    YCbCr is a linear map of RGB, so the correction is one affine map of RGB (``T⁻¹ diag(g) T x + o``).
 
     Args:
-        src: N×R×R×3 float32 RGB to recolour (modified in place and returned).
-        ref: N×R×R×3 float32 RGB whose colours are taken.
-        area: N×R×R float32 0/1 region the statistics are taken over.
+        src: R×R×3 float32 RGB to recolour.
+        ref: R×R×3 float32 RGB whose colours are taken.
+        area: R×R uint8 0/1 region the statistics are taken over.
 
     Returns:
-        ``src`` recoloured, clipped to [0, 1].
+        ``src`` recoloured, clipped to [0, 1]; ``src`` itself when the area is too small to measure.
     """
-    n = len(src)
-    w = area.reshape(n, -1, 1)
-    count = np.maximum(w.sum(axis=1), 1.0)  # N×1
-
-    def stats(x):
-        flat = x.reshape(n, -1, 3)
-        mean = (flat * w).sum(axis=1) / count  # N×3
-        cov = np.matmul((flat * w).transpose(0, 2, 1), flat) / count[..., None] - mean[:, :, None] * mean[:, None, :]
-        return mean.astype(np.float64), cov.astype(np.float64)
-
-    mean_s, cov_s = stats(src)
-    mean_r, cov_r = stats(ref)
-    var_s = np.einsum("kc,ncd,kd->nk", _YCBCR, cov_s, _YCBCR)
-    var_r = np.einsum("kc,ncd,kd->nk", _YCBCR, cov_r, _YCBCR)
-    # A flat or empty area keeps src's spread; the gain is bounded so a tiny area cannot blow colours up.
-    gain = np.clip(np.sqrt(np.maximum(var_r, 1e-8) / np.maximum(var_s, 1e-8)), 0.2, 5.0)
-    gain[count[:, 0] < 16] = 1.0
-    lin = np.linalg.inv(_YCBCR)[None] @ (gain[:, :, None] * _YCBCR[None])  # N×3×3
-    has = (count[:, 0] >= 16)[:, None]
-    off = np.where(has, mean_r - np.einsum("ncd,nd->nc", lin, mean_s), 0.0)
-    for i in range(n):  # one 3×4 pixel map per crop
-        m = np.hstack([lin[i], off[i][:, None]]).astype(np.float32)
-        src[i] = cv2.transform(src[i], m)
-    return np.clip(src, 0.0, 1.0, out=src)
+    if cv2.countNonZero(area) < 16:
+        return src
+    mean_s, std_s = (v[:, 0] for v in cv2.meanStdDev(cv2.transform(src, _YCBCR32), mask=area))
+    mean_r, std_r = (v[:, 0] for v in cv2.meanStdDev(cv2.transform(ref, _YCBCR32), mask=area))
+    # A flat src keeps its spread; the gain is bounded so a tiny or flat area cannot blow colours up.
+    gain = np.clip(std_r / np.maximum(std_s, 1e-4), 0.2, 5.0)
+    lin = _RGB_FROM_YCBCR @ (gain[:, None] * _YCBCR)
+    off = _RGB_FROM_YCBCR @ (mean_r - gain * mean_s)
+    out = cv2.transform(src, np.hstack([lin, off[:, None]]).astype(np.float32))
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 @register_method("xray-blend", version=1, model="none", reads=("source",), settings=XRayBlendSettings,
@@ -614,8 +571,15 @@ class XRayBlend:
         d = (flat ** 2).sum(axis=1)[:, None] - 2.0 * flat @ self._flat.T + self._norms[None]
         return np.argmin(d, axis=1)
 
+    def _aligned(self, j: int, mat: np.ndarray) -> np.ndarray:
+        # The reflected border fills the corners a rotated crop leaves; the mask never reaches them.
+        face = self._crops[j]
+        face = face.astype(np.float32) * np.float32(1 / 255) if face.dtype == np.uint8 else face.astype(np.float32)
+        r = self.resolution
+        return cv2.warpAffine(face, mat, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
     def aligned_sources(self, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The nearest source faces, warped onto the dst faces.
+        """The nearest source faces, warped onto the dst faces (before colour correction).
 
         Args:
             landmarks: N×68×2 dst landmarks, crop pixels.
@@ -623,15 +587,13 @@ class XRayBlend:
         Returns:
             (N×R×R×3 float32 RGB in [0, 1], N indices of the source faces used).
         """
-        r = self.resolution
+        landmarks = np.asarray(landmarks, np.float64)
         idx = self.nearest(landmarks)
-        mats = _similarities(self._landmarks[idx], np.asarray(landmarks, np.float64))
+        mats = _similarities(self._landmarks[idx], landmarks)
+        r = self.resolution
         out = np.empty((len(idx), r, r, 3), np.float32)
         for i, (j, m) in enumerate(zip(idx, mats)):
-            # Each face has its own matrix; the warp runs on the uint8 crop (cheaper) and the reflected
-            # border fills the corners a rotated crop leaves, which the mask never reaches anyway.
-            warped = cv2.warpAffine(self._crops[j], m, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-            out[i] = warped.astype(np.float32) if warped.dtype != np.uint8 else warped * np.float32(1 / 255)
+            out[i] = self._aligned(j, m)
         return out, idx
 
     def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -649,13 +611,18 @@ class XRayBlend:
             ValueError: on inputs of the wrong shape or non-finite landmarks.
         """
         crops, landmarks = _check_batch(crops, landmarks, self.resolution)
+        fakes, masks, dst_masks = _outputs(len(crops), self.resolution)
         if not len(crops):
-            return _empty(self.resolution)
-        hulls = _hulls(landmarks, self.resolution)
-        area = hulls.astype(np.float32)
-        pasted, _ = self.aligned_sources(landmarks)
-        if self.settings.color_correct == "rct":
-            pasted = _color_correct(pasted, crops, area)
-        masks = self.mask(hulls)
-        fakes = _blend(crops, pasted, masks * np.float32(self.mask.ratio))
-        return np.clip(fakes, 0.0, 1.0, out=fakes), masks, area
+            return fakes, masks, dst_masks
+        idx = self.nearest(landmarks)
+        mats = _similarities(self._landmarks[idx], landmarks)
+        ratio = np.float32(self.mask.ratio)
+        for i, (crop, lm) in enumerate(zip(crops, landmarks)):
+            hull = _hull(lm, self.resolution)
+            masks[i] = self.mask.one(hull)
+            dst_masks[i] = hull
+            pasted = self._aligned(idx[i], mats[i])
+            if self.settings.color_correct == "rct":
+                pasted = _color_correct(pasted, crop, hull)
+            _blend(crop, pasted, masks[i] * ratio, fakes[i])
+        return fakes, masks, dst_masks
