@@ -33,12 +33,13 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from dflray.config import MergeSettings, Vary, from_dict, to_dict
+from dflray.face.align import transform_points
 from dflray.io.video import SourceFrame, Transcoder
 from dflray.merge.blend import merge_spec, paste, prepare_crop
 from dflray.merge.masks import xseg_masks
 from dflray.merge.temporal import face_motion, smooth_landmarks
 
-__all__ = ["InlinePredict", "PlannedFace", "PredictFn", "draw_settings", "link_tracks", "merge_video",
+__all__ = ["InlinePredict", "MethodPredict", "PlannedFace", "PredictFn", "draw_settings", "link_tracks", "merge_video",
            "plan_faces", "select_faces", "settings_sha256", "video_seed"]
 
 
@@ -276,6 +277,23 @@ class InlinePredict:
         return handle
 
 
+class MethodPredict:
+    """A ``PredictFn`` that runs a training-free forgery method (``dflray.methods``, built for this video)
+    in this process. Unlike a model it gets each crop's 68 landmarks, in crop pixels, too."""
+
+    wants_landmarks = True
+
+    def __init__(self, method, batch_size: int = 32):
+        self.method = method
+        self.batch_size = batch_size
+
+    def submit(self, crops: np.ndarray, landmarks: np.ndarray):
+        return self.method(crops, landmarks)
+
+    def result(self, handle):
+        return handle
+
+
 @dataclass
 class _Batch:
     frames: list[tuple[SourceFrame, list[tuple[np.ndarray, Any, PlannedFace]]]]
@@ -322,10 +340,17 @@ def merge_video(transcoder: Transcoder, plan: dict[int, list[PlannedFace]], pred
     batch: list[tuple[SourceFrame, list[tuple[np.ndarray, Any, PlannedFace]]]] = []
     faces_per_frame = faces_per_frame or {}
 
+    wants_landmarks = getattr(predict, "wants_landmarks", False)  # a method (MethodPredict), not a model
+
     def submit(frames) -> None:
         crops = [crop for _, items in frames for crop, _, _ in items]
-        handles = [predict.submit(np.stack(crops[i:i + predict.batch_size]))
-                   for i in range(0, len(crops), predict.batch_size)]
+        b = predict.batch_size
+        if wants_landmarks:
+            marks = [transform_points(ctx.landmarks, ctx.face_mat) for _, items in frames for _, ctx, _ in items]
+            handles = [predict.submit(np.stack(crops[i:i + b]), np.stack(marks[i:i + b]).astype(np.float32))
+                       for i in range(0, len(crops), b)]
+        else:
+            handles = [predict.submit(np.stack(crops[i:i + b])) for i in range(0, len(crops), b)]
         pending.append(_Batch(frames, handles))
 
     def finish(b: _Batch) -> None:

@@ -14,6 +14,7 @@ from dflray.merge.pipeline import output_name
 from dflray.merge.temporal import jitter
 from dflray.merge.video import (
     InlinePredict,
+    MethodPredict,
     draw_settings,
     link_tracks,
     merge_video,
@@ -224,6 +225,38 @@ def test_merge_video_changes_faces_only_inside_the_mask(clip, tmp_path):
         else:
             assert rows[i]["faces_swapped"] == 0 and rows[i]["bbox"] is None and not masks[i].any()
             assert np.array_equal(got[i], frames[i])  # no face: pixel-identical
+
+
+def test_a_training_free_method_gets_each_crops_landmarks_and_swaps_only_inside_its_mask(clip, tmp_path):
+    """A method (MethodPredict) runs where a model would, with the landmarks of each crop in crop pixels."""
+    from dflray.face.align import get_transform_mat, transform_points
+    from dflray.methods import build_method
+
+    path, frames = clip
+    face_frames = [i for i in range(12) if not 4 <= i < 8]
+    idx = np.array(face_frames)
+    plan = plan_faces(idx, np.stack([ASTRONAUT_LM + [i, 0] for i in face_frames]), np.ones(len(idx), bool))
+    sbi = build_method("sbi", resolution=64, face_type="whole_face", seed=5)
+    seen = []
+
+    def method(crops, landmarks):
+        seen.extend(landmarks)
+        return sbi(crops, landmarks)
+
+    settings = MergeSettings(mask_mode="learned-prd", color_transfer="none")
+    out, mask = str(tmp_path / "o.mp4"), str(tmp_path / "m.mp4")
+    with Transcoder(path, out, mask_path=mask, lossless=True) as t:
+        rows = merge_video(t, plan, MethodPredict(method, batch_size=3), settings, face_type="whole_face",
+                           resolution=64, seed=1, batch_frames=5)
+    assert len(seen) == len(face_frames) and all(lm.shape == (68, 2) and lm.dtype == np.float32 for lm in seen)
+    for i, lm in zip(face_frames, seen):  # the merge smooths landmarks over time: within a pixel of the raw ones
+        want = transform_points(ASTRONAUT_LM + [i, 0], get_transform_mat(ASTRONAUT_LM + [i, 0], 64, "whole_face"))
+        assert np.abs(lm - want).max() < 1.0
+    got, masks = dict(decode_range(out)), dict(read_masks(mask))
+    for i in face_frames:
+        m = masks[i] > 0
+        assert rows[i]["faces_swapped"] == 1 and 0.02 < rows[i]["mask_area"] < 0.5
+        assert np.array_equal(got[i][~m], frames[i][~m]) and not np.array_equal(got[i][m], frames[i][m])
 
 
 def test_merge_video_streams_in_order_with_the_model_one_batch_behind(clip, tmp_path):
