@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from dflray.config._base import Resources, _check
 from dflray.config.extract import ExtractConfig
@@ -167,6 +167,27 @@ class VideoEntry:
 
 
 @dataclass(frozen=True)
+class MethodEntry:
+    """One forgery method of the plan's mix (``dflray.methods``).
+
+    Attributes:
+        name: a registered method: ``df`` or ``liae`` (a DeepFaceLab model trained per source identity,
+            or per pair with ``models.per=pair``, from ``models.train`` with this architecture),
+            ``landmark-warp``, ``sbi``, ``xray-blend`` (no training).
+        share: the share of the plan's fakes made with it; the shares of a plan sum to 1.
+        settings: the method's own settings (``dflray.methods``; the model methods have none: their
+            settings are ``models.train`` and ``merge``).
+    """
+
+    name: str
+    share: float = 1.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(0 < self.share <= 1, "share", f"must be in (0, 1], got {self.share}")
+
+
+@dataclass(frozen=True)
 class GenerateConfig:
     """Root config of ``dflray generate`` (the PLAN.yaml).
 
@@ -192,6 +213,10 @@ class GenerateConfig:
         merge: merge settings, per-video draws and resources.
         perturb: the final perturbation and compression stage.
         quality: metrics and gates.
+        methods: the forgery methods and their shares of the fakes (``[{name: liae, share: 0.5},
+            {name: sbi, share: 0.5}]``); each fake's method is drawn once, by exact shares over a seeded
+            order of the fakes, and kept in the plan. Empty (default): every fake from the trained model
+            (``models.train.model.arch``).
     """
 
     videos: tuple[VideoEntry | str, ...] = ()
@@ -210,8 +235,13 @@ class GenerateConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    methods: tuple[MethodEntry, ...] = ()
 
     def __post_init__(self) -> None:
+        names = [m.name for m in self.methods]
+        _check(len(set(names)) == len(names), "methods", f"a method is listed twice: {names}")
+        _check(not self.methods or abs(sum(m.share for m in self.methods) - 1) < 1e-6, "methods",
+               f"the shares must sum to 1, got {sum(m.share for m in self.methods):g} ({', '.join(names)})")
         _check(bool(self.videos) != bool(self.manifest), "videos", "give either videos or manifest")
         _check(0 <= self.seed < 2**63, "seed", "must be in 0..2**63-1")
         _check(self.dfdc_part_size >= 0, "dfdc_part_size", "must be >= 0 (0: fit the dataset in 50 parts)")

@@ -166,9 +166,13 @@ def place(layout: str, *, label: str, split: str, compression: str, video_id: st
 
 
 def metadata_entry(row: dict[str, Any]) -> dict[str, Any]:
-    """A DFDC ``metadata.json`` entry of an index row (``"original": null`` on REAL entries, as DFDC's)."""
-    return {"label": row["label"], "split": row["split"],
-            "original": row["original_name"] if row["label"] == "FAKE" else None}
+    """A DFDC ``metadata.json`` entry of an index row (``"original": null`` on REAL entries, as DFDC's); a
+    fake's entry also names its method (``method``, ``method_version``), which DFDC readers ignore."""
+    entry = {"label": row["label"], "split": row["split"],
+             "original": row["original_name"] if row["label"] == "FAKE" else None}
+    if row["label"] == "FAKE" and row.get("method"):
+        entry.update(method=row["method"], method_version=row.get("method_version"))
+    return entry
 
 
 LABELS = "labels.json"

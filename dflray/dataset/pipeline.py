@@ -120,6 +120,18 @@ def _config_key(cfg: GenerateConfig) -> dict[str, Any]:
     return d
 
 
+def check_methods(cfg: GenerateConfig) -> None:
+    """Every method of the plan's mix is registered and its settings are valid (``ConfigError`` naming
+    ``methods[i].name`` or ``methods[i].settings.KEY``)."""
+    from dflray.methods import method_settings, method_spec
+
+    for i, m in enumerate(cfg.methods):
+        spec = method_spec(m.name, f"methods[{i}].name")
+        method_settings(m.name, m.settings, f"methods[{i}]")
+        if spec.model != "none" and m.name not in ("df", "liae"):
+            raise ConfigError(f"methods[{i}].name", f"{m.name} needs a model dflray cannot train yet")
+
+
 def _check_plan(cfg: GenerateConfig) -> None:
     """Options the dataset job cannot honour, rejected before any work."""
     if not cfg.extract.landmarks.embedding:
@@ -136,6 +148,7 @@ def _check_plan(cfg: GenerateConfig) -> None:
     if cfg.models.base and cfg.models.base != "pretrain":
         if latest_checkpoint(cfg.models.base) is None:
             raise ConfigError("models.base", f"{cfg.models.base} is not a training output or checkpoint")
+    check_methods(cfg)
 
 
 def _work_location(out: str, work: str | None, recorded: dict[str, Any] | None) -> str:

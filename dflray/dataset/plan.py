@@ -44,7 +44,7 @@ from dflray.config import GenerateConfig, PairingConfig, SplitsConfig, VideoEntr
 from dflray.faceset import video_id as _video_id
 from dflray.io.storage import normalize_uri, open_uri, resolve_entry
 
-__all__ = ["SPLITS", "assign_splits", "cluster_identities", "dominant_embedding", "pair", "plan_seed",
+__all__ = ["SPLITS", "assign_methods", "assign_splits", "cluster_identities", "dominant_embedding", "pair", "plan_seed",
            "read_manifest"]
 
 SPLITS = ("train", "val", "test")
@@ -746,6 +746,39 @@ def _check_target(t: Mapping[str, Any], i: int) -> str:
     if not isinstance(vid, str) or not vid:
         raise ValueError(f"targets[{i}].video_id must be a non-empty string, got {vid!r}")
     return vid
+
+
+def assign_methods(items: Sequence[str], shares: Sequence[tuple[str, float]], seed: int) -> dict[str, str]:
+    """Each planned fake's forgery method, by exact shares.
+
+    The fakes are ordered by a seeded hash of their ids and cut into runs of ``round(share * n)`` (largest
+    remainders get the leftovers, ties to the earlier method), so the counts match the shares as closely
+    as whole fakes can, and a fake's method depends only on the seed, its id and the plan's fakes.
+
+    Args:
+        items: the fakes' ids.
+        shares: (method, share) in the plan's order; shares sum to 1.
+        seed: the plan's seed.
+
+    Example:
+        >>> got = assign_methods([f"f{i}" for i in range(10)], [("sbi", 0.3), ("liae", 0.7)], seed=0)
+        >>> sorted(got.values()).count("sbi"), sorted(got.values()).count("liae")
+        (3, 7)
+    """
+    n = len(items)
+    exact = [share * n for _, share in shares]
+    counts = [int(x) for x in exact]
+    leftovers = sorted(range(len(shares)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in leftovers[:n - sum(counts)]:
+        counts[i] += 1
+    order = sorted(items, key=lambda item: (plan_seed(seed, "method", item), item))
+    out: dict[str, str] = {}
+    start = 0
+    for (name, _), count in zip(shares, counts):
+        for item in order[start:start + count]:
+            out[item] = name
+        start += count
+    return out
 
 
 def pair(targets: Sequence[Mapping[str, Any]], sources: Mapping[str, Mapping[str, Any]], cfg: PairingConfig,

@@ -18,14 +18,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Version history: 1 the first release; 2 adds the XSeg columns of ``faces`` (xseg_polys, xseg_label,
 # xseg, xseg_model), ``merged.xseg_sha256`` and ``dataset.xseg_id`` (the XSeg model of an XSeg mask mode);
 # 3 adds ``dataset.swap_success`` and the quality metrics of ``merged`` (every name in
 # ``config.QUALITY_METRICS``, and ``quality_note``); 4 adds ``detail`` to ``merged`` and ``dataset`` (the
 # fake face's detail over the real face's); 5 adds ``videos.fingerprint`` (what makes an input the same
 # file on a rerun) and ``videos.nodes`` / ``merged.node`` (the Ray nodes that did the work). New columns
-# are null in tables written before.
+# are null in tables written before. 6 adds ``plan.method`` and ``dataset.method_version`` /
+# ``dataset.method_settings`` (the forgery-method axis, ``dflray.methods``).
 
 
 def _f32(n: int) -> pa.DataType:
@@ -192,9 +193,10 @@ PLAN = pa.schema([
     ("identity_source", pa.string()),  # label | cluster
     ("split", pa.string()),  # train | val | test
     ("source_identity", pa.string()),  # fakes: the person put onto the video
-    ("model_key", pa.string()),  # fakes: the model that makes it (source identity, or source__target)
+    ("model_key", pa.string()),  # fakes: the model that makes it (source identity, or source__target); "" none
     ("seed", pa.int64()),
     ("attributes", pa.string()),  # JSON of the manifest's attribute columns
+    ("method", pa.string()),  # fakes: the plan's forgery method (dflray.methods); "" or null: the plan's model
     ("schema_version", pa.int16()),
 ])
 
@@ -212,7 +214,9 @@ DATASET = pa.schema([
     ("source_uri", pa.string()),  # the real input video (a fake's target video)
     ("source_identity", pa.string()),  # FAKE: the person put onto the video
     ("target_identity", pa.string()),  # the person in the real video
-    ("method", pa.string()),  # FAKE: e.g. dflray-liae-ud
+    ("method", pa.string()),  # FAKE: e.g. dflray-liae-ud, dflray-sbi
+    ("method_version", pa.int32()),  # FAKE: the method's version (dflray.methods); null for datasets before 6
+    ("method_settings", pa.string()),  # FAKE: JSON of the method's own settings (model methods: {})
     ("arch", pa.string()),
     ("model_id", pa.string()),  # sha256 of the model's weights
     ("xseg_id", pa.string()),  # sha256 of the XSeg model when the mask mode is an XSeg one
@@ -323,6 +327,7 @@ _NEW_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {
     3: {"merged": (*_QUALITY_COLUMNS, "quality_note"), "dataset": ("swap_success",)},
     4: {"merged": ("detail",), "dataset": ("detail",)},
     5: {"videos": ("fingerprint", "nodes"), "merged": ("node",)},
+    6: {"plan": ("method",), "dataset": ("method_version", "method_settings")},
 }
 
 

@@ -41,7 +41,10 @@ class MergeTask(Task):
         model_source: the model's training output (provenance in the record).
         model_uri: the exported model.
         contract: the model's ``ModelContract`` as a dict.
-        model_sha256: the exported model's checksum.
+        model_sha256: the exported model's checksum (a training-free method: ``method_id``).
+        method: a training-free method (``dflray.methods``) that makes the fake instead of a model, or "".
+        method_settings: its settings.
+        source_files: for a method that reads the source faceset: source video id → its faces files.
     """
 
     dst_uri: str
@@ -54,6 +57,9 @@ class MergeTask(Task):
     model_uri: str
     contract: dict[str, Any]
     model_sha256: str
+    method: str = ""
+    method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    source_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def merge_input(self) -> dict[str, Any]:
         """The task row ``dflray.merge.pipeline.merge_one`` reads (its ``face_files`` a JSON list)."""
@@ -75,6 +81,7 @@ class _MergeWorker(TaskActor):
         self.cfg, self.out, self.run_id, self.dataset_id = cfg, out, run_id, dataset_id
         torch.set_num_threads(max(1, cfg.predict.threads or int(np.ceil(cfg.workers.num_cpus))))
         self._models: dict[str, Any] = {}
+        self._sources: dict[str, Any] = {}
         self.xseg = load_merge_xseg(cfg)
 
     def _predict(self, uri: str):
@@ -86,11 +93,29 @@ class _MergeWorker(TaskActor):
             self._models[uri] = make_predict(self.cfg.predict, uri, worker_cpus=self.cfg.workers.num_cpus)
         return self._models[uri]
 
+    def _method(self, task: MergeTask, contract: ModelContract):
+        """A training-free method built for this fake (its seed), with its source person's faces."""
+        from dflray.merge.methods import load_source_faces, method_predict
+
+        key = json.dumps(task.source_files, sort_keys=True)
+        if task.source_files and key not in self._sources:  # fakes come grouped: keep the last two people
+            if len(self._sources) >= 2:
+                self._sources.pop(next(iter(self._sources)))
+            self._sources[key] = load_source_faces(task.faceset, task.source_files)
+        sources = self._sources.get(key) if task.source_files else None
+        return method_predict(task.method, task.method_settings, contract, seed=task.seed, sources=sources,
+                              batch_size=self.cfg.predict.batch_size)
+
     def run(self, task: MergeTask) -> TaskResult:
         from dflray.merge.pipeline import merge_one
 
-        record, _ = merge_one(task.merge_input(), self.cfg, self.out, self._predict(task.model_uri),
-                              contract=ModelContract.from_dict(task.contract), model_uri=task.model_uri,
+        contract = ModelContract.from_dict(task.contract)
+        try:
+            predict = self._method(task, contract) if task.method else self._predict(task.model_uri)
+        except Exception as e:  # noqa: BLE001 - e.g. a source person without faces: this fake fails, not the job
+            return TaskResult(task.id, "error", f"{type(e).__name__}: {e}")
+        record, _ = merge_one(task.merge_input(), self.cfg, self.out, predict,
+                              contract=contract, model_uri=task.model_uri,
                               model_sha=task.model_sha256, reference=None, run_id=self.run_id,
                               dataset_id=self.dataset_id, xseg=self.xseg,
                               node=ray.get_runtime_context().get_node_id())
@@ -107,10 +132,29 @@ def _merge_config(cfg: GenerateConfig, dataset_id: str) -> MergeConfig:
 def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], models: dict[str, dict], faceset: str,
                  holders: dict[str, list[str]], done: set[str]) -> list[MergeTask]:
     """A task per planned fake not yet merged whose model trained, grouped by model, then by target."""
+    from dflray.merge.methods import method_contract, method_id
+    from dflray.methods import method_spec
+
     fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
+    settings = {m.name: m.settings for m in cfg.methods}
+    videos_of: dict[str, list[str]] = {}
+    for r in plan:
+        if r["kind"] == "REAL":
+            videos_of.setdefault(r["identity"], []).append(r["video_id"])
     todo = []
     for r in plan:
         if r["kind"] != "FAKE" or r["item_id"] in done:
+            continue
+        if not r["model_key"]:  # a training-free method
+            name = r["method"]
+            contract = method_contract(name, cfg.extract.align.face_type, cfg.extract.align.size)
+            sources = {v: list(holders.get(v, [])) for v in videos_of.get(r["source_identity"], [])} \
+                if "source" in method_spec(name).reads else {}
+            todo.append(MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
+                                  face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
+                                  model_source=f"method:{name}", model_uri="", contract=contract.to_dict(),
+                                  model_sha256=method_id(name, settings.get(name, {})), method=name,
+                                  method_settings=dict(settings.get(name, {})), source_files=sources))
             continue
         m = models.get(r["model_key"], {"ok": False, "error": "not trained"})
         if not m["ok"]:
@@ -119,7 +163,7 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], model
                               face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
                               model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
                               model_sha256=m["model_sha256"]))
-    return sorted(todo, key=lambda t: (t.model_uri, t.dst_uri))
+    return sorted(todo, key=lambda t: (t.model_uri, t.method, str(sorted(t.source_files)), t.dst_uri))
 
 
 def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,

@@ -49,6 +49,17 @@ def model_key(source: str, target: str | None) -> str:
     return f"{stem}-{hashlib.sha1(raw.encode()).hexdigest()[:8]}"
 
 
+def _model_key_of(cfg: GenerateConfig, method: str, source: str, target: str) -> str:
+    """The model a fake's method needs ("" for a method without one). A model method other than the
+    plan's own architecture (``models.train.model.arch``) gets models of its own."""
+    from dflray.methods import method_spec
+
+    if method and method_spec(method).model == "none":
+        return ""
+    key = model_key(source, None if cfg.models.per == "source" else target)
+    return key if method in ("", cfg.models.train.model.arch) else f"{key}-{method}"
+
+
 def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
     """The plan: one REAL row per manifest video and one FAKE row per pairing (schema ``plan``).
 
@@ -56,7 +67,7 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
         cfg: the plan's config (``splits``, ``pairing``, ``models.per``, ``seed``).
         people: ``find_identities``'s identities of the manifest videos.
     """
-    from dflray.dataset.plan import assign_splits, pair, plan_seed
+    from dflray.dataset.plan import assign_methods, assign_splits, pair, plan_seed
 
     rows = people.videos
     counts: dict[str, int] = {}
@@ -80,13 +91,15 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
                      "identity": r["identity"], "identity_source": r["identity_source"],
                      "split": splits[r["identity"]], "seed": plan_seed(cfg.seed, r["video_id"]),
                      "attributes": json.dumps(r["attributes"], sort_keys=True)})
-    for p in pairs:
+    items = [hashlib.sha1(f"{p['video_id']}:{p['source_identity']}".encode()).hexdigest()[:16] for p in pairs]
+    methods = assign_methods(items, [(m.name, m.share) for m in cfg.methods], cfg.seed) if cfg.methods else {}
+    for p, item in zip(pairs, items):
         t = by_vid[p["video_id"]]
-        item = hashlib.sha1(f"{p['video_id']}:{p['source_identity']}".encode()).hexdigest()[:16]
-        key = model_key(p["source_identity"], None if cfg.models.per == "source" else t["identity"])
+        method = methods.get(item, "")  # "": the plan's model (models.train.model.arch), no methods: list
         plan.append({"item_id": item, "kind": "FAKE", "video_id": t["video_id"], "uri": t["uri"],
                      "identity": t["identity"], "identity_source": t["identity_source"], "split": p["split"],
-                     "source_identity": p["source_identity"], "model_key": key,
+                     "source_identity": p["source_identity"], "method": method,
+                     "model_key": _model_key_of(cfg, method, p["source_identity"], t["identity"]),
                      "seed": plan_seed(cfg.seed, item), "attributes": json.dumps(t["attributes"], sort_keys=True)})
     wanted = len(targets) * cfg.pairing.fakes_per_video
     if len(pairs) < wanted:

@@ -10,6 +10,7 @@ done-marker).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -118,6 +119,7 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
     parts = lay.dfdc_parts(by_split, 1 + n_fakes, cfg.dfdc_part_size) if cfg.layout == "dfdc" else {}
     numbers = lay.ffpp_numbers(by_split) if cfg.ffpp_numeric_names else {}
     name_of = lambda v: numbers.get(v) or lay.short_id(v)  # noqa: E731 - a real video's FF++ name
+    method_cfg = {m.name: m.settings for m in cfg.methods}
     rows = []
     for r in plan:
         fake = r["kind"] == "FAKE"
@@ -126,6 +128,8 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
         rec = merged.get(r["item_id"]) if fake else None
         q = quality.get(r["item_id"], {}) if fake else {}
         model = models.get(r.get("model_key") or "", {}) if fake else {}
+        if fake:
+            model, how = _method_of(r, model, method_cfg)
         for comp in cfg.perturb.compression:
             vid = lay.short_id(r["item_id"], comp)
             arch = (model.get("contract") or {}).get("arch") if fake else None
@@ -146,7 +150,7 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
                                        item_name=lay.short_id(r["video_id"]), real_name=name_of(r["video_id"]),
                                        part=parts.get(r["video_id"], 0), ffpp_source=cfg.ffpp_source)
                 row.update(original=orig, original_name=orig_place["name"], source_identity=r["source_identity"],
-                           method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"))
+                           method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"), **how)
                 if rec is not None:
                     row.update({k: rec.get(k) for k in ("smooth_window", "settings_sha256", "frames_swapped",
                                                         *MERGE_SETTING_FIELDS)})
@@ -172,6 +176,22 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
     return rows
 
 
+def _method_of(r: dict[str, Any], model: dict[str, Any], settings: dict[str, dict]) -> tuple[dict, dict]:
+    """A fake's model document (a training-free method stands in for one: its name is the arch, its
+    ``method_id`` the checksum) and its ``method_version`` / ``method_settings`` columns."""
+    from dflray.merge.methods import method_id
+    from dflray.methods import method_settings, method_spec
+
+    name = r.get("method") or ""
+    if name and not r.get("model_key"):
+        model = {"ok": True, "contract": {"arch": name}, "model_sha256": method_id(name, settings.get(name, {}))}
+        full = dataclasses.asdict(method_settings(name, settings.get(name, {}), ""))
+        return model, {"method_version": method_spec(name).version, "method_settings": json.dumps(full, sort_keys=True)}
+    family = name or str((model.get("contract") or {}).get("arch") or "").split("-")[0]
+    version = method_spec(family).version if family in ("df", "liae") else None
+    return model, {"method_version": version, "method_settings": "{}"}
+
+
 def _metadata(row: dict[str, Any]) -> dict[str, str]:
     """The container metadata of a published video: synthetic or not, and its provenance."""
     fake = row["label"] == "FAKE"
@@ -182,7 +202,9 @@ def _metadata(row: dict[str, Any]) -> dict[str, str]:
             "dflray_perturbation": row["perturbation"], "dflray_compression": row["compression"]}
     if fake:
         meta.update(dflray_model_sha256=row.get("model_id") or "",
-                    dflray_settings_sha256=row.get("settings_sha256") or "")
+                    dflray_settings_sha256=row.get("settings_sha256") or "", dflray_method=row.get("method") or "",
+                    dflray_method_version=str(row.get("method_version") or ""),
+                    dflray_method_settings=row.get("method_settings") or "")
     return meta
 
 

@@ -36,10 +36,17 @@ def model_jobs(plan: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[st
             videos_of.setdefault(r["identity"], set()).add(r["video_id"])
     jobs: dict[str, tuple[set[str], set[str]]] = {}
     for r in plan:
-        if r["kind"] == "FAKE":
+        if r["kind"] == "FAKE" and r["model_key"]:  # "": a method that needs no model
             src, dst = jobs.setdefault(r["model_key"], (videos_of.get(r["source_identity"], set()), set()))
             dst.add(r["video_id"])
     return {k: (sorted(src), sorted(dst)) for k, (src, dst) in jobs.items()}
+
+
+def model_archs(plan: list[dict[str, Any]]) -> dict[str, str]:
+    """The architecture of each model a plan's model methods name (``df``/``liae``; a model of the plan's
+    own ``models.train.model.arch`` is absent)."""
+    return {r["model_key"]: r["method"] for r in plan
+            if r["kind"] == "FAKE" and r["model_key"] and r.get("method") in ("df", "liae")}
 
 
 def _train_model(key: str, src: list[str], dst: list[str] | None, faceset: str, work: str, train: dict[str, Any],
@@ -138,6 +145,7 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         train.pop(k)
     init_from = _base_model(cfg, plan, faceset, work, train)
     jobs = model_jobs(plan)
+    archs = model_archs(plan)
     remote = _model_task()
     results: dict[str, dict[str, Any]] = {}
     pending: dict[Any, str] = {}
@@ -146,7 +154,11 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         while queue and len(pending) < cfg.models.concurrency:
             key = queue.pop(0)
             src, dst = jobs[key]
-            pending[remote.remote(key, src, sorted(dst), faceset, work, train, init_from)] = key
+            arch = archs.get(key, train["model"]["arch"])
+            own = {**train, "model": {**train["model"], "arch": arch}}
+            # A shared base is of the plan's architecture: a model of another one starts from scratch.
+            start = init_from if arch == train["model"]["arch"] else None
+            pending[remote.remote(key, src, sorted(dst), faceset, work, own, start)] = key
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:
             key = pending.pop(ref)
