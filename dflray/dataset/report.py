@@ -325,6 +325,35 @@ def _counts_section(rows: list[dict]) -> str:
             + "</div></section>")
 
 
+def _methods_section(fakes: list[dict]) -> str:
+    """Per forgery method: its fakes by status, and the median of every quality metric over its ok fakes,
+    with the share that passed the gates (fakes of several compression levels count once per level)."""
+    if not fakes:
+        return ""
+    by: dict[str, list[dict]] = {}
+    for r in fakes:
+        by.setdefault(r.get("method") or _NONE, []).append(r)
+    statuses = _ordered({r.get("status") or _NONE for r in fakes}, ("ok", "dropped", "error"))
+    head = "".join(f"<th>{_esc(s)}</th>" for s in statuses) + "<th>gates passed</th>" + \
+        "".join(f"<th>{_esc(m)}</th>" for m in QUALITY_METRICS)
+    out = ['<section id="methods"><h2>By method</h2><p class="note">Fakes per status; median of each quality '
+           'metric over the method\'s measured fakes (ok or dropped).</p><table id="by-method" class="counts">'
+           f"<thead><tr><th>method</th>{head}</tr></thead><tbody>"]
+    for name in sorted(by):
+        rows = by[name]
+        measured = [r for r in rows if r.get("status") in ("ok", "dropped")]
+        key = f'data-method="{_esc(name)}"'
+        cells = "".join(f'<td {key} data-status="{_esc(s)}">{sum((r.get("status") or _NONE) == s for r in rows)}</td>'
+                        for s in statuses)
+        passed = [bool(r.get("quality_pass")) for r in measured if r.get("quality_pass") is not None]
+        cells += f'<td {key} data-metric="quality_pass">{_fmt(float(np.mean(passed))) if passed else "–"}</td>'
+        for m in QUALITY_METRICS:
+            vals = _finite(r.get(m) for r in measured)
+            cells += f'<td {key} data-metric="{m}">{_fmt(float(np.median(vals))) if len(vals) else "–"}</td>'
+        out.append(f'<tr><th scope="row">{_esc(name)}</th>{cells}</tr>')
+    return "".join(out) + "</tbody></table></section>"
+
+
 def _read_evaluation(dataset: str) -> list[dict]:
     """The rows of ``evaluation.parquet`` (``schema.EVALUATION``); [] when there is none or it is unreadable."""
     uri = join(dataset, "evaluation.parquet")
@@ -622,7 +651,8 @@ def build_report(dataset: str, out: str, *, max_rows: int = 500, thumb_size: int
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
             f'<header><h1>{_esc(title)}</h1><p class="source">{_esc(dataset)}</p>'
             f'<p class="summary">{summary}</p><p class="responsible">{_esc(RESPONSIBLE_USE)}</p></header>'
-            + headline_html + _counts_section(rows) + evaluation_html + hist_html + fakes_html
+            + headline_html + _counts_section(rows) + _methods_section(fakes) + evaluation_html + hist_html
+            + fakes_html
             + f"<script>{_JS}</script></body></html>\n")
     data = page.encode("utf-8")
     with atomic_write(out, "wb") as f:

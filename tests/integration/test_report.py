@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -133,6 +134,25 @@ def test_self_contained_and_escaped(dataset):
     assert "ds-test-1" in text and "provenance-tagged" in text
     rows = [attrs["data-video-id"] for tag, attrs in parser.tags if tag == "tr" and "data-video-id" in attrs]
     assert sorted(rows) == sorted(dataset["fakes"])
+
+
+def test_every_count_and_metric_is_broken_down_by_method(dataset):
+    """The by-method table: fakes per status, gates passed and the median of every metric over the measured
+    (ok or dropped) fakes of each method; NaN metrics and unmeasured gates left out."""
+    text = dataset["html"]
+    parser = _Tags()
+    parser.feed(text)
+    cells: dict[tuple[str, str], str] = {}
+    for m in re.finditer(r'<td data-method="([^"]*)" data-(status|metric)="([^"]*)">([^<]*)</td>', text):
+        cells[(html_unescape(m.group(1)), m.group(3))] = m.group(4)
+    liae = "dflray-liae-ud"
+    assert (cells[(liae, "ok")], cells[(liae, "dropped")]) == ("3", "1")
+    assert cells[(liae, "swap_success")] == "0.5"  # median of 0.30, 0.90, 0.50 (the NaN fake left out)
+    assert cells[(liae, "id_distance_source")] == "0.6"  # each metric: base + 0.1
+    assert cells[(liae, "quality_pass")] == "0.333"  # 1 of 3 gated fakes passed
+    assert (cells[(ATTR_BREAK, "ok")], cells[(ATTR_BREAK, "dropped")]) == ("1", "0")
+    assert cells[(ATTR_BREAK, "swap_success")] == "0.1"
+    assert text.index('id="counts"') < text.index('id="by-method"') < text.index('id="fakes"')
 
 
 def test_swap_success_headline_comes_first(dataset):

@@ -1,0 +1,90 @@
+"""The method axis of a dataset plan: exact shares, one method per fake kept in the plan, the models the
+mix needs, and a bad mix refused before work, naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from dflray.config import ConfigError, GenerateConfig, load_config
+from dflray.dataset.pipeline import check_methods
+from dflray.dataset.plan import assign_methods
+from dflray.dataset.stages.identities import Identities
+from dflray.dataset.stages.plan import plan_dataset
+from dflray.dataset.stages.publish import _method_of
+from dflray.dataset.stages.train import model_archs, model_jobs
+
+
+def _cfg(*overrides: str) -> GenerateConfig:
+    return load_config(GenerateConfig, overrides=["videos=[a.mp4]", "splits={train: 1.0, val: 0.0, test: 0.0}",
+                                                  *overrides])
+
+
+def _people(n: int) -> Identities:
+    """n videos of n/2 people (two videos each)."""
+    videos = [{"video_id": f"v{i:03d}", "uri": f"/data/v{i:03d}.mp4", "identity": f"p{i // 2}",
+               "identity_source": "label", "attributes": {}} for i in range(n)]
+    rng = np.random.default_rng(0)
+    return Identities(videos, {f"p{i}": rng.normal(size=128) for i in range(n // 2)},
+                      frozenset(v["video_id"] for v in videos))
+
+
+def test_methods_get_exact_shares_from_a_seeded_order():
+    items = [f"item{i}" for i in range(101)]
+    got = assign_methods(items, [("liae", 0.5), ("sbi", 0.3), ("landmark-warp", 0.2)], seed=4)
+    counts = {m: list(got.values()).count(m) for m in ("liae", "sbi", "landmark-warp")}
+    assert counts == {"liae": 51, "sbi": 30, "landmark-warp": 20} and set(got) == set(items)
+    assert got == assign_methods(list(reversed(items)), [("liae", 0.5), ("sbi", 0.3), ("landmark-warp", 0.2)], 4)
+    other = assign_methods(items, [("liae", 0.5), ("sbi", 0.3), ("landmark-warp", 0.2)], seed=5)
+    assert other != got  # another seed, another draw (same counts)
+    assert assign_methods([], [("sbi", 1.0)], 0) == {}
+
+
+def test_plan_rows_carry_their_method_and_only_model_methods_need_models():
+    cfg = _cfg("methods=[{name: liae, share: 0.25}, {name: df, share: 0.25}, {name: sbi, share: 0.25},"
+               " {name: landmark-warp, share: 0.25}]", "pairing.fakes_per_video=1")
+    plan = plan_dataset(cfg, _people(40)).rows
+    fakes = [r for r in plan if r["kind"] == "FAKE"]
+    assert len(fakes) == 40 and {m: sum(r["method"] == m for r in fakes) for m in ("liae", "df", "sbi", "landmark-warp")} \
+        == {"liae": 10, "df": 10, "sbi": 10, "landmark-warp": 10}
+    assert all(r["model_key"] == "" for r in fakes if r["method"] in ("sbi", "landmark-warp"))
+    assert all(r["model_key"] and not r["model_key"].endswith("-liae") for r in fakes if r["method"] == "liae")
+    assert all(r["model_key"].endswith("-df") for r in fakes if r["method"] == "df")  # not the plan's arch
+    jobs = model_jobs(plan)
+    assert set(jobs) == {r["model_key"] for r in fakes if r["method"] in ("liae", "df")}
+    archs = model_archs(plan)
+    assert {archs[r["model_key"]] for r in fakes if r["method"] == "df"} == {"df"}
+    # Without a mix: the plan of before (no method, one model per source identity).
+    plain = plan_dataset(_cfg("pairing.fakes_per_video=1"), _people(40)).rows
+    assert [r["item_id"] for r in plain] == [r["item_id"] for r in plan]
+    assert all(r["method"] == "" and r["model_key"] for r in plain if r["kind"] == "FAKE")
+
+
+@pytest.mark.parametrize("override, field, message", [
+    ("methods=[{name: faceswap9, share: 1.0}]", "methods[0].name", "unknown method 'faceswap9'"),
+    ("methods=[{name: sbi, share: 0.5}, {name: landmark-warp, share: 0.5, settings: {candidates: 0}}]",
+     "methods[1].settings.candidates", ""),
+    ("methods=[{name: sbi, share: 1.0, settings: {colour: 3}}]", "methods[0].settings.colour", "unknown option"),
+])
+def test_a_bad_mix_is_refused_naming_the_field(override, field, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(field)}: .*{message}"):
+        check_methods(_cfg(override))
+
+
+def test_shares_that_do_not_sum_to_one_are_refused_when_the_plan_loads():
+    with pytest.raises(ConfigError, match=r"^methods: the shares must sum to 1, got 0.9 \(sbi, liae\)"):
+        _cfg("methods=[{name: sbi, share: 0.4}, {name: liae, share: 0.5}]")
+
+
+def test_a_method_fake_is_published_with_its_version_settings_and_id():
+    from dflray.merge.methods import method_id
+
+    row = {"kind": "FAKE", "method": "sbi", "model_key": ""}
+    model, how = _method_of(row, {}, {"sbi": {}})
+    assert model["ok"] and model["contract"]["arch"] == "sbi" and model["model_sha256"] == method_id("sbi", {})
+    assert how["method_version"] == 1 and json.loads(how["method_settings"])  # every setting, defaults included
+    _, liae = _method_of({"kind": "FAKE", "method": "", "model_key": "k"}, {"contract": {"arch": "liae-ud"}}, {})
+    assert liae == {"method_version": 1, "method_settings": "{}"}
