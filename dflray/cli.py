@@ -153,7 +153,9 @@ research, as one resumable Ray job: extract every video once; give unlabelled vi
 (clustering dlib embeddings); split identities into train/val/test (no person in two splits); pair
 source identities with target videos (random, nearest in appearance, or within a group); train the
 models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
-merge every fake with settings drawn per video; measure each fake (swap_success: the share of sampled
+make each fake with its method (methods: a mix of DeepFaceLab models, df and liae, and training-free
+methods, landmark-warp, sbi and xray-blend, by shares; default: the trained model only) and merge it
+with settings drawn per video; measure each fake (swap_success: the share of sampled
 frames whose face reads as the source person; identity distance to source and target, pose and
 expression error, flicker, seam) and apply quality gates; perturb real and fake videos
 alike (DeeperForensics-1.0's 7 distortions x 5 levels, mixes of 2-4) and write them at FaceForensics++
@@ -169,6 +171,7 @@ PLAN.yaml is a GenerateConfig, e.g.:
   splits: {train: 0.8, val: 0.1, test: 0.1}
   pairing: {policy: nearest, fakes_per_video: 2, exclude: [[alice, bob]]}
   models: {per: source, base: pretrain, concurrency: 4, train: {steps: 20000, model: {resolution: 128}}}
+  methods: [{name: liae, share: 0.5}, {name: landmark-warp, share: 0.25}, {name: sbi, share: 0.25}]
   merge: {vary: [{field: mode, choices: [overlay, seamless]}, {field: erode, low: -10, high: 30}]}
   # XSeg mask modes: merge: {xseg: runs/xseg/xseg.pt, vary: [{field: mask_mode, choices: [dst, XSeg-dst]}]}
   perturb: {compression: [c0, c23, c40], fraction: 0.5, mix_fraction: 0.3}

@@ -30,7 +30,7 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
     with atomic_write(join(out, "index.parquet")) as f:
         pq.write_table(index, f)
     rows = index.select(["video_id", "name", "path", "mask_path", "label", "split", "original_name", "status",
-                         "item_id", "error"]).to_pylist()
+                         "item_id", "error", "method", "method_version"]).to_pylist()
     for r in rows:
         summary.published[r["status"]] = summary.published.get(r["status"], 0) + 1
     # A fake's metrics are measured once, on its lossless merge, and repeated at each compression level:
