@@ -389,7 +389,8 @@ def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
 @pytest.mark.media
 def test_shared_media_two_real_people(ray_local, tmp_path):
     """Real footage: two men (../shared/media), a CSV manifest with identity labels and an attribute,
-    pairing within the group, every third frame extracted (the merge fills the gaps), audio kept; and
+    pairing within the group, every third frame extracted (the merge fills the gaps), audio kept; the two
+    fakes made by the training-free methods landmark-warp and xray-blend (no model trained); and
     ``dflray evaluate`` on the result."""
     a, b = shared_media("src_man_a.mp4"), shared_media("dst_man_glasses_b.mp4")
     manifest = tmp_path / "real.csv"
@@ -398,12 +399,14 @@ def test_shared_media_two_real_people(ray_local, tmp_path):
         f"manifest={manifest}", "splits={train: 1.0, val: 0.0, test: 0.0}", "pairing.policy=group",
         "pairing.group_by=gender", "extract.decode.every_n=3", "perturb.compression=[c23]",
         "perturb.fraction=0.0", "perturb.preset=ultrafast", "quality.sample_frames=4",
-        "merge.settings.mode=seamless", *TINY])
+        "merge.settings.mode=seamless", "methods=[{name: landmark-warp, share: 0.5}, {name: xray-blend, share: 0.5}]",
+        *TINY])
     out = tmp_path / "ds"
     summary = run_generate(cfg, str(out), report=False)
-    assert summary.models == 2 and summary.models_failed == 0
+    assert summary.models == 0 and summary.models_failed == 0
     rows = _index(str(out))
     assert all(r["status"] == "ok" for r in rows) and len(rows) == 4
+    assert sorted(r["method"] for r in rows if r["label"] == "FAKE") == ["dflray-landmark-warp", "dflray-xray-blend"]
     by_id = {r["video_id"]: r for r in rows}
     for r in rows:
         facts = {"frames": 216 if r["source_uri"] == a else 250}
