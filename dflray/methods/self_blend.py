@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import cv2
 import numpy as np
@@ -338,10 +338,48 @@ def _hull(landmarks: np.ndarray, resolution: int) -> np.ndarray:
 # ------------------------------------------------------------------------------------ sbi
 
 
+class _Blended:
+    """What sbi and xray-blend share: a face pasted into each crop through the video's ``BlendMask``."""
+
+    resolution: int
+    mask: BlendMask
+
+    def _pasted(self, crops: np.ndarray, landmarks: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
+        """For a batch: ``one(i, hull)``, the face pasted into crop ``i`` (R×R×3 float32 in [0, 1])."""
+        raise NotImplementedError
+
+    def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fakes of a batch of the video's dst crops.
+
+        Args:
+            crops: N×R×R×3 float32 RGB in [0, 1].
+            landmarks: N×68×2 crop pixels.
+
+        Returns:
+            (fake faces N×R×R×3, blend masks N×R×R, dst hull masks N×R×R), float32 in [0, 1]. Where the
+            blend mask is 0 the fake is the crop.
+
+        Raises:
+            ValueError: on inputs of the wrong shape or non-finite landmarks.
+        """
+        crops, landmarks = _check_batch(crops, landmarks, self.resolution)
+        fakes, masks, dst_masks = _outputs(len(crops), self.resolution)
+        if not len(crops):
+            return fakes, masks, dst_masks
+        pasted = self._pasted(crops, landmarks)
+        ratio = np.float32(self.mask.ratio)
+        for i, lm in enumerate(landmarks):
+            hull = _hull(lm, self.resolution)
+            masks[i] = self.mask.one(hull)
+            dst_masks[i] = hull
+            _blend(crops[i], pasted(i, hull), masks[i] * ratio, fakes[i])
+        return fakes, masks, dst_masks
+
+
 @register_method("sbi", version=1, model="none", settings=SbiSettings,
                  summary="Self-Blended Images (Shiohara & Yamasaki, CVPR 2022): the dst face blended with a "
                          "colour-, sharpness- and scale-jittered copy of itself through a deformed hull mask")
-class SelfBlendedImages:
+class SelfBlendedImages(_Blended):
     """``sbi`` for one video: every crop blended with its own jittered copy, by the video's parameters.
 
     Args:
@@ -435,29 +473,8 @@ class SelfBlendedImages:
         crops = np.asarray(crops, np.float32)
         return np.stack([self._source_one(c) for c in crops]) if len(crops) else np.zeros_like(crops)
 
-    def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fakes of a batch of the video's dst crops.
-
-        Args:
-            crops: N×R×R×3 float32 RGB in [0, 1].
-            landmarks: N×68×2 crop pixels.
-
-        Returns:
-            (fake faces N×R×R×3, blend masks N×R×R, dst hull masks N×R×R), float32 in [0, 1]. Where the
-            blend mask is 0 the fake is the crop.
-
-        Raises:
-            ValueError: on inputs of the wrong shape or non-finite landmarks.
-        """
-        crops, landmarks = _check_batch(crops, landmarks, self.resolution)
-        fakes, masks, dst_masks = _outputs(len(crops), self.resolution)
-        ratio = np.float32(self.mask.ratio)
-        for i, (crop, lm) in enumerate(zip(crops, landmarks)):
-            hull = _hull(lm, self.resolution)
-            masks[i] = self.mask.one(hull)
-            dst_masks[i] = hull
-            _blend(crop, self._source_one(crop), masks[i] * ratio, fakes[i])
-        return fakes, masks, dst_masks
+    def _pasted(self, crops: np.ndarray, landmarks: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
+        return lambda i, hull: self._source_one(crops[i])
 
 
 # ------------------------------------------------------------------------------------ xray-blend
@@ -511,7 +528,7 @@ def _color_correct(src: np.ndarray, ref: np.ndarray, area: np.ndarray) -> np.nda
 @register_method("xray-blend", version=1, model="none", reads=("source",), settings=XRayBlendSettings,
                  summary="Face X-ray blended images (Li et al., CVPR 2020): the nearest source face in landmarks, "
                          "aligned and colour-corrected, blended into the dst through a deformed hull mask")
-class XRayBlend:
+class XRayBlend(_Blended):
     """``xray-blend`` for one video: every crop blended with its nearest source face.
 
     Args:
@@ -596,33 +613,12 @@ class XRayBlend:
             out[i] = self._aligned(j, m)
         return out, idx
 
-    def __call__(self, crops: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Fakes of a batch of the video's dst crops.
-
-        Args:
-            crops: N×R×R×3 float32 RGB in [0, 1].
-            landmarks: N×68×2 crop pixels.
-
-        Returns:
-            (fake faces N×R×R×3, blend masks N×R×R, dst hull masks N×R×R), float32 in [0, 1]. Where the
-            blend mask is 0 the fake is the crop.
-
-        Raises:
-            ValueError: on inputs of the wrong shape or non-finite landmarks.
-        """
-        crops, landmarks = _check_batch(crops, landmarks, self.resolution)
-        fakes, masks, dst_masks = _outputs(len(crops), self.resolution)
-        if not len(crops):
-            return fakes, masks, dst_masks
+    def _pasted(self, crops: np.ndarray, landmarks: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
         idx = self.nearest(landmarks)
         mats = _similarities(self._landmarks[idx], landmarks)
-        ratio = np.float32(self.mask.ratio)
-        for i, (crop, lm) in enumerate(zip(crops, landmarks)):
-            hull = _hull(lm, self.resolution)
-            masks[i] = self.mask.one(hull)
-            dst_masks[i] = hull
+
+        def one(i: int, hull: np.ndarray) -> np.ndarray:
             pasted = self._aligned(idx[i], mats[i])
-            if self.settings.color_correct == "rct":
-                pasted = _color_correct(pasted, crop, hull)
-            _blend(crop, pasted, masks[i] * ratio, fakes[i])
-        return fakes, masks, dst_masks
+            return _color_correct(pasted, crops[i], hull) if self.settings.color_correct == "rct" else pasted
+
+        return one

@@ -1,32 +1,16 @@
 """Extraction reading and writing s3:// through a local S3-compatible server (moto) on 127.0.0.1."""
 
-import os
 
 import pytest
 
 from dflray.config import ExtractConfig, load_config
+from tests.net import local_s3
 
 
 @pytest.fixture(scope="module")
 def s3_server():
-    pytest.importorskip("s3fs", reason="s3fs is needed for s3:// URLs")
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] provides the local S3 server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with local_s3() as env:
         yield env
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

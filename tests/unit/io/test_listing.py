@@ -3,27 +3,18 @@
 A real S3 server (moto) on 127.0.0.1; 2,100 video keys make three ListObjectsV2 pages.
 """
 
-import os
 
 import pytest
 
 from dflray.io.storage import fingerprint, scan_inputs
+from tests.net import local_s3
 
 N = 2100
 
 
 @pytest.fixture(scope="module")
 def s3():
-    pytest.importorskip("s3fs", reason="s3fs is needed for s3:// URLs")
-    server_mod = pytest.importorskip("moto.server", reason="moto[server] provides the local S3 server")
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with local_s3():
         import s3fs
 
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
@@ -31,13 +22,6 @@ def s3():
         keys = {f"lake/raw/p{i % 7}/clip{i:05d}.mp4": b"v%d" % i for i in range(N)}
         fs.pipe({**keys, "lake/raw/notes/readme.txt": b"x", "lake/raw/empty/": b"", "lake/rawx/other.mp4": b"x"})
         yield sorted(f"s3://{k}" for k in keys)
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_a_prefix_of_thousands_of_keys_is_listed_whole_and_kept_out_of_the_listing_cache(s3):
