@@ -48,13 +48,11 @@ from scipy.spatial import Delaunay
 from dflray.config import ConfigError
 from dflray.face.color import MERGE_CT_CHOICES, color_transfer
 from dflray.face.masks import hull_mask
+from dflray.methods._picks import RECENT, StickyPicks
 from dflray.methods.base import SourceFaces, register_method
 
 __all__ = ["LandmarkWarp", "LandmarkWarpSettings", "normalized_shapes"]
 
-# How many recent picks are remembered: a video with several faces calls the method with their crops
-# interleaved, so each face's previous pick must survive the other faces' picks in between.
-_RECENT = 4
 # Forehead points: each brow point pushed away from the eye point below it by this many brow-to-eye
 # distances. DFL's hull mask reaches half that far, so the mask lies inside the landmark-driven mesh.
 _FOREHEAD = 1.0
@@ -182,7 +180,7 @@ class LandmarkWarp:
         self._shapes = normalized_shapes(landmarks)
         self._sq_norms = (self._shapes ** 2).sum(axis=1)
         self._hulls: dict[int, np.ndarray] = {}
-        self._recent: list[int] = []
+        self._picks = StickyPicks(settings.candidates, settings.switch_margin)
         self._rng = np.random.default_rng(seed)
 
     def distances(self, landmarks: np.ndarray) -> np.ndarray:
@@ -193,22 +191,11 @@ class LandmarkWarp:
 
     def select(self, landmarks: np.ndarray) -> np.ndarray:
         """The source face index for each of ``N`` dst shapes (``N×68×2``), in order; updates the recent picks."""
-        dist = self.distances(landmarks)
-        k = min(self.settings.candidates, dist.shape[1])
-        picks = np.empty(len(dist), np.int64)
-        for i, d in enumerate(dist):
-            pick = int(np.argmin(d))
-            if k > 1 and self._recent:
-                near = set(np.argpartition(d, k - 1)[:k].tolist())
-                limit = d[pick] * (1.0 + self.settings.switch_margin)
-                pick = next((p for p in self._recent if p in near and d[p] <= limit), pick)
-            picks[i] = pick
-            self._recent = [pick] + [p for p in self._recent if p != pick][:_RECENT - 1]
-        return picks
+        return self._picks.select(self.distances(landmarks))
 
     def _source_hull(self, j: int) -> np.ndarray:
         if j not in self._hulls:
-            if len(self._hulls) >= 4 * _RECENT:  # a few recent picks, not one mask per source face
+            if len(self._hulls) >= 4 * RECENT:  # a few recent picks, not one mask per source face
                 self._hulls.clear()
             self._hulls[j] = hull_mask((self.resolution, self.resolution), self._landmarks[j])
         return self._hulls[j]

@@ -46,6 +46,7 @@ import numpy as np
 from dflray.config import ConfigError
 from dflray.face.align import FACE_TYPES
 from dflray.face.masks import hull_mask
+from dflray.methods._picks import StickyPicks
 from dflray.methods.base import SourceFaces, register_method
 
 __all__ = ["BlendMask", "BlendMaskSettings", "SbiSettings", "SelfBlendedImages", "XRayBlend", "XRayBlendSettings"]
@@ -185,15 +186,24 @@ class XRayBlendSettings(BlendMaskSettings):
         deform, deform_cells, erode, blur: the blend mask (``BlendMaskSettings``); Face X-ray deforms its
             masks more than SBI, hence the larger default ``deform``.
         blend_ratio: range of the pasted face's opacity (Face X-ray pastes it opaque: 1).
+        candidates: a recent pick of source face is kept only while it is among this many nearest (1: the
+            nearest in every frame), so near-equal source faces do not alternate from frame to frame.
+        switch_margin: ... and while its landmark distance is at most ``1 + switch_margin`` times the
+            nearest's.
     """
 
     deform: float = 0.04
     color_correct: Literal["rct", "none"] = "rct"
+    candidates: int = 4
+    switch_margin: float = 0.1
 
     def __post_init__(self) -> None:
         self._check_mask()
         _require(self.color_correct in ("rct", "none"), "color_correct",
                  f"must be rct or none, got {self.color_correct!r}")
+        _require(self.candidates >= 1, "candidates", f"must be >= 1, got {self.candidates}")
+        _require(bool(np.isfinite(self.switch_margin)) and 0.0 <= self.switch_margin <= 10.0, "switch_margin",
+                 f"must be in [0, 10], got {self.switch_margin}")
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -568,6 +578,7 @@ class XRayBlend(_Blended):
         self._landmarks = lms
         self._flat = lms.reshape(len(lms), -1)
         self._norms = (self._flat ** 2).sum(axis=1)
+        self._picks = StickyPicks(settings.candidates, settings.switch_margin)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed) % 2**64, _XRAY_STREAM]))
         self.mask = BlendMask.draw(settings, r, rng)
         self.params = {"deform_px": self.mask.displacement, "erode_px": self.mask.erode,
@@ -584,9 +595,18 @@ class XRayBlend(_Blended):
         Returns:
             N int64 indices into the source faces.
         """
+        return np.argmin(self._distances(landmarks), axis=1)
+
+    def _distances(self, landmarks: np.ndarray) -> np.ndarray:
+        """``N×M`` root summed squared landmark distances of the dst faces to the source faces."""
         flat = np.asarray(landmarks, np.float64).reshape(len(landmarks), -1)
         d = (flat ** 2).sum(axis=1)[:, None] - 2.0 * flat @ self._flat.T + self._norms[None]
-        return np.argmin(d, axis=1)
+        return np.sqrt(np.maximum(d, 0.0))
+
+    def select(self, landmarks: np.ndarray) -> np.ndarray:
+        """The source face of each dst face, in order: the nearest, or a recent pick nearly as near
+        (``candidates``, ``switch_margin``); updates the recent picks."""
+        return self._picks.select(self._distances(landmarks))
 
     def _aligned(self, j: int, mat: np.ndarray) -> np.ndarray:
         # The reflected border fills the corners a rotated crop leaves; the mask never reaches them.
@@ -614,7 +634,7 @@ class XRayBlend(_Blended):
         return out, idx
 
     def _pasted(self, crops: np.ndarray, landmarks: np.ndarray) -> Callable[[int, np.ndarray], np.ndarray]:
-        idx = self.nearest(landmarks)
+        idx = self.select(landmarks)
         mats = _similarities(self._landmarks[idx], landmarks)
 
         def one(i: int, hull: np.ndarray) -> np.ndarray:

@@ -225,8 +225,9 @@ def test_xray_blend_on_real_photos(find_landmarks, portraits):
     crops, lms = batch(face("obama_1.jpg"), face("obama_2.jpg"))
     others = [face("biden.jpg"), aligned(*portraits["grace_hopper"]), aligned(*portraits["astronaut"])]
     sources, src_crops = source_faces(others)
-    xray = build_method("xray-blend", {"color_correct": "none"}, resolution=R, face_type=FACE_TYPE, seed=9,
-                        sources=sources)
+    # switch_margin=0: the nearest source face in every frame, however near the previous pick is
+    xray = build_method("xray-blend", {"color_correct": "none", "switch_margin": 0.0}, resolution=R,
+                        face_type=FACE_TYPE, seed=9, sources=sources)
     picked = nearest_by_landmarks(lms, sources.landmarks)
     np.testing.assert_array_equal(xray.nearest(lms), picked)
     fakes, masks, dst_masks = xray(crops, lms)
@@ -235,6 +236,21 @@ def test_xray_blend_on_real_photos(find_landmarks, portraits):
     # Per video: the same mask parameters for both photos, the same fakes on a second call.
     np.testing.assert_array_equal(xray(crops, lms)[0], fakes)
     np.testing.assert_array_equal(xray(crops[1:], lms[1:])[0][0], fakes[1])
+
+
+def test_xray_blend_keeps_its_source_face_until_another_is_clearly_nearer(portraits):
+    """Frame after frame the dst face drifts between two near-equal source faces: by default the first pick
+    stays (no flicker between sources); with switch_margin=0 the pick follows the nearest."""
+    _, lm = aligned(*portraits["grace_hopper"])
+    delta = np.zeros_like(lm)
+    delta[48:68, 1] = 3.0  # the second source face: the mouth 3 px lower
+    sources = SourceFaces(np.zeros((2, R, R, 3), np.uint8), np.stack([lm, lm + delta]).astype(np.float32))
+    frames = np.stack([lm + f * delta for f in (0.3, 0.52, 0.48, 0.51, 0.9)])  # 0.52: 8% farther from 0
+    sticky = build_method("xray-blend", {}, resolution=R, face_type=FACE_TYPE, seed=1, sources=sources)
+    follow = build_method("xray-blend", {"switch_margin": 0.0}, resolution=R, face_type=FACE_TYPE, seed=1,
+                          sources=sources)
+    assert follow.select(frames).tolist() == [0, 1, 0, 1, 1]
+    assert sticky.select(frames[:2]).tolist() + sticky.select(frames[2:]).tolist() == [0, 0, 0, 0, 1]
 
 
 def test_xray_blend_aligns_the_source_face(portraits):
