@@ -128,7 +128,7 @@ def check_methods(cfg: GenerateConfig) -> None:
     for i, m in enumerate(cfg.methods):
         spec = method_spec(m.name, f"methods[{i}].name")
         method_settings(m.name, m.settings, f"methods[{i}]")
-        if spec.model != "none" and m.name not in ("df", "liae"):
+        if spec.model != "none" and m.name not in ("df", "liae") and not spec.model_config:
             raise ConfigError(f"methods[{i}].name", f"{m.name} needs a model dflray cannot train yet")
 
 

@@ -98,6 +98,8 @@ class MethodSpec:
         face_type: the face type it works at, or None for the plan's.
         resolution: the crop side it works at, or None for the plan's.
         summary: one line for ``--help`` and the README: what it is and where it comes from.
+        model_config: a model method's fixed model (``dflray.config.ModelConfig`` fields it sets, e.g.
+            DeepFaceLab's Quick96); None: the plan's ``models.train.model`` with ``arch`` = the name.
     """
 
     name: str
@@ -109,6 +111,7 @@ class MethodSpec:
     face_type: str | None = None
     resolution: int | None = None
     factory: Callable[..., FaceMethod] | None = field(default=None, compare=False, repr=False)
+    model_config: dict[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         if self.model not in ("pair", "source", "none"):
@@ -143,13 +146,18 @@ def register_method(name: str, *, version: int, model: ModelNeed, settings: type
 
 
 def register_model_method(name: str, *, version: int, model: ModelNeed, settings: type, summary: str,
-                          face_type: str | None = None, resolution: int | None = None) -> MethodSpec:
+                          model_config: dict[str, Any] | None = None) -> MethodSpec:
     """Declares a method whose fakes come from a trained model (``model`` ``pair`` or ``source``): the
-    dataset job trains it and the merge runs its exported predictor; there is nothing to build here."""
+    dataset job trains it (``model_config``'s fixed model, or the plan's with ``arch`` = ``name``) and
+    the merge runs its exported predictor; there is nothing to build here."""
     if model == "none":
         raise ValueError(f"method {name!r}: a model method needs model pair or source")
-    register_method(name, version=version, model=model, settings=settings, summary=summary,
-                    face_type=face_type, resolution=resolution)(None)
+    if name in _METHODS:
+        raise ValueError(f"method {name!r} is already registered")
+    cfg = dict(model_config) if model_config else None
+    _METHODS[name] = MethodSpec(name=name, version=version, model=model, settings=settings, summary=summary,
+                                face_type=(cfg or {}).get("face_type"), resolution=(cfg or {}).get("resolution"),
+                                model_config=cfg)
     return _METHODS[name]
 
 

@@ -338,10 +338,11 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
 
 
 def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
-    """methods: liae, landmark-warp, sbi and xray-blend, a quarter each, in the FF++ layout: one fake of
+    """methods: quick96, landmark-warp, sbi and xray-blend, a quarter each, in the FF++ layout: one fake of
     each, published under manipulated_sequences/<method>/, the method, its version and settings in the
     index, labels.json and the files' tags, and a by-method table in the report. The flat dataset's
-    faceset and models are reused (copied into this run's --work): only the liae fake needs a model."""
+    faceset and models are reused (copied into this run's --work): only quick96 trains, its own fixed
+    model (DeepFaceLab's df-ud at 96 px on full faces)."""
     from tests.readers import ffpp_read
 
     src_out = dataset[0]
@@ -352,7 +353,7 @@ def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
     plan.write_text(json.dumps({"videos": clips, "dataset_id": "test-mixed",
                                 "splits": {"train": 1.0, "val": 0.0, "test": 0.0},
                                 "methods": [{"name": n, "share": 0.25}
-                                            for n in ("liae", "landmark-warp", "sbi", "xray-blend")]}))
+                                            for n in ("quick96", "landmark-warp", "sbi", "xray-blend")]}))
     extra = ["perturb.compression=[c23]", "perturb.fraction=0.0", "quality.sample_frames=3",
              "perturb.preset=ultrafast", "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY]
     assert main(["generate", str(plan), "--out", str(out), "--work", str(work), "--layout", "ffpp", *extra]) == 0
@@ -360,8 +361,7 @@ def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
     fakes = [r for r in rows if r["label"] == "FAKE"]
     assert all(r["status"] == "ok" for r in fakes), [(r["method"], r["error"]) for r in fakes]
     methods = {r["method"] for r in fakes}
-    assert len(fakes) == 4 and methods == {"dflray-liae-ud", "dflray-landmark-warp", "dflray-sbi",
-                                           "dflray-xray-blend"}
+    assert len(fakes) == 4 and methods == {"dflray-quick96", "dflray-landmark-warp", "dflray-sbi", "dflray-xray-blend"}
     plan_rows = {r["item_id"]: r for r in pq.read_table(out / "plan.parquet").to_pylist()}
     labels = json.loads((out / "labels.json").read_text())
     seen = ffpp_read(out)
@@ -369,18 +369,24 @@ def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
     for r in fakes:
         name = r["method"].removeprefix("dflray-")
         assert r["path"].startswith(f"manipulated_sequences/{r['method']}/c23/videos/")
-        assert plan_rows[r["item_id"]]["method"] == ("liae" if name == "liae-ud" else name)
+        assert plan_rows[r["item_id"]]["method"] == name
         assert r["method_version"] == 1 and r["swap_success"] is not None and r["frames_swapped"] > 0
         settings = json.loads(r["method_settings"])
-        assert (settings == {}) == (name == "liae-ud")  # a training-free method records all its settings
+        assert (settings == {}) == (name == "quick96")  # a training-free method records all its settings
         assert labels[r["name"]]["method"] == r["method"] and labels[r["name"]]["method_version"] == 1
         with av.open(str(out / r["path"])) as c:
             tags = dict(c.metadata)
         assert tags["dflray_method"] == r["method"] and json.loads(tags["dflray_method_settings"]) == settings
         assert len(r["model_id"]) == 64  # a model's checksum, or a method's id (name, version, settings)
+        if name == "quick96":
+            assert r["arch"] == "df-ud"
     assert len({r["model_id"] for r in fakes}) == 4
-    models = sorted(p.parent.name for p in (work / "models").glob("*/model.json"))
-    assert models == before  # the flat dataset's models, reused: no training for the three other methods
+    after = sorted(p.parent.name for p in (work / "models").glob("*/model.json"))
+    new = sorted(set(after) - set(before))
+    assert set(before) <= set(after) and len(new) == 1 and new[0].endswith("-quick96")  # only quick96 trained
+    trained = json.loads((work / "models" / new[0] / "model.json").read_text())
+    assert (trained["contract"]["arch"], trained["contract"]["resolution"], trained["contract"]["face_type"]) == \
+        ("df-ud", 96, "full")
     report = (out / "report.html").read_text()
     for m in methods:
         assert f'data-method="{m}" data-status="ok">1<' in report

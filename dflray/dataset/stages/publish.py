@@ -128,16 +128,19 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
         rec = merged.get(r["item_id"]) if fake else None
         q = quality.get(r["item_id"], {}) if fake else {}
         model = models.get(r.get("model_key") or "", {}) if fake else {}
+        how: dict[str, Any] = {}
         if fake:
             model, how = _method_of(r, model, method_cfg)
         for comp in cfg.perturb.compression:
             vid = lay.short_id(r["item_id"], comp)
             arch = (model.get("contract") or {}).get("arch") if fake else None
+            # A named method's folder and label (dflray-quick96); DFL's SAEHD models keep their arch string.
+            method = lay.method_name(arch if how.get("named") is None else how["named"]) if fake else None
             place = lay.place(cfg.layout, label=r["kind"], split=r["split"], compression=comp, video_id=vid,
                               item_name=lay.short_id(r["item_id"]), part=parts.get(r["video_id"], 0),
                               real_name=name_of(r["video_id"]),
                               source_name=name_of(sorted(videos_of.get(r.get("source_identity") or "", [""]))[0])
-                              if fake else "", method=lay.method_name(arch), ffpp_source=cfg.ffpp_source)
+                              if fake else "", method=method, ffpp_source=cfg.ffpp_source)
             row: dict[str, Any] = {
                 "video_id": vid, **place, "label": r["kind"], "split": r["split"], "source_uri": r["uri"],
                 "target_identity": r["identity"], "item_id": r["item_id"], "compression": comp,
@@ -150,7 +153,8 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
                                        item_name=lay.short_id(r["video_id"]), real_name=name_of(r["video_id"]),
                                        part=parts.get(r["video_id"], 0), ffpp_source=cfg.ffpp_source)
                 row.update(original=orig, original_name=orig_place["name"], source_identity=r["source_identity"],
-                           method=lay.method_name(arch), arch=arch, model_id=model.get("model_sha256"), **how)
+                           method=method, arch=arch, model_id=model.get("model_sha256"),
+                           method_version=how["method_version"], method_settings=how["method_settings"])
                 if rec is not None:
                     row.update({k: rec.get(k) for k in ("smooth_window", "settings_sha256", "frames_swapped",
                                                         *MERGE_SETTING_FIELDS)})
@@ -180,16 +184,18 @@ def _method_of(r: dict[str, Any], model: dict[str, Any], settings: dict[str, dic
     """A fake's model document (a training-free method stands in for one: its name is the arch, its
     ``method_id`` the checksum) and its ``method_version`` / ``method_settings`` columns."""
     from dflray.merge.methods import method_id
-    from dflray.methods import method_settings, method_spec
+    from dflray.methods import method_names, method_settings, method_spec
 
     name = r.get("method") or ""
     if name and not r.get("model_key"):
         model = {"ok": True, "contract": {"arch": name}, "model_sha256": method_id(name, settings.get(name, {}))}
         full = dataclasses.asdict(method_settings(name, settings.get(name, {}), ""))
-        return model, {"method_version": method_spec(name).version, "method_settings": json.dumps(full, sort_keys=True)}
+        return model, {"method_version": method_spec(name).version, "method_settings": json.dumps(full, sort_keys=True),
+                       "named": name}
     family = name or str((model.get("contract") or {}).get("arch") or "").split("-")[0]
-    version = method_spec(family).version if family in ("df", "liae") else None
-    return model, {"method_version": version, "method_settings": "{}"}
+    version = method_spec(family).version if family in method_names() else None
+    named = name if name and name not in ("df", "liae") else None  # a fixed model (quick96) is its own method
+    return model, {"method_version": version, "method_settings": "{}", "named": named}
 
 
 def _metadata(row: dict[str, Any]) -> dict[str, str]:

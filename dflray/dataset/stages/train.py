@@ -24,7 +24,7 @@ from dflray.io.storage import exists, join
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["model_jobs", "train_models"]
+__all__ = ["model_jobs", "model_overrides", "train_models"]
 
 
 def model_jobs(plan: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
@@ -42,11 +42,18 @@ def model_jobs(plan: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[st
     return {k: (sorted(src), sorted(dst)) for k, (src, dst) in jobs.items()}
 
 
-def model_archs(plan: list[dict[str, Any]]) -> dict[str, str]:
-    """The architecture of each model a plan's model methods name (``df``/``liae``; a model of the plan's
-    own ``models.train.model.arch`` is absent)."""
-    return {r["model_key"]: r["method"] for r in plan
-            if r["kind"] == "FAKE" and r["model_key"] and r.get("method") in ("df", "liae")}
+def model_overrides(plan: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The ``models.train.model`` fields each model of a model method sets: ``arch`` for ``df``/``liae``,
+    the whole fixed model for a method that has one (``quick96``); models of fakes without a method
+    (the plan's own model) are absent."""
+    from dflray.methods import method_spec
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in plan:
+        if r["kind"] == "FAKE" and r["model_key"] and r.get("method"):
+            spec = method_spec(r["method"])
+            out[r["model_key"]] = dict(spec.model_config) if spec.model_config else {"arch": r["method"]}
+    return out
 
 
 def _train_model(key: str, src: list[str], dst: list[str] | None, faceset: str, work: str, train: dict[str, Any],
@@ -145,7 +152,7 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         train.pop(k)
     init_from = _base_model(cfg, plan, faceset, work, train)
     jobs = model_jobs(plan)
-    archs = model_archs(plan)
+    overrides = model_overrides(plan)
     remote = _model_task()
     results: dict[str, dict[str, Any]] = {}
     pending: dict[Any, str] = {}
@@ -154,10 +161,10 @@ def train_models(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str,
         while queue and len(pending) < cfg.models.concurrency:
             key = queue.pop(0)
             src, dst = jobs[key]
-            arch = archs.get(key, train["model"]["arch"])
-            own = {**train, "model": {**train["model"], "arch": arch}}
-            # A shared base is of the plan's architecture: a model of another one starts from scratch.
-            start = init_from if arch == train["model"]["arch"] else None
+            model = {**train["model"], **overrides.get(key, {})}
+            own = {**train, "model": model}
+            # A shared base is of the plan's model: a model of another one starts from scratch.
+            start = init_from if model == train["model"] else None
             pending[remote.remote(key, src, sorted(dst), faceset, work, own, start)] = key
         ready, _ = ray.wait(list(pending), num_returns=1)
         for ref in ready:

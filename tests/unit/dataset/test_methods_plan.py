@@ -15,7 +15,7 @@ from dflray.dataset.plan import assign_methods
 from dflray.dataset.stages.identities import Identities
 from dflray.dataset.stages.plan import plan_dataset
 from dflray.dataset.stages.publish import _method_of
-from dflray.dataset.stages.train import model_archs, model_jobs
+from dflray.dataset.stages.train import model_jobs, model_overrides
 
 
 def _cfg(*overrides: str) -> GenerateConfig:
@@ -55,8 +55,9 @@ def test_plan_rows_carry_their_method_and_only_model_methods_need_models():
     assert all(r["model_key"].endswith("-df") for r in fakes if r["method"] == "df")  # not the plan's arch
     jobs = model_jobs(plan)
     assert set(jobs) == {r["model_key"] for r in fakes if r["method"] in ("liae", "df")}
-    archs = model_archs(plan)
-    assert {archs[r["model_key"]] for r in fakes if r["method"] == "df"} == {"df"}
+    overrides = model_overrides(plan)
+    assert all(overrides[r["model_key"]] == {"arch": "df"} for r in fakes if r["method"] == "df")
+    assert all(overrides[r["model_key"]] == {"arch": "liae"} for r in fakes if r["method"] == "liae")
     # Without a mix: the plan of before (no method, one model per source identity).
     plain = plan_dataset(_cfg("pairing.fakes_per_video=1"), _people(40)).rows
     assert [r["item_id"] for r in plain] == [r["item_id"] for r in plan]
@@ -87,4 +88,21 @@ def test_a_method_fake_is_published_with_its_version_settings_and_id():
     assert model["ok"] and model["contract"]["arch"] == "sbi" and model["model_sha256"] == method_id("sbi", {})
     assert how["method_version"] == 1 and json.loads(how["method_settings"])  # every setting, defaults included
     _, liae = _method_of({"kind": "FAKE", "method": "", "model_key": "k"}, {"contract": {"arch": "liae-ud"}}, {})
-    assert liae == {"method_version": 1, "method_settings": "{}"}
+    assert liae == {"method_version": 1, "method_settings": "{}", "named": None}
+    _, q96 = _method_of({"kind": "FAKE", "method": "quick96", "model_key": "k-quick96"}, {"contract": {"arch": "df-ud"}}, {})
+    assert q96 == {"method_version": 1, "method_settings": "{}", "named": "quick96"}  # published as dflray-quick96
+
+
+def test_quick96_trains_its_own_fixed_model():
+    """DeepFaceLab's Quick96 is a fixed df-ud model at 96 px on full faces: its models get that model, not
+    the plan's, under keys of their own."""
+    from dflray.config import ModelConfig, from_dict
+
+    cfg = _cfg("methods=[{name: liae, share: 0.5}, {name: quick96, share: 0.5}]", "pairing.fakes_per_video=1")
+    check_methods(cfg)
+    plan = plan_dataset(cfg, _people(8)).rows
+    q = [r for r in plan if r["kind"] == "FAKE" and r["method"] == "quick96"]
+    assert len(q) == 4 and all(r["model_key"].endswith("-quick96") for r in q)
+    model = from_dict(ModelConfig, model_overrides(plan)[q[0]["model_key"]])
+    assert (model.arch_string, model.resolution, model.face_type, model.ae_dims, model.e_dims, model.d_dims,
+            model.d_mask_dims) == ("df-ud", 96, "full", 128, 64, 64, 16)
