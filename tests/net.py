@@ -32,9 +32,15 @@ def local_s3() -> Iterator[dict[str, str]]:
            "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    import s3fs
+
+    # fsspec caches filesystem instances by their options, not by the environment they read: one made
+    # for an earlier server (or an unreachable endpoint) would be handed out again.
+    s3fs.S3FileSystem.clear_instance_cache()
     try:
         yield env
     finally:
+        s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
         for k, v in old.items():
             if v is None:
