@@ -27,7 +27,7 @@ from dflray.io import schema
 from dflray.merge.video import MethodPredict
 from dflray.methods import SourceFaces, build_method, method_settings, method_spec
 
-__all__ = ["METHOD_MAX_RESOLUTION", "SOURCE_FACES_LIMIT", "load_source_faces", "method_contract", "method_id",
+__all__ = ["METHOD_MAX_RESOLUTION", "SOURCE_FACES_LIMIT", "full_settings", "load_source_faces", "method_contract", "method_id",
            "method_predict"]
 
 # Methods work on the faceset's crops, scaled down to this side at most: their cost grows with the
@@ -45,11 +45,15 @@ def method_contract(name: str, face_type: str, faceset_size: int) -> ModelContra
                          resolution=spec.resolution or min(int(faceset_size), METHOD_MAX_RESOLUTION))
 
 
+def full_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Every setting of method ``name``, its defaults filled in (what a fake records)."""
+    return dataclasses.asdict(method_settings(name, settings, ""))
+
+
 def method_id(name: str, settings: dict[str, Any]) -> str:
     """What stands for a model's weights checksum for a method: sha256 of its name, version and settings."""
-    spec = method_spec(name)
-    full = dataclasses.asdict(method_settings(name, settings, ""))
-    doc = json.dumps({"method": name, "version": spec.version, "settings": full}, sort_keys=True, default=str)
+    doc = json.dumps({"method": name, "version": method_spec(name).version, "settings": full_settings(name, settings)},
+                     sort_keys=True, default=str)
     return hashlib.sha256(doc.encode()).hexdigest()
 
 

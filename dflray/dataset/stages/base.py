@@ -29,7 +29,7 @@ from dflray.io.storage import atomic_write, join, list_files, open_uri
 log = logging.getLogger("dflray.generate")
 
 __all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "default_work", "done_ids", "read_json",
-           "run_tasks", "stage_clock", "work_of", "write_json"]
+           "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
 
 
 @dataclass
@@ -92,6 +92,15 @@ def write_json(uri: str, doc: Any) -> None:
     """Writes ``doc`` as JSON to ``uri`` atomically (the records and markers of ``WORK``)."""
     with atomic_write(uri) as f:
         f.write(json.dumps(doc, indent=1, sort_keys=True, default=str).encode())
+
+
+def videos_by_identity(plan: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Identity → the video ids of its REAL plan rows, in plan order (a source person's videos)."""
+    out: dict[str, list[str]] = {}
+    for r in plan:
+        if r["kind"] == "REAL":
+            out.setdefault(r["identity"], []).append(r["video_id"])
+    return out
 
 
 def read_json(uri: str) -> Any:

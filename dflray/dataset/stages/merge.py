@@ -19,7 +19,7 @@ import ray
 
 from dflray.artifacts.export import ModelContract
 from dflray.config import GenerateConfig, MergeConfig
-from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, run_tasks
+from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, run_tasks, videos_by_identity
 from dflray.faceset import read_tables
 from dflray.io.storage import join
 
@@ -137,10 +137,7 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], model
 
     fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
     settings = {m.name: m.settings for m in cfg.methods}
-    videos_of: dict[str, list[str]] = {}
-    for r in plan:
-        if r["kind"] == "REAL":
-            videos_of.setdefault(r["identity"], []).append(r["video_id"])
+    videos_of = videos_by_identity(plan)
     todo = []
     for r in plan:
         if r["kind"] != "FAKE" or r["item_id"] in done:

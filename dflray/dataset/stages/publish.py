@@ -10,7 +10,6 @@ done-marker).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -24,7 +23,15 @@ from typing import Any
 import dflray
 from dflray.config import MERGE_SETTING_FIELDS, GenerateConfig
 from dflray.dataset import layout as lay
-from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, done_ids, run_tasks
+from dflray.dataset.stages.base import (
+    GenerateSummary,
+    Task,
+    TaskActor,
+    TaskResult,
+    done_ids,
+    run_tasks,
+    videos_by_identity,
+)
 from dflray.faceset import publish_file, write_table
 from dflray.io.storage import exists, join, open_uri
 
@@ -103,10 +110,7 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
     from dflray.dataset.plan import plan_seed
     from dflray.quality import apply_gates
 
-    videos_of: dict[str, list[str]] = {}
-    for r in plan:
-        if r["kind"] == "REAL":
-            videos_of.setdefault(r["identity"], []).append(r["video_id"])
+    videos_of = videos_by_identity(plan)
     reals = {r["video_id"]: r for r in plan if r["kind"] == "REAL"}
     fakes_of: dict[str, int] = {}
     for f in plan:
@@ -183,13 +187,13 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
 def _method_of(r: dict[str, Any], model: dict[str, Any], settings: dict[str, dict]) -> tuple[dict, dict]:
     """A fake's model document (a training-free method stands in for one: its name is the arch, its
     ``method_id`` the checksum) and its ``method_version`` / ``method_settings`` columns."""
-    from dflray.merge.methods import method_id
-    from dflray.methods import method_names, method_settings, method_spec
+    from dflray.merge.methods import full_settings, method_id
+    from dflray.methods import method_names, method_spec
 
     name = r.get("method") or ""
     if name and not r.get("model_key"):
         model = {"ok": True, "contract": {"arch": name}, "model_sha256": method_id(name, settings.get(name, {}))}
-        full = dataclasses.asdict(method_settings(name, settings.get(name, {}), ""))
+        full = full_settings(name, settings.get(name, {}))
         return model, {"method_version": method_spec(name).version, "method_settings": json.dumps(full, sort_keys=True),
                        "named": name}
     family = name or str((model.get("contract") or {}).get("arch") or "").split("-")[0]

@@ -18,7 +18,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from dflray.artifacts.checkpoint import latest_checkpoint
 from dflray.artifacts.export import resolve_model
 from dflray.config import GenerateConfig, TrainConfig, from_dict, to_dict
-from dflray.dataset.stages.base import GenerateSummary, read_json, write_json
+from dflray.dataset.stages.base import GenerateSummary, read_json, videos_by_identity, write_json
 from dflray.dataset.stages.extract import subset_faceset
 from dflray.io.storage import exists, join
 
@@ -30,10 +30,7 @@ __all__ = ["model_jobs", "model_overrides", "train_models"]
 def model_jobs(plan: list[dict[str, Any]]) -> dict[str, tuple[list[str], list[str]]]:
     """The models a plan needs: model key → (src video ids: every video of the source identity, dst video
     ids: the target videos of the fakes that model makes), both sorted."""
-    videos_of: dict[str, set[str]] = {}
-    for r in plan:
-        if r["kind"] == "REAL":
-            videos_of.setdefault(r["identity"], set()).add(r["video_id"])
+    videos_of = {k: set(v) for k, v in videos_by_identity(plan).items()}
     jobs: dict[str, tuple[set[str], set[str]]] = {}
     for r in plan:
         if r["kind"] == "FAKE" and r["model_key"]:  # "": a method that needs no model
@@ -94,10 +91,7 @@ def _train_model(key: str, src: list[str], dst: list[str] | None, faceset: str, 
 def _base_model(cfg: GenerateConfig, plan: list[dict], faceset: str, work: str, train: dict[str, Any]) -> str | None:
     """The checkpoint every model starts from: the shared base pretrained on the train split's videos
     (``models.base=pretrain``), a given checkpoint, or None (from scratch)."""
-    videos_of: dict[str, list[str]] = {}
-    for r in plan:
-        if r["kind"] == "REAL":
-            videos_of.setdefault(r["identity"], []).append(r["video_id"])
+    videos_of = videos_by_identity(plan)
     fakes = [r for r in plan if r["kind"] == "FAKE"]
     if cfg.models.base == "pretrain" and fakes:
         train_vids = sorted({r["video_id"] for r in fakes if r["split"] == "train"} |
