@@ -66,8 +66,8 @@ key.path=value arguments override the config, e.g.:
   dflray train --src facesets/a --dst facesets/b --out runs/ab --arch df-ud steps=20000 \\
       model.resolution=192 batch_size=4 num_workers=2 loss.eyes_mouth_prio=true augment.ct_mode=rct
 
-Config: model (arch=df|liae, u, d, t, c, resolution, face_type, ae_dims, e_dims, d_dims,
-d_mask_dims), loss (masked_training, eyes_mouth_prio, blur_out_mask, true_face_power,
+Config: model (arch=df|liae|amp, u, d, t, c, resolution, face_type, ae_dims, e_dims, d_dims,
+d_mask_dims; amp only: inter_dims, morph_factor), loss (masked_training, eyes_mouth_prio, blur_out_mask, true_face_power,
 face_style_power, bg_style_power, gan_power, gan_patch_size, gan_dims), augment (random_warp,
 rotation, scale, shift, random_src_flip, random_dst_flip, random_hsv_power,
 ct_mode=none|rct|lct|mkl|idt|sot, uniform_yaw), optim (name=adabelief|rmsprop|adamw, lr,
@@ -110,8 +110,8 @@ sharpen_amount, denoise, bicubic_degrade, color_degrade, motion_blur. Per-video 
 vary='[{field: mode, choices: [overlay, seamless]}, {field: erode, low: -20, high: 40}]' with seed.
 Config: smooth_window (0 or odd >= 3), fill_gaps, identity (swap=dominant|reference|all, reference,
 threshold), predict (concurrency, num_gpus, num_cpus, batch_size, device, precision=fp32|bf16|fp16,
-threads), workers
-(concurrency, num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), xseg, dataset_id,
+threads, morph_factor: an AMP model's share of the source identity, 0..1), workers (concurrency,
+num_cpus, batch_frames), output (crf, preset, lossless, masks, mask_crf), xseg, dataset_id,
 retry_errors (a rerun skips failed videos too unless true),
 extract (the ExtractConfig used for video --dst), quality (measure, source, sample_frames).
 
@@ -153,8 +153,9 @@ research, as one resumable Ray job: extract every video once; give unlabelled vi
 (clustering dlib embeddings); split identities into train/val/test (no person in two splits); pair
 source identities with target videos (random, nearest in appearance, or within a group); train the
 models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
-make each fake with its method (methods: a mix of DeepFaceLab models, df and liae, and training-free
-methods, landmark-warp, sbi and xray-blend, by shares; default: the trained model only) and merge it
+make each fake with its method (methods: a mix of DeepFaceLab models, df, liae, quick96 and amp,
+and training-free methods, landmark-warp, sbi and xray-blend, by shares; default: the trained model
+only) and merge it
 with settings drawn per video; measure each fake (swap_success: the share of sampled
 frames whose face reads as the source person; identity distance to source and target, pose and
 expression error, flicker, seam) and apply quality gates; perturb real and fake videos
@@ -285,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--src", required=True, metavar="FACESET", help="src faceset (the identity put onto dst)")
     t.add_argument("--dst", metavar="FACESET", help="dst faceset (optional with pretrain=true)")
     t.add_argument("--out", required=True, metavar="URI", help="training output: checkpoints, previews")
-    t.add_argument("--arch", metavar="ARCH", help="DFL architecture string, e.g. liae-ud, df-udt (sets model.*)")
+    t.add_argument("--arch", metavar="ARCH", help="DFL architecture string, e.g. liae-ud, df-udt, amp (sets model.*)")
     t.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from "
                    "(a rerun continues from one anyway)")
     _job_options(t, TrainConfig)

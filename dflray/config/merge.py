@@ -171,6 +171,9 @@ class PredictConfig(Resources):
             one 8-bit step of fp32's) or ``fp16`` (CUDA only).
         threads: torch intra-op threads (0: on CPU every core of the node — the model is the
             bottleneck there and the merge workers interleave with it —; on GPU 1).
+        morph_factor: AMP models only: how much of the src identity the swap takes, 0..1 (the first
+            ``inter_dims * morph_factor`` channels from the src head, the rest from dst's own code; DFL's
+            merger prompt). None: the exported model's own (1.0 unless exported otherwise).
     """
 
     concurrency: int = 1
@@ -180,6 +183,7 @@ class PredictConfig(Resources):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     threads: int = 0
+    morph_factor: float | None = None
 
     _min_concurrency = 0  # concurrency=0 runs the model inside each merge worker
 
@@ -187,6 +191,7 @@ class PredictConfig(Resources):
         self._check_resources()
         _check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
         _check(self.threads >= 0, "threads", "must be >= 0")
+        _check(self.morph_factor is None or 0.0 <= self.morph_factor <= 1.0, "morph_factor", "must be in 0..1")
 
 
 @dataclass(frozen=True)

@@ -10,33 +10,39 @@ from typing import Any, Literal
 from dflray.config._base import _check
 from dflray.face.color import TRAIN_CT_CHOICES
 
-ARCHS = ("df", "liae")
+ARCHS = ("df", "liae", "amp")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """DeepFaceLab SAEHD-style autoencoder; defaults are SAEHD's (``liae-ud``, 128 px).
+    """DeepFaceLab's autoencoders: SAEHD's DF and LIAE, and AMP; defaults are SAEHD's (``liae-ud``, 128 px).
 
     Attributes:
-        arch: ``df`` (shared encoder and inter, one decoder per identity) or ``liae`` (shared encoder
-            and decoder; ``inter_ab`` for both identities, ``inter_b`` for dst only).
+        arch: ``df`` (shared encoder and inter, one decoder per identity), ``liae`` (shared encoder
+            and decoder; ``inter_ab`` for both identities, ``inter_b`` for dst only) or ``amp`` (DFL's AMP:
+            shared encoder and decoder, an ``inter_src`` and an ``inter_dst`` head whose channels are
+            mixed, see :mod:`dflray.models.amp`; its layout is fixed, the flags do not apply).
         u: pixel norm on the encoder's code (DFL's ``-u``).
         d: double the output resolution through a pixel-shuffled output at the same compute (``-d``).
         t: deeper encoder/decoder with one more down/up stage and residual blocks (``-t``).
         c: ``x * cos(x)`` activation in the down/up blocks instead of leaky ReLU (``-c``).
-        resolution: face crop size in pixels; 64..640, a multiple of 16 (of 32 with ``d``).
+        resolution: face crop size in pixels; 64..640, a multiple of 16 (of 32 with ``d`` or ``amp``).
         face_type: face type of the training crops; at most the facesets' face type.
         ae_dims: autoencoder (code) dimensions.
         e_dims: encoder base channels.
         d_dims: decoder base channels.
         d_mask_dims: mask decoder base channels.
+        inter_dims: AMP only: channels of the inter heads' output (DFL's default 1024; 32..2048).
+        morph_factor: AMP only, training: the share of channels a src sample's code takes from the
+            ``inter_src`` head (the rest from ``inter_dst``), a fresh random subset per sample (DFL:
+            0.1..0.5, default 0.5). The merge's morph is chosen apart (``merge.predict.morph_factor``).
 
     Example:
         >>> ModelConfig.from_arch_string("df-ud", resolution=192).arch_string
         'df-ud'
     """
 
-    arch: Literal["df", "liae"] = "liae"
+    arch: Literal["df", "liae", "amp"] = "liae"
     u: bool = True
     d: bool = True
     t: bool = False
@@ -47,21 +53,27 @@ class ModelConfig:
     e_dims: int = 64
     d_dims: int = 64
     d_mask_dims: int = 22
+    inter_dims: int = 1024
+    morph_factor: float = 0.5
 
     def __post_init__(self) -> None:
-        step = 32 if self.d else 16
+        step = 32 if self.d or self.arch == "amp" else 16
+        why = " for amp" if self.arch == "amp" else " with the d flag" if self.d else ""
         _check(64 <= self.resolution <= 640, "resolution", "must be in 64..640")
-        _check(self.resolution % step == 0, "resolution",
-               f"must be a multiple of {step}{' with the d flag' if self.d else ''}")
+        _check(self.resolution % step == 0, "resolution", f"must be a multiple of {step}{why}")
         _check(32 <= self.ae_dims <= 1024, "ae_dims", "must be in 32..1024")
         _check(16 <= self.e_dims <= 256 and self.e_dims % 2 == 0, "e_dims", "must be even, in 16..256")
         _check(16 <= self.d_dims <= 256 and self.d_dims % 2 == 0, "d_dims", "must be even, in 16..256")
         _check(2 <= self.d_mask_dims <= 256 and self.d_mask_dims % 2 == 0, "d_mask_dims",
                "must be even, in 2..256")
+        _check(32 <= self.inter_dims <= 2048, "inter_dims", "must be in 32..2048")
+        _check(0.1 <= self.morph_factor <= 0.5, "morph_factor", "must be in 0.1..0.5 (DFL's range)")
 
     @property
     def arch_string(self) -> str:
-        """DFL's string form, e.g. ``liae-ud``."""
+        """DFL's string form, e.g. ``liae-ud`` (``amp``: its layout is fixed, so no flags)."""
+        if self.arch == "amp":
+            return "amp"
         flags = "".join(f for f in "udtc" if getattr(self, f))
         return f"{self.arch}-{flags}" if flags else self.arch
 
@@ -76,6 +88,7 @@ class ModelConfig:
         _check(name in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)} (optionally -udtc), got {text!r}")
         bad = sorted(set(flags) - set("udtc"))
         _check(not bad, "model.arch", f"unknown flag(s) {''.join(bad)!r} in {text!r}; flags are u, d, t, c")
+        _check(name != "amp" or not flags, "model.arch", f"amp has DFL's fixed layout; flags do not apply ({text!r})")
         return {"arch": name, **{f: f in flags for f in "udtc"}}
 
     @classmethod

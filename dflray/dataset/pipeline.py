@@ -49,7 +49,8 @@ from typing import Any
 
 import dflray
 from dflray.artifacts.checkpoint import latest_checkpoint
-from dflray.config import ConfigError, GenerateConfig, to_dict
+from dflray.config import ConfigError, GenerateConfig, ModelConfig, to_dict
+from dflray.config.train import ARCHS
 from dflray.dataset.stages import (
     GenerateSummary,
     consolidate,
@@ -128,8 +129,16 @@ def check_methods(cfg: GenerateConfig) -> None:
     for i, m in enumerate(cfg.methods):
         spec = method_spec(m.name, f"methods[{i}].name")
         method_settings(m.name, m.settings, f"methods[{i}]")
-        if spec.model != "none" and m.name not in ("df", "liae") and not spec.model_config:
+        if spec.model == "none":
+            continue
+        if m.name not in ARCHS and not spec.model_config:
             raise ConfigError(f"methods[{i}].name", f"{m.name} needs a model dflray cannot train yet")
+        fields = dict(spec.model_config) if spec.model_config else {"arch": m.name}
+        try:  # the model this method trains: the plan's with its architecture (or its own fixed model)
+            ModelConfig(**{**dataclasses.asdict(cfg.models.train.model), **fields})
+        except ConfigError as e:
+            raise ConfigError(f"methods[{i}].name", f"{m.name} trains models.train.model with {fields}, and "
+                                                    f"then {e}") from None
 
 
 def _check_plan(cfg: GenerateConfig) -> None:
@@ -143,6 +152,9 @@ def _check_plan(cfg: GenerateConfig) -> None:
     if cfg.merge.identity.swap == "reference":
         raise ConfigError("merge.identity.swap", "generate swaps each target video's dominant identity; use "
                           "dominant or all")
+    if cfg.merge.predict.morph_factor is not None:
+        raise ConfigError("merge.predict.morph_factor", "generate sets an AMP model's morph per method: "
+                          "methods: [{name: amp, settings: {morph_factor: ...}}]")
     if cfg.merge.predict.precision == "fp16" and not cfg.merge.predict.num_gpus:
         raise ConfigError("merge.predict.precision", "fp16 runs on GPUs only (set merge.predict.num_gpus)")
     if cfg.models.base and cfg.models.base != "pretrain":

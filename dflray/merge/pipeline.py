@@ -137,13 +137,19 @@ def output_name(uri: str, output_id: str) -> str:
 # ------------------------------------------------------------------------------ the model
 
 
-def check_model(uri: str, contract: ModelContract) -> None:
-    """Runs the model once on a blank crop of its contract's size; a mismatch fails before any work."""
+def check_model(uri: str, contract: ModelContract, morph_factor: float | None = None) -> None:
+    """Runs the model once on a blank crop of its contract's size; a mismatch fails before any work, as
+    does a ``predict.morph_factor`` for a model without one (not AMP)."""
     from dflray.merge.predict import Predictor
 
     if contract.face_type not in FACE_TYPES:
         raise ValueError(f"--model: unknown face type {contract.face_type!r} in the model's contract")
-    p = Predictor.load(uri, "cpu")
+    try:
+        p = Predictor.load(uri, "cpu", morph_factor=morph_factor)
+    except ValueError as e:
+        if morph_factor is None:
+            raise
+        raise ValueError(f"predict.morph_factor: {e}") from None
     r = p.resolution
     try:
         faces, fm, dm = p(np.zeros((1, r, r, 3), np.float32))
@@ -366,6 +372,8 @@ def _config_key(cfg: MergeConfig) -> dict[str, Any]:
     # quality only adds columns to the records: a rerun that turns it on finishes an output made without.
     for k in ("predict", "workers", "extract", "retry_errors", "quality"):
         d.pop(k)
+    if cfg.predict.morph_factor is not None:  # an AMP model's morph changes every fake
+        d["morph_factor"] = cfg.predict.morph_factor
     return d
 
 
@@ -464,7 +472,7 @@ def run_merge(model: str, dst: list[str], out: str, cfg: MergeConfig, address: s
         cfg, xseg_sha = resolve_merge_xseg(cfg)
         identity = source_identity(cfg, model)
         model_uri, contract, model_sha, source = resolve_model(model, out)
-        check_model(model_uri, contract)
+        check_model(model_uri, contract, cfg.predict.morph_factor)
         dataset_id = cfg.dataset_id or hashlib.sha256(out.rstrip("/").encode()).hexdigest()[:12]
         reference = reference_embedding(cfg.identity.reference) if cfg.identity.swap == "reference" else None
         _check_manifest(out, {"kind": "dflray.merge", "schema_version": schema.SCHEMA_VERSION, "model": source,

@@ -33,12 +33,13 @@ __all__ = ["make_predict", "start_predict_pool", "stop_predict_pool"]
 class _PredictActor:
     """Holds the swap model; every merge worker sends it crops (on a GPU when it has one)."""
 
-    def __init__(self, uri: str, device: str, threads: int, precision: str = "fp32"):
+    def __init__(self, uri: str, device: str, threads: int, precision: str = "fp32",
+                 morph_factor: float | None = None):
         import torch
 
         from dflray.merge.predict import Predictor
 
-        self.predictor = Predictor.load(uri, None if device == "auto" else device, precision)
+        self.predictor = Predictor.load(uri, None if device == "auto" else device, precision, morph_factor)
         # On CPU every core of the node by default (Ray caps actors at OMP_NUM_THREADS=num_cpus): the
         # model is the bottleneck there, and the merge workers' decode/paste/encode interleave with it.
         if not threads:
@@ -104,7 +105,8 @@ def start_predict_pool(cfg: PredictConfig, model_uri: str) -> list[Any]:
         return []
     actor = ray.remote(_PredictActor).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus or None,
                                               max_restarts=-1, max_task_retries=2)
-    return [actor.remote(model_uri, cfg.device, cfg.threads, cfg.precision) for _ in range(cfg.concurrency)]
+    return [actor.remote(model_uri, cfg.device, cfg.threads, cfg.precision, cfg.morph_factor)
+            for _ in range(cfg.concurrency)]
 
 
 def stop_predict_pool(pool: Sequence[Any]) -> None:
@@ -139,4 +141,4 @@ def make_predict(cfg: PredictConfig, model_uri: str, *, pool: Sequence[Any] = ()
 
     torch.set_num_threads(max(1, cfg.threads or int(np.ceil(worker_cpus))))
     device = None if cfg.device == "auto" else cfg.device
-    return InlinePredict(Predictor.load(model_uri, device, cfg.precision), cfg.batch_size)
+    return InlinePredict(Predictor.load(model_uri, device, cfg.precision, cfg.morph_factor), cfg.batch_size)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dflray.config import ConfigError
 from dflray.methods.base import register_model_method
 
 
@@ -27,5 +28,30 @@ register_model_method("quick96", version=1, model="source", settings=NoSettings,
                       model_config={"arch": "df", "u": True, "d": True, "t": False, "c": False, "resolution": 96,
                                     "face_type": "full", "ae_dims": 128, "e_dims": 64, "d_dims": 64,
                                     "d_mask_dims": 16})
+
+
+
+@dataclass(frozen=True)
+class AmpSettings:
+    """Settings of ``amp`` at merge time (its training options are ``models.train.model``'s:
+    ``inter_dims``, ``morph_factor``).
+
+    Attributes:
+        morph_factor: how much of the source identity the swap takes, 0..1: the first
+            ``inter_dims * morph_factor`` channels of the decoder's input come from the src head, the rest
+            from the destination's own code (DFL's merger prompt, default 1.0).
+    """
+
+    morph_factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.morph_factor <= 1.0:
+            raise ConfigError("morph_factor", f"must be in 0..1, got {self.morph_factor}")
+
+
+# DeepFaceLab's AMP: the plan's models.train.model with arch amp (its own layout; inter_dims, morph_factor).
+register_model_method("amp", version=1, model="source", settings=AmpSettings,
+                      summary="DeepFaceLab AMP: shared encoder and decoder, src and dst inter heads mixed by a "
+                              "merge-time morph factor")
 
 from dflray.methods import landmark_warp, self_blend  # noqa: E402,F401  (register landmark-warp, sbi, xray-blend)

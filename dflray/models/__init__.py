@@ -1,4 +1,4 @@
-"""Torch models of the training stage: SAEHD's DF/LIAE autoencoder and its discriminators.
+"""Torch models of the training stage: SAEHD's DF/LIAE and DFL's AMP autoencoders, and their discriminators.
 
 The losses live in :mod:`dflray.models.losses` (not re-exported: they import kornia).
 """

@@ -152,7 +152,10 @@ class Decoder(nn.Module):
 
 
 def code_shape(cfg: ModelConfig) -> tuple[int, int, int]:
-    """``(C, H, W)`` of the codes the decoders read (DF: the inter output; LIAE: two concatenated inters)."""
+    """``(C, H, W)`` of the codes the decoders read (DF: the inter output; LIAE: two concatenated inters;
+    AMP: an inter head's output)."""
+    if cfg.arch == "amp":
+        return (cfg.inter_dims, cfg.resolution // 32, cfg.resolution // 32)
     lowest_res = cfg.resolution // (32 if cfg.d else 16)
     res = lowest_res if cfg.t else lowest_res * 2
     return (cfg.ae_dims if cfg.arch == "df" else cfg.ae_dims * 4, res, res)
@@ -178,6 +181,8 @@ class DFLModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.arch not in ("df", "liae"):
+            raise ValueError(f"DFLModel builds arch df or liae, not {cfg.arch!r} (build_model builds any)")
         self.cfg = cfg
         self.is_df = cfg.arch == "df"
         res = cfg.resolution
@@ -275,8 +280,16 @@ class DFLModel(nn.Module):
         return [p for name, p in self.named_parameters() if not name.startswith("inter_ab.")]
 
 
-def build_model(cfg: ModelConfig) -> DFLModel:
-    """Builds the DF or LIAE autoencoder that ``cfg`` describes, freshly initialised."""
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """Builds the autoencoder that ``cfg`` describes (DF, LIAE or AMP), freshly initialised.
+
+    Every one has the same interface: ``forward(warped_src, warped_dst, detached_swap)`` (the training
+    graph's outputs), ``swap(dst)``, ``generator_parameters(random_warp)`` and ``code_shape``.
+    """
+    if cfg.arch == "amp":
+        from dflray.models.amp import AMPModel
+
+        return AMPModel(cfg)
     return DFLModel(cfg)
 
 

@@ -60,6 +60,7 @@ class MergeTask(Task):
     method: str = ""
     method_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     source_files: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    morph_factor: float | None = None  # an AMP model's merge-time morph (the amp method's setting)
 
     def merge_input(self) -> dict[str, Any]:
         """The task row ``dflray.merge.pipeline.merge_one`` reads (its ``face_files`` a JSON list)."""
@@ -84,14 +85,16 @@ class _MergeWorker(TaskActor):
         self._sources: dict[str, Any] = {}
         self.xseg = load_merge_xseg(cfg)
 
-    def _predict(self, uri: str):
+    def _predict(self, uri: str, morph_factor: float | None = None):
         from dflray.merge.predictors import make_predict
 
-        if uri not in self._models:  # one worker merges fakes of many models: keep the last two loaded
+        key = (uri, morph_factor)
+        if key not in self._models:  # one worker merges fakes of many models: keep the last two loaded
             if len(self._models) >= 2:
                 self._models.pop(next(iter(self._models)))
-            self._models[uri] = make_predict(self.cfg.predict, uri, worker_cpus=self.cfg.workers.num_cpus)
-        return self._models[uri]
+            predict = dataclasses.replace(self.cfg.predict, morph_factor=morph_factor)
+            self._models[key] = make_predict(predict, uri, worker_cpus=self.cfg.workers.num_cpus)
+        return self._models[key]
 
     def _method(self, task: MergeTask, contract: ModelContract):
         """A training-free method built for this fake (its seed), with its source person's faces."""
@@ -111,7 +114,8 @@ class _MergeWorker(TaskActor):
 
         contract = ModelContract.from_dict(task.contract)
         try:
-            predict = self._method(task, contract) if task.method else self._predict(task.model_uri)
+            predict = self._method(task, contract) if task.method else self._predict(task.model_uri,
+                                                                                     task.morph_factor)
         except Exception as e:  # noqa: BLE001 - e.g. a source person without faces: this fake fails, not the job
             return TaskResult(task.id, "error", f"{type(e).__name__}: {e}")
         record, _ = merge_one(task.merge_input(), self.cfg, self.out, predict,
@@ -132,7 +136,7 @@ def _merge_config(cfg: GenerateConfig, dataset_id: str) -> MergeConfig:
 def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], models: dict[str, dict], faceset: str,
                  holders: dict[str, list[str]], done: set[str]) -> list[MergeTask]:
     """A task per planned fake not yet merged whose model trained, grouped by model, then by target."""
-    from dflray.merge.methods import method_contract, method_id
+    from dflray.merge.methods import full_settings, method_contract, method_id
     from dflray.methods import method_spec
 
     fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
@@ -156,11 +160,14 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], model
         m = models.get(r["model_key"], {"ok": False, "error": "not trained"})
         if not m["ok"]:
             continue
+        name = r.get("method") or ""  # a model method's merge-time settings: amp's morph_factor
+        morph = full_settings(name, settings[name]).get("morph_factor") if name in settings else None
         todo.append(MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
                               face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
                               model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
-                              model_sha256=m["model_sha256"]))
-    return sorted(todo, key=lambda t: (t.model_uri, t.method, str(sorted(t.source_files)), t.dst_uri))
+                              model_sha256=m["model_sha256"], morph_factor=morph))
+    return sorted(todo, key=lambda t: (t.model_uri, t.method, str(t.morph_factor), str(sorted(t.source_files)),
+                                       t.dst_uri))
 
 
 def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,

@@ -198,8 +198,10 @@ def _method_of(r: dict[str, Any], model: dict[str, Any], settings: dict[str, dic
                        "named": name}
     family = name or str((model.get("contract") or {}).get("arch") or "").split("-")[0]
     version = method_spec(family).version if family in method_names() else None
-    named = name if name and name not in ("df", "liae") else None  # a fixed model (quick96) is its own method
-    return model, {"method_version": version, "method_settings": "{}", "named": named}
+    # A method's model (quick96, amp) publishes under its own name; DFL's SAEHD models keep their arch string.
+    named = name if name and name not in ("df", "liae") else None
+    full = full_settings(name, settings.get(name, {})) if name in method_names() else {}
+    return model, {"method_version": version, "method_settings": json.dumps(full, sort_keys=True), "named": named}
 
 
 def _metadata(row: dict[str, Any]) -> dict[str, str]:

@@ -106,3 +106,47 @@ def test_quick96_trains_its_own_fixed_model():
     model = from_dict(ModelConfig, model_overrides(plan)[q[0]["model_key"]])
     assert (model.arch_string, model.resolution, model.face_type, model.ae_dims, model.e_dims, model.d_dims,
             model.d_mask_dims) == ("df-ud", 96, "full", 128, 64, 64, 16)
+
+
+def test_amp_trains_the_plans_model_as_amp_and_merges_at_its_morph():
+    """amp: the plan's models.train.model with arch amp under keys of its own; each amp fake's merge task
+    carries the method's merge-time morph_factor; it publishes as dflray-amp with its settings."""
+    from dflray.config import ModelConfig
+    from dflray.dataset.stages.merge import _merge_config, _merge_tasks
+
+    cfg = _cfg("methods=[{name: liae, share: 0.5}, {name: amp, share: 0.5, settings: {morph_factor: 0.75}}]",
+               "pairing.fakes_per_video=1")
+    check_methods(cfg)
+    plan = plan_dataset(cfg, _people(8)).rows
+    amp = [r for r in plan if r["kind"] == "FAKE" and r["method"] == "amp"]
+    liae = [r for r in plan if r["kind"] == "FAKE" and r["method"] == "liae"]
+    assert len(amp) == len(liae) == 4 and all(r["model_key"].endswith("-amp") for r in amp)
+    assert not {r["model_key"] for r in amp} & {r["model_key"] for r in liae}
+    overrides = model_overrides(plan)
+    assert all(overrides[r["model_key"]] == {"arch": "amp"} for r in amp)
+    model = ModelConfig(**{**cfg.models.train.model.__dict__, **overrides[amp[0]["model_key"]]})
+    assert model.arch_string == "amp" and model.resolution == cfg.models.train.model.resolution
+    models = {r["model_key"]: {"ok": True, "source": r["model_key"], "model_uri": f"/m/{r['model_key']}.ts",
+                               "contract": {}, "model_sha256": "0" * 64} for r in plan if r["kind"] == "FAKE"}
+    tasks = {t.id: t for t in _merge_tasks(cfg, _merge_config(cfg, "d"), plan, models, "/fs", {}, set())}
+    assert {tasks[r["item_id"]].morph_factor for r in amp} == {0.75}
+    assert {tasks[r["item_id"]].morph_factor for r in liae} == {None}
+    _, how = _method_of(amp[0], {"contract": {"arch": "amp"}}, {"amp": {"morph_factor": 0.75}})
+    assert how == {"method_version": 1, "method_settings": '{"morph_factor": 0.75}', "named": "amp"}
+
+
+@pytest.mark.parametrize("override, field, message", [
+    ("models.train.model.resolution=80", "methods[1].name", "amp trains .* resolution: must be a multiple of 32 for amp"),
+    ("methods=[{name: liae, share: 0.5}, {name: amp, share: 0.5, settings: {morph_factor: 1.5}}]",
+     "methods[1].settings.morph_factor", "must be in 0..1"),
+    ("merge.predict.morph_factor=0.5", "merge.predict.morph_factor", "per method"),
+])
+def test_a_bad_amp_plan_is_refused_naming_the_field(override, field, message):
+    from dflray.dataset.pipeline import _check_plan
+
+    base = "methods=[{name: liae, share: 0.5}, {name: amp, share: 0.5}]"
+    overrides = [base, "models.train.model.d=false", override] if "resolution" in override else [base, override]
+    with pytest.raises(ConfigError, match=f"^{re.escape(field)}: .*{message}"):
+        cfg = _cfg(*overrides)
+        check_methods(cfg)
+        _check_plan(cfg)

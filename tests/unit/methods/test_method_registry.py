@@ -50,7 +50,7 @@ def test_duplicates_unknown_names_and_bad_settings_are_errors_naming_the_field()
         register_method("sbi", version=1, model="none", settings=Nothing, summary="again")(object)
     with pytest.raises(ValueError, match="'liae' is already registered"):
         register_model_method("liae", version=1, model="source", settings=Nothing, summary="again")
-    with pytest.raises(ConfigError, match=r"^methods\[2\]\.name: unknown method 'faceswap2' \(known: df, "):
+    with pytest.raises(ConfigError, match=r"^methods\[2\]\.name: unknown method 'faceswap2' \(known: amp, df, "):
         method_spec("faceswap2", "methods[2].name")
     with pytest.raises(ConfigError, match=r"^methods\[0\]\.settings\.nope: unknown option"):
         method_settings("sbi", {"nope": 1}, "methods[0]")
