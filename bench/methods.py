@@ -11,9 +11,10 @@ RGB fakes plus the lossless mask video), prints the frames per second of the ful
    themselves), built as the dataset job builds it (``method_predict`` with the crop ``method_contract``
    picks for a faceset of align size 256, ``whole_face``; the other person's aligned faces as its
    ``SourceFaces`` when it reads the source faceset);
-3. a DeepFaceLab LIAE model for comparison: untrained liae-ud models at 128 px (weights do not change
-   the speed), a tiny one and one of SAEHD's default widths, checkpointed and exported to TorchScript by
-   the project's own code and run through ``Predictor`` + ``InlinePredict``.
+3. the model methods, DeepFaceLab's models: untrained (weights do not change the speed) liae-ud models at
+   128 px, a tiny one and one of SAEHD's default widths, the ``quick96`` method's fixed model (df-ud 96 px
+   full face) and an AMP model at 128 px with DFL's default widths, checkpointed and exported to
+   TorchScript by the project's own code and run through ``Predictor`` + ``InlinePredict``.
 
 Each row gives frames, seconds, frames/s, the ms per frame it adds to the floor and its ratio to the
 floor, with the CPU this process used and the CPU other programs used meanwhile (``bench/extract.py``'s
@@ -131,20 +132,56 @@ class Model:
     path: str
     params: float  # millions
     seconds: float  # build + checkpoint + export
+    describe: str = ""  # architecture, crop size and face type
+
+
+def export_untrained(work: str, mc) -> str:
+    """An untrained model of ``mc`` (any arch), checkpointed and exported to TorchScript by the project's code."""
+    from dflray.artifacts.checkpoint import FORMAT, save_payload
+    from dflray.artifacts.export import export_model
+    from dflray.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model(mc)
+    ckpt = os.path.join(work, "ckpt")
+    os.makedirs(ckpt, exist_ok=True)
+    save_payload(ckpt, {"format": FORMAT, "step": 0, "model_config": dataclasses.asdict(mc), "model": m.state_dict(),
+                        "run_config": {}})
+    path = os.path.join(work, "model.ts")
+    export_model(ckpt, path)
+    return path
 
 
 def models(work: str, quick: bool) -> list[Model]:
-    """The untrained liae-ud models at 128 px, exported to TorchScript (the default widths' one not in --quick)."""
+    """Untrained DeepFaceLab models exported to TorchScript: liae-ud at 128 px (tiny and SAEHD's default widths),
+    the quick96 method's fixed model and AMP at 128 px with DFL's default widths (--quick: the tiny LIAE and
+    quick96 only)."""
+    from dflray.config import ModelConfig
+    from dflray.methods import method_spec
     from dflray.models import build_model, count_parameters
 
+    q96 = ModelConfig(**method_spec("quick96").model_config)
+    amp = ModelConfig(arch="amp", resolution=128, face_type=FACE_TYPE)  # DFL's AMP widths: 256/1024/64/64/22
+    chosen = [(f"LIAE tiny ({'/'.join(map(str, TINY_DIMS))})", "liae", TINY_DIMS),
+              (f"LIAE SAEHD default ({'/'.join(map(str, SAEHD_DIMS))})", "liae", SAEHD_DIMS),
+              ("quick96 (DFL's fixed model)", q96, None),
+              ("AMP DFL default (256/1024/64/64/22)", amp, None)]
+    if quick:
+        chosen = [chosen[0], chosen[2]]
     out = []
-    for label, dims in (("tiny", TINY_DIMS), ("SAEHD default", SAEHD_DIMS))[:1 if quick else 2]:
+    for label, arch, dims in chosen:
         t = time.perf_counter()
-        d = os.path.join(work, "model-" + "x".join(map(str, dims)))
-        os.makedirs(d, exist_ok=True)
-        path, mc = make_model(d, 128, dims)
+        if dims is not None:
+            d = os.path.join(work, "model-" + "x".join(map(str, dims)))
+            os.makedirs(d, exist_ok=True)
+            path, mc = make_model(d, 128, dims)
+        else:
+            mc = arch
+            d = os.path.join(work, "model-" + mc.arch_string)
+            os.makedirs(d, exist_ok=True)
+            path = export_untrained(d, mc)
         n = count_parameters(build_model(mc))["total"] / 1e6
-        out.append(Model(f"LIAE {label} ({'/'.join(map(str, dims))})", path, n, time.perf_counter() - t))
+        out.append(Model(label, path, n, time.perf_counter() - t, f"{mc.arch_string} {mc.resolution} px {mc.face_type}"))
     return out
 
 
@@ -184,7 +221,7 @@ class Counting:
 
 
 def timed_merge(label: str, clip: str, plan, predict, cfg: MergeConfig, resolution: int | None, out: str,
-                build: float = 0.0) -> Row:
+                build: float = 0.0, face_type: str = FACE_TYPE) -> Row:
     """``merge_video`` of the whole clip through a Transcoder with the merge's output settings, timed."""
     from dflray.faceset import video_id
 
@@ -194,7 +231,7 @@ def timed_merge(label: str, clip: str, plan, predict, cfg: MergeConfig, resoluti
         t0 = time.perf_counter()
         with Transcoder(clip, os.path.join(out, "fake.mp4"), mask_path=os.path.join(out, "mask.mp4") if o.masks
                         else None, crf=o.crf, preset=o.preset, lossless=o.lossless, mask_crf=o.mask_crf) as tr:
-            rows = merge_video(tr, plan, predict, cfg.settings, face_type=FACE_TYPE, resolution=resolution or 64,
+            rows = merge_video(tr, plan, predict, cfg.settings, face_type=face_type, resolution=resolution or 64,
                                seed=video_seed(cfg.seed, video_id(clip)), batch_frames=cfg.workers.batch_frames)
         secs = time.perf_counter() - t0
     for name in ("fake.mp4", "mask.mp4"):
@@ -236,7 +273,7 @@ def bench_clip(name: str, clip: str, src: str, src_name: str, find: FindLandmark
             p(np.zeros((min(cfg.workers.batch_frames, cfg.predict.batch_size), p.resolution, p.resolution, 3),
                        np.float32))
         rows.append(timed_merge(mod.label, clip, plan, InlinePredict(p, cfg.predict.batch_size), cfg, p.resolution,
-                                out, time.perf_counter() - t))
+                                out, time.perf_counter() - t, face_type=p.face_type))
     rows.append(timed_merge("floor: decode + encode (empty plan), 2nd", clip, {}, InlinePredict(None, 1), cfg, None,
                             out))
     floor_fps = statistics.mean([rows[0].fps, rows[-1].fps])
@@ -261,7 +298,7 @@ def bench_clip(name: str, clip: str, src: str, src_name: str, find: FindLandmark
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: 1 s clips, the tiny LIAE model only (not SAEHD's default widths)")
+                    help="smoke run: 1 s clips, the tiny LIAE and quick96 models only (no SAEHD-width LIAE, no AMP)")
     ap.add_argument("--seconds", type=float, default=3.0,
                     help="length of the sample clips and of the cut of the media clip, seconds (default 3)")
     ap.add_argument("--size", type=int, default=384, help="side of the sample clips, px (default 384)")
@@ -299,10 +336,10 @@ def _main(args, work: str) -> None:
     t = time.perf_counter()
     mods = models(work, args.quick)
     for m in mods:
-        say(f"  model: {m.label}: liae-ud 128 px {FACE_TYPE}, {m.params:.1f} M parameters, untrained, exported to "
+        say(f"  model: {m.label}: {m.describe}, {m.params:.1f} M parameters, untrained, exported to "
             f"TorchScript ({m.seconds:.1f} s), run on CPU")
     if args.quick:
-        say("  --quick: the SAEHD default-width model is left out")
+        say("  --quick: the SAEHD default-width LIAE and the AMP model are left out")
     sample = make_sample(os.path.join(work, "sample"), seconds=args.seconds, size=args.size)
     find = FindLandmarks()
     say(f"  inputs ready in {time.perf_counter() - t:.0f} s (not counted); landmarks: dlib HOG + dlib68, largest "

@@ -21,11 +21,15 @@ class QualityGate:
         metric: one of ``QUALITY_METRICS``.
         max: the metric must be at most this.
         min: the metric must be at least this.
+        methods: the forgery methods (``methods[].name``; the plan's model is its ``arch``, e.g. ``liae``)
+            whose fakes the gate applies to; empty: every fake. E.g. identity gates for the swaps only, since
+            an ``sbi`` fake keeps the target's identity by design.
     """
 
     metric: str
     max: float | None = None
     min: float | None = None
+    methods: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self.metric in QUALITY_METRICS, "metric", f"must be one of {', '.join(QUALITY_METRICS)}")

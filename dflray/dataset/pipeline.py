@@ -122,9 +122,18 @@ def _config_key(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def check_methods(cfg: GenerateConfig) -> None:
-    """Every method of the plan's mix is registered and its settings are valid (``ConfigError`` naming
-    ``methods[i].name`` or ``methods[i].settings.KEY``)."""
+    """Every method of the plan's mix is registered and its settings are valid, and a quality gate names
+    only methods the plan makes (``ConfigError`` naming ``methods[i].name``, ``methods[i].settings.KEY`` or
+    ``quality.gates[i].methods``)."""
     from dflray.methods import method_settings, method_spec
+
+    made = [m.name for m in cfg.methods] or [cfg.models.train.model.arch]
+    for i, g in enumerate(cfg.quality.gates):
+        for name in g.methods:
+            method_spec(name, f"quality.gates[{i}].methods")
+            if name not in made:
+                raise ConfigError(f"quality.gates[{i}].methods", f"the plan makes no {name} fakes (it makes "
+                                                                 f"{', '.join(made)})")
 
     for i, m in enumerate(cfg.methods):
         spec = method_spec(m.name, f"methods[{i}].name")

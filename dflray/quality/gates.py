@@ -23,12 +23,15 @@ def _missing(v: Any) -> bool:
         isinstance(v, (np.floating, np.integer)) and math.isnan(float(v)))
 
 
-def apply_gates(metrics: Mapping[str, float | None], gates: Sequence[QualityGate]) -> tuple[bool, list[str]]:
+def apply_gates(metrics: Mapping[str, float | None], gates: Sequence[QualityGate],
+                method: str | None = None) -> tuple[bool, list[str]]:
     """Checks a fake's metrics against quality gates.
 
     Args:
         metrics: metric name → value (None or NaN: not measured).
         gates: the bounds (``QualityConfig.gates``); a gate with both ``min`` and ``max`` checks both.
+        method: the fake's forgery method; a gate that lists ``methods`` skips fakes of any other
+            (and fakes whose method is not known, None).
 
     Returns:
         ``(passed, reasons)``: one reason per failed bound, e.g. ``"seam 2.31 > max 1.5"``, or
@@ -45,6 +48,8 @@ def apply_gates(metrics: Mapping[str, float | None], gates: Sequence[QualityGate
     for g in gates:
         if g.metric not in QUALITY_METRICS:
             raise ValueError(f"quality.gates: unknown metric {g.metric!r} (known: {', '.join(QUALITY_METRICS)})")
+        if g.methods and method not in g.methods:
+            continue
         v = metrics.get(g.metric)
         if _missing(v):
             reasons.append(f"{g.metric} not measured")

@@ -165,7 +165,8 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
                     row.update(model_id=rec.get("model_sha256"), xseg_id=rec.get("xseg_sha256"))
                 row.update(q.get("metrics") or {})
                 if q:
-                    passed, reasons = apply_gates(q["metrics"], cfg.quality.gates)
+                    passed, reasons = apply_gates(q["metrics"], cfg.quality.gates,
+                                                  method=r.get("method") or cfg.models.train.model.arch)
                     if q.get("note"):
                         reasons = [q["note"], *reasons]
                     q = {**q, "quality_pass": bool(passed), "quality_reasons": "; ".join(reasons)}

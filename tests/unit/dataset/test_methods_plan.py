@@ -150,3 +150,15 @@ def test_a_bad_amp_plan_is_refused_naming_the_field(override, field, message):
         cfg = _cfg(*overrides)
         check_methods(cfg)
         _check_plan(cfg)
+
+
+@pytest.mark.parametrize("gate, message", [
+    ("{metric: swap_success, min: 0.5, methods: [faceswap9]}", "unknown method 'faceswap9'"),
+    ("{metric: swap_success, min: 0.5, methods: [quick96]}", "the plan makes no quick96 fakes \\(it makes liae, sbi\\)"),
+])
+def test_a_gate_naming_a_method_the_plan_does_not_make_is_refused(gate, message):
+    cfg = _cfg("methods=[{name: liae, share: 0.5}, {name: sbi, share: 0.5}]", f"quality.gates=[{gate}]")
+    with pytest.raises(ConfigError, match=f"^quality.gates\\[0\\].methods: .*{message}"):
+        check_methods(cfg)
+    check_methods(_cfg("quality.gates=[{metric: seam, max: 2, methods: [liae]}]"))  # no mix: the plan's arch
+

@@ -282,6 +282,18 @@ def test_gate_with_both_bounds_and_missing_metric():
     assert apply_gates({}, (QualityGate("seam", max=1.5),)) == (False, ["seam not measured"])
 
 
+def test_a_gate_for_some_methods_skips_the_fakes_of_others():
+    """An identity gate on the swaps only: an sbi fake (the target's own face by design) is not held to it."""
+    gates = (QualityGate("swap_success", min=0.5, methods=("liae", "landmark-warp")), QualityGate("seam", max=3.0))
+    sbi = {"swap_success": 0.0, "seam": 1.2}
+    assert apply_gates(sbi, gates, method="sbi") == (True, [])
+    assert apply_gates(sbi, gates, method="liae") == (False, ["swap_success 0 < min 0.5"])
+    assert apply_gates({**sbi, "seam": 4.0}, gates, method="sbi") == (False, ["seam 4 > max 3"])
+    assert apply_gates(sbi, gates) == (True, [])  # a fake of no known method: only the gates for every fake
+    assert from_dict(QualityConfig, {"gates": [{"metric": "seam", "max": 1, "methods": ["sbi"]}]}).gates[0].methods \
+        == ("sbi",)
+
+
 def test_weak_mask_still_defines_the_manipulated_region():
     """A tiny model's learned mask may never reach half grey; the region is then cut at half its peak."""
     m = np.zeros((64, 64), np.uint8)
