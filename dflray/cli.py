@@ -154,8 +154,8 @@ research, as one resumable Ray job: extract every video once; give unlabelled vi
 source identities with target videos (random, nearest in appearance, or within a group); train the
 models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
 make each fake with its method (methods: a mix of DeepFaceLab models, df, liae, quick96 and amp,
-and training-free methods, landmark-warp, sbi and xray-blend, by shares; default: the trained model
-only) and merge it
+and training-free methods, landmark-warp, sbi and xray-blend, by shares or by fakes_per_video per
+method; default: the trained model only) and merge it
 with settings drawn per video; measure each fake (swap_success: the share of sampled
 frames whose face reads as the source person; identity distance to source and target, pose and
 expression error, flicker, seam) and apply quality gates; perturb real and fake videos
@@ -173,10 +173,12 @@ PLAN.yaml is a GenerateConfig, e.g.:
   pairing: {policy: nearest, fakes_per_video: 2, exclude: [[alice, bob]]}
   models: {per: source, base: pretrain, concurrency: 4, train: {steps: 20000, model: {resolution: 128}}}
   methods: [{name: liae, share: 0.5}, {name: landmark-warp, share: 0.25}, {name: sbi, share: 0.25}]
+  # or every video faked by every method: [{name: liae, fakes_per_video: 2}, {name: sbi, fakes_per_video: 1}]
   merge: {vary: [{field: mode, choices: [overlay, seamless]}, {field: erode, low: -10, high: 30}]}
   # XSeg mask modes: merge: {xseg: runs/xseg/xseg.pt, vary: [{field: mask_mode, choices: [dst, XSeg-dst]}]}
   perturb: {compression: [c0, c23, c40], fraction: 0.5, mix_fraction: 0.3}
-  quality: {gates: [{metric: swap_success, min: 0.8}, {metric: id_distance_source, max: 0.6}], action: flag}
+  quality: {gates: [{metric: swap_success, min: 0.8, methods: [liae, landmark-warp]}, {metric: seam, max: 1.5}],
+            action: flag}
 
 Relative paths are relative to the working directory (manifest entries: to the manifest's folder).
 Re-running the same command finishes what is missing; another plan into the same --out is refused.

@@ -171,20 +171,31 @@ class MethodEntry:
     """One forgery method of the plan's mix (``dflray.methods``).
 
     Attributes:
-        name: a registered method: ``df`` or ``liae`` (a DeepFaceLab model trained per source identity,
-            or per pair with ``models.per=pair``, from ``models.train`` with this architecture),
-            ``landmark-warp``, ``sbi``, ``xray-blend`` (no training).
-        share: the share of the plan's fakes made with it; the shares of a plan sum to 1.
+        name: a registered method: ``df``, ``liae`` or ``amp`` (a DeepFaceLab model trained per source
+            identity, or per pair with ``models.per=pair``, from ``models.train`` with this architecture),
+            ``quick96`` (DFL's fixed small DF model), ``landmark-warp``, ``sbi``, ``xray-blend`` (no training).
+        share: the share of the plan's fakes made with it; the shares of a plan sum to 1 (a plan of one
+            method may leave it out).
+        fakes_per_video: instead of shares: this many of each real video's fakes are made with this method
+            (FaceForensics++'s design: every target video faked by every method, from the same source
+            identities). At most ``pairing.fakes_per_video``, the source identities drawn per video: a
+            video's fakes of one method each have their own source, and its j-th source serves every
+            method with ``fakes_per_video`` > j. Give every method of a plan either a share or this.
         settings: the method's own settings (``dflray.methods``; the model methods have none: their
             settings are ``models.train`` and ``merge``).
     """
 
     name: str
-    share: float = 1.0
+    share: float | None = None
+    fakes_per_video: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(0 < self.share <= 1, "share", f"must be in (0, 1], got {self.share}")
+        _check(self.share is None or 0 < self.share <= 1, "share", f"must be in (0, 1], got {self.share}")
+        _check(self.fakes_per_video is None or self.fakes_per_video >= 1, "fakes_per_video",
+               f"must be >= 1, got {self.fakes_per_video}")
+        _check(self.share is None or self.fakes_per_video is None, "share",
+               "give a share or a fakes_per_video, not both")
 
 
 @dataclass(frozen=True)
@@ -237,11 +248,44 @@ class GenerateConfig:
     quality: QualityConfig = field(default_factory=QualityConfig)
     methods: tuple[MethodEntry, ...] = ()
 
+    @property
+    def methods_per_video(self) -> bool:
+        """Whether the mix gives fakes per video per method (``fakes_per_video``) rather than shares."""
+        return bool(self.methods) and self.methods[0].fakes_per_video is not None
+
+    @property
+    def fakes_per_real(self) -> int:
+        """The most fakes the plan makes of one real video."""
+        if self.methods_per_video:
+            return sum(m.fakes_per_video for m in self.methods)
+        return self.pairing.fakes_per_video
+
+    def method_shares(self) -> list[tuple[str, float]]:
+        """``(name, share)`` of each method of a share mix (a lone method without one: 1)."""
+        return [(m.name, 1.0 if m.share is None else m.share) for m in self.methods]
+
+    def _check_method_mix(self, names: list[str]) -> None:
+        if not self.methods:
+            return
+        per_video = [m.fakes_per_video is not None for m in self.methods]
+        _check(all(per_video) or not any(per_video), "methods",
+               "give every method a share, or every method a fakes_per_video, not a mix of both")
+        if all(per_video):
+            for i, m in enumerate(self.methods):
+                _check(m.fakes_per_video <= self.pairing.fakes_per_video, f"methods[{i}].fakes_per_video",
+                       f"{m.fakes_per_video} is more than pairing.fakes_per_video ({self.pairing.fakes_per_video}), "
+                       "the source identities drawn per video: each of a video's fakes of one method has its own")
+            return
+        for i, m in enumerate(self.methods):
+            _check(m.share is not None or len(self.methods) == 1, f"methods[{i}].share",
+                   "give a share (or every method a fakes_per_video)")
+        total = sum(share for _, share in self.method_shares())
+        _check(abs(total - 1) < 1e-6, "methods", f"the shares must sum to 1, got {total:g} ({', '.join(names)})")
+
     def __post_init__(self) -> None:
         names = [m.name for m in self.methods]
         _check(len(set(names)) == len(names), "methods", f"a method is listed twice: {names}")
-        _check(not self.methods or abs(sum(m.share for m in self.methods) - 1) < 1e-6, "methods",
-               f"the shares must sum to 1, got {sum(m.share for m in self.methods):g} ({', '.join(names)})")
+        self._check_method_mix(names)
         _check(bool(self.videos) != bool(self.manifest), "videos", "give either videos or manifest")
         _check(0 <= self.seed < 2**63, "seed", "must be in 0..2**63-1")
         _check(self.dfdc_part_size >= 0, "dfdc_part_size", "must be >= 0 (0: fit the dataset in 50 parts)")

@@ -210,7 +210,7 @@ def _open_output(cfg: GenerateConfig, out: str, work: str | None = None
     if cfg.layout == "dfdc" and cfg.dfdc_part_size:
         from dflray.dataset.layout import DFDC_MAX_PARTS, dfdc_reals_per_part
 
-        per_part = dfdc_reals_per_part([len(manifest)], 1 + cfg.pairing.fakes_per_video, cfg.dfdc_part_size)
+        per_part = dfdc_reals_per_part([len(manifest)], 1 + cfg.fakes_per_real, cfg.dfdc_part_size)
         if -(-len(manifest) // per_part) > DFDC_MAX_PARTS:
             raise ConfigError("dfdc_part_size", f"{cfg.dfdc_part_size} videos per part puts {len(manifest)} real "
                               f"videos and their fakes in more than {DFDC_MAX_PARTS} parts (readers keep the part "

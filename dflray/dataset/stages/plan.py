@@ -67,7 +67,7 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
         cfg: the plan's config (``splits``, ``pairing``, ``models.per``, ``seed``).
         people: ``find_identities``'s identities of the manifest videos.
     """
-    from dflray.dataset.plan import assign_methods, assign_splits, pair, plan_seed
+    from dflray.dataset.plan import assign_splits, pair, plan_seed
 
     rows = people.videos
     counts: dict[str, int] = {}
@@ -91,11 +91,8 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
                      "identity": r["identity"], "identity_source": r["identity_source"],
                      "split": splits[r["identity"]], "seed": plan_seed(cfg.seed, r["video_id"]),
                      "attributes": json.dumps(r["attributes"], sort_keys=True)})
-    items = [hashlib.sha1(f"{p['video_id']}:{p['source_identity']}".encode()).hexdigest()[:16] for p in pairs]
-    methods = assign_methods(items, [(m.name, m.share) for m in cfg.methods], cfg.seed) if cfg.methods else {}
-    for p, item in zip(pairs, items):
+    for p, item, method in _fakes(cfg, pairs):
         t = by_vid[p["video_id"]]
-        method = methods.get(item, "")  # "": the plan's model (models.train.model.arch), no methods: list
         plan.append({"item_id": item, "kind": "FAKE", "video_id": t["video_id"], "uri": t["uri"],
                      "identity": t["identity"], "identity_source": t["identity_source"], "split": p["split"],
                      "source_identity": p["source_identity"], "method": method,
@@ -103,9 +100,33 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
                      "seed": plan_seed(cfg.seed, item), "attributes": json.dumps(t["attributes"], sort_keys=True)})
     wanted = len(targets) * cfg.pairing.fakes_per_video
     if len(pairs) < wanted:
-        log.warning("pairing: %d of %d wanted fakes could be planned (too few eligible source identities in a "
-                    "split, exclusions or max_per_source)", len(pairs), wanted)
+        log.warning("pairing: %d of %d wanted source identities could be paired with videos (too few eligible "
+                    "source identities in a split, exclusions or max_per_source)", len(pairs), wanted)
     return DatasetPlan(plan, {k: v.tolist() for k, v in means.items()})
+
+
+def _fakes(cfg: GenerateConfig, pairs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
+    """``(pair, item_id, method)`` of every planned fake.
+
+    Shares (or no mix): one fake per pair, its method drawn by exact shares over a seeded order (""
+    without a mix: the plan's model). Per video (``methods[].fakes_per_video``): a video's j-th pair (best
+    first) makes one fake with every method whose ``fakes_per_video`` exceeds j, ids then naming the method.
+    """
+    from dflray.dataset.plan import assign_methods
+
+    def item_of(p: dict[str, Any], method: str | None = None) -> str:
+        key = f"{p['video_id']}:{p['source_identity']}" + (f":{method}" if method is not None else "")
+        return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+    if cfg.methods_per_video:
+        out, rank = [], {}
+        for p in pairs:  # pair() orders a video's pairs best first
+            j = rank[p["video_id"]] = rank.get(p["video_id"], -1) + 1
+            out += [(p, item_of(p, m.name), m.name) for m in cfg.methods if j < m.fakes_per_video]
+        return out
+    items = [item_of(p) for p in pairs]
+    methods = assign_methods(items, cfg.method_shares(), cfg.seed) if cfg.methods else {}
+    return [(p, item, methods.get(item, "")) for p, item in zip(pairs, items)]
 
 
 def read_plan(out: str, work: str) -> DatasetPlan | None:

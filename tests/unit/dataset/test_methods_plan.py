@@ -162,3 +162,43 @@ def test_a_gate_naming_a_method_the_plan_does_not_make_is_refused(gate, message)
         check_methods(cfg)
     check_methods(_cfg("quality.gates=[{metric: seam, max: 2, methods: [liae]}]"))  # no mix: the plan's arch
 
+
+
+def test_fakes_per_video_per_method_fakes_every_video_with_every_method_from_the_same_sources():
+    """FaceForensics++'s design: each target video faked once by each method, from the same source identity;
+    a second source per video serves only the methods asking for two."""
+    cfg = _cfg("pairing.fakes_per_video=2", "methods=[{name: liae, fakes_per_video: 2}, {name: sbi, fakes_per_video: 1},"
+               " {name: landmark-warp, fakes_per_video: 1}]")
+    assert cfg.methods_per_video and cfg.fakes_per_real == 4
+    check_methods(cfg)
+    plan = plan_dataset(cfg, _people(12)).rows
+    reals = [r for r in plan if r["kind"] == "REAL"]
+    fakes = [r for r in plan if r["kind"] == "FAKE"]
+    assert len(fakes) == 4 * len(reals) and len({r["item_id"] for r in fakes}) == len(fakes)
+    for v in reals:
+        mine = [r for r in fakes if r["video_id"] == v["video_id"]]
+        by = {m: [r["source_identity"] for r in mine if r["method"] == m] for m in ("liae", "sbi", "landmark-warp")}
+        assert len(by["liae"]) == 2 and len(set(by["liae"])) == 2  # two sources, one fake each
+        assert by["sbi"] == by["landmark-warp"] == by["liae"][:1]  # the best source serves every method
+    assert all(r["model_key"] == "" for r in fakes if r["method"] != "liae")
+    # The same plan again: the same rows (ids name the method, so one pair's fakes never collide).
+    assert plan_dataset(cfg, _people(12)).rows == plan
+
+
+@pytest.mark.parametrize("overrides, field, message", [
+    (["methods=[{name: liae, fakes_per_video: 1}, {name: sbi, share: 0.5}]"], "methods",
+     "every method a share, or every method a fakes_per_video"),
+    (["methods=[{name: liae, fakes_per_video: 2}]"], "methods[0].fakes_per_video",
+     "2 is more than pairing.fakes_per_video \\(1\\)"),
+    (["methods=[{name: liae, share: 0.5, fakes_per_video: 1}]"], "methods[0].share", "not both"),
+    (["methods=[{name: liae}, {name: sbi, share: 0.5}]"], "methods[0].share", "give a share"),
+    (["methods=[{name: sbi, fakes_per_video: 0}]"], "methods[0].fakes_per_video", "must be >= 1"),
+])
+def test_a_bad_per_video_mix_is_refused_naming_the_field(overrides, field, message):
+    with pytest.raises(ConfigError, match=f"^{re.escape(field)}: .*{message}"):
+        _cfg(*overrides)
+
+
+def test_a_lone_method_needs_no_share():
+    cfg = _cfg("methods=[{name: sbi}]")
+    assert cfg.method_shares() == [("sbi", 1.0)] and not cfg.methods_per_video
