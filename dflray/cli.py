@@ -192,10 +192,12 @@ level, `frames` evenly spaced face crops aligned as DeepfakeBench aligns them (d
 manipulation mask in the crop OUT/masks/<video>/<frame>.png (0/255; all 0 for real videos) and 81
 landmarks in crop pixels OUT/landmarks/<video>/<frame>.npy (dlib's 68 + 13 estimated forehead points);
 OUT/<name>.json (its dataset JSON: labels <name>_real and <name>_fake, splits train/val/test, paths
-starting with `root`), OUT/label_dict.yaml and OUT/deepfakebench.yaml (what to paste into DeepfakeBench's
-configs: image files, not LMDB). One Ray task per video; a video that fails is listed in OUT/errors.json
-and the others are exported; a rerun exports only what is missing and writes identical files. Trailing
-key=value arguments set the options, e.g.:
+starting with `root`; with several forgery methods also OUT/<name>-<method>.json, the reals and one
+method's fakes labelled <name>_<method>, as DeepfakeBench splits FF++), OUT/label_dict.yaml and
+OUT/deepfakebench.yaml (what to paste into DeepfakeBench's configs: image files, not LMDB). One Ray
+task per video; a video that fails is listed in OUT/errors.json and the others are exported; a rerun
+exports only what is missing and writes identical files. Trailing key=value arguments set the options,
+e.g.:
 
   dflray export-dataset out/dataset --format deepfakebench --out DeepfakeBench/datasets/rgb/mine \\
       name=mine frames=32 compression=c23 'splits=[train, test]'

@@ -4,6 +4,7 @@ DeepfakeBench (SCLBD/DeepfakeBench) trains and tests detectors on face crops lis
 dataset. This writes, for one compression level of any generated dataset (any layout)::
 
     OUT/<name>.json                 the dataset JSON (below)
+    OUT/<name>-<method>.json        with several forgery methods: the reals and one method's fakes each
     OUT/label_dict.yaml             the label keys to add to DeepfakeBench's label_dict
     OUT/deepfakebench.yaml          the config keys to paste (image files, not LMDB; train/test dataset…)
     OUT/frames/<video_id>/<i>.png   aligned RGB face crops (``size``², frame i of the published video)
@@ -63,7 +64,7 @@ from dflray.io.storage import arrow_filesystem, atomic_write, exists, join, norm
 log = logging.getLogger("dflray.export")
 
 __all__ = ["ExportSummary", "ExportTask", "ExportWorker", "choose_compression", "dataset_json", "label_keys",
-           "run_export"]
+           "method_datasets", "run_export"]
 
 LABEL_VALUES = {"real": 0, "fake": 1}
 
@@ -188,16 +189,64 @@ def dataset_json(name: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     return {name: doc}
 
 
-def _label_dict_yaml(name: str) -> str:
+def method_datasets(name: str, records: list[dict[str, Any]], method_of: dict[str, str]) -> dict[str, Any]:
+    """One DeepfakeBench dataset per forgery method, as DeepfakeBench splits FaceForensics++ (``FF-DF.json``,
+    ``FF-F2F.json``…): ``<name>-<method>`` holds every real video (``<name>_real``) and that method's fakes
+    under the label ``<name>_<method>``, so that ``test_dataset: [<name>-sbi, …]`` scores a detector per
+    method (cross-manipulation tests). Empty when the fakes come from fewer than two methods.
+
+    Args:
+        name: the export's dataset name.
+        records: the exported videos' records (``label`` ``<name>_real`` or ``<name>_fake``).
+        method_of: a fake's video id → its method (the index's ``method``, ``dflray-`` left off).
+
+    Returns:
+        ``<name>-<method>`` → its dataset JSON.
+
+    Example:
+        >>> recs = [{"video_id": "r", "label": "ds_real", "split": "test", "frames": ["./r/0.png"]},
+        ...         {"video_id": "a", "label": "ds_fake", "split": "test", "frames": ["./a/0.png"]},
+        ...         {"video_id": "b", "label": "ds_fake", "split": "test", "frames": ["./b/0.png"]}]
+        >>> docs = method_datasets("ds", recs, {"a": "sbi", "b": "liae-ud"})
+        >>> sorted(docs), sorted(docs["ds-sbi"]["ds-sbi"]), list(docs["ds-sbi"]["ds-sbi"]["ds_sbi"]["test"])
+        (['ds-liae-ud', 'ds-sbi'], ['ds_real', 'ds_sbi'], ['a'])
+    """
+    real = label_keys(name)["REAL"]
+    methods = sorted({method_of[r["video_id"]] for r in records if r["label"] != real and r["video_id"] in method_of})
+    if len(methods) < 2:
+        return {}
+    out = {}
+    for m in methods:
+        key = f"{name}_{m}"
+        doc: dict[str, dict[str, dict[str, Any]]] = {k: {s: {} for s in ("train", "val", "test")} for k in (real, key)}
+        for r in sorted(records, key=lambda r: r["video_id"]):
+            label = real if r["label"] == real else key if method_of.get(r["video_id"]) == m else None
+            if label is not None:
+                doc[label][r["split"]][r["video_id"]] = {"label": label, "frames": list(r["frames"])}
+        out[f"{name}-{m}"] = {f"{name}-{m}": doc}
+    return out
+
+
+def _label_lines(name: str, methods: list[str]) -> str:
     keys = label_keys(name)
+    lines = [f"  {keys['REAL']}: {LABEL_VALUES['real']}", f"  {keys['FAKE']}: {LABEL_VALUES['fake']}"]
+    lines += [f"  {name}_{m}: {LABEL_VALUES['fake']}  # the {m} fakes in {name}-{m}.json" for m in methods]
+    return "\n".join(lines) + "\n"
+
+
+def _label_dict_yaml(name: str, methods: list[str] = ()) -> str:
     return (f"# DeepfakeBench labels of {name} (dflray export-dataset). Add these entries to label_dict in\n"
             "# training/config/train_config.yaml AND training/config/test_config.yaml (test.py reads only the\n"
             "# latter's; a label_dict in a detector config replaces train_config.yaml's whole label_dict).\n"
-            f"label_dict:\n  {keys['REAL']}: {LABEL_VALUES['real']}\n  {keys['FAKE']}: {LABEL_VALUES['fake']}\n")
+            f"label_dict:\n{_label_lines(name, list(methods))}")
 
 
-def _config_yaml(name: str, root: str, compression: str, frames: int, size: int, dataset_id: str) -> str:
-    keys = label_keys(name)
+def _config_yaml(name: str, root: str, compression: str, frames: int, size: int, dataset_id: str,
+                 methods: list[str] = ()) -> str:
+    tests = ", ".join([name, *(f"{name}-{m}" for m in methods)])
+    per_method = (f"\n# {name}-<method>.json: the reals and one method's fakes each, as DeepfakeBench splits FF++\n"
+                  "# (FF-DF, FF-F2F...): train on one and test on the others for cross-manipulation figures.\n"
+                  if methods else "")
     return f"""\
 # DeepfakeBench settings for {name}: dflray export-dataset of dataset {dataset_id} ({compression},
 # {frames} frames per video, {size} px crops). Place this folder at {root} under DeepfakeBench's root
@@ -210,12 +259,10 @@ def _config_yaml(name: str, root: str, compression: str, frames: int, size: int,
 lmdb: false
 dataset_json_folder: {root}
 label_dict:  # add to the label_dict that is there (keep its other entries)
-  {keys['REAL']}: {LABEL_VALUES['real']}
-  {keys['FAKE']}: {LABEL_VALUES['fake']}
-#
-# 2. training/config/detector/<detector>.yaml:
+{_label_lines(name, list(methods))}#
+# 2. training/config/detector/<detector>.yaml:{per_method}
 train_dataset: [{name}]
-test_dataset: [{name}]
+test_dataset: [{tests}]
 compression: {compression}  # not used for {name} (its JSON does not nest compression levels)
 frame_num: {{train: {frames}, test: {frames}}}
 resolution: {size}
@@ -236,7 +283,8 @@ def _index_rows(dataset: str) -> list[dict[str, Any]]:
         raise ValueError(f"DATASET {dataset} is not a dataset made by dflray generate (no index.parquet or "
                          "generate.json)")
     fs, path = arrow_filesystem(uri)
-    cols = ["video_id", "path", "mask_path", "label", "split", "source_uri", "compression", "status", "dataset_id"]
+    cols = ["video_id", "path", "mask_path", "label", "split", "source_uri", "compression", "status", "dataset_id",
+            "method"]
     return pq.read_table(path, filesystem=fs, columns=cols).to_pylist()
 
 
@@ -323,9 +371,16 @@ def run_export(cfg: ExportConfig, dataset: str, out: str, address: str | None = 
     records = [read_json(join(out, "records", f"{v}.json")) for v in sorted(wanted & done_ids(join(out, "records"),
                                                                                                ".json"))]
     _write(join(out, f"{name}.json"), _dumps(dataset_json(name, records)))
-    _write(join(out, "label_dict.yaml"), _label_dict_yaml(name).encode())
+    method_of = {r["video_id"]: (r.get("method") or "fake").removeprefix("dflray-") for r in chosen
+                 if r["label"] == "FAKE"}
+    per_method = method_datasets(name, records, method_of)
+    for stem, doc in per_method.items():
+        check_dfb_name(stem, "name")
+        _write(join(out, f"{stem}.json"), _dumps(doc))
+    methods = [stem.removeprefix(f"{name}-") for stem in sorted(per_method)]
+    _write(join(out, "label_dict.yaml"), _label_dict_yaml(name, methods).encode())
     _write(join(out, "deepfakebench.yaml"), _config_yaml(name, root, compression, cfg.frames, cfg.size,
-                                                         dataset_id).encode())
+                                                         dataset_id, methods).encode())
     _write(join(out, "errors.json"), _dumps(sorted(errors, key=lambda e: e["video_id"])))
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)

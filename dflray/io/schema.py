@@ -185,7 +185,7 @@ MERGED_FRAMES = pa.schema([
 
 # The generated dataset's plan: one row per real video and per planned fake (``plan.parquet``).
 PLAN = pa.schema([
-    ("item_id", pa.string()),  # real: the real video's id; fake: a hash of (target video, source identity)
+    ("item_id", pa.string()),  # real: the real video's id; fake: a hash of (target video, source identity[, method])
     ("kind", pa.string()),  # REAL | FAKE
     ("video_id", pa.string()),  # the real video (for a fake, its target/destination video)
     ("uri", pa.string()),
