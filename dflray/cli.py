@@ -154,8 +154,8 @@ research, as one resumable Ray job: extract every video once; give unlabelled vi
 source identities with target videos (random, nearest in appearance, or within a group); train the
 models the plan needs (Ray Train, models.concurrency at a time, optionally from one pretrained base);
 make each fake with its method (methods: a mix of DeepFaceLab models, df, liae, quick96 and amp,
-and training-free methods, landmark-warp, sbi and xray-blend, by shares or by fakes_per_video per
-method; default: the trained model only) and merge it
+and training-free methods, landmark-warp, sbi, xray-blend and onnx-swap (your one-shot ONNX swapper),
+by shares or by fakes_per_video per method; default: the trained model only) and merge it
 with settings drawn per video; measure each fake (swap_success: the share of sampled
 frames whose face reads as the source person; identity distance to source and target, pose and
 expression error, flicker, seam) and apply quality gates; perturb real and fake videos

@@ -173,7 +173,8 @@ class MethodEntry:
     Attributes:
         name: a registered method: ``df``, ``liae`` or ``amp`` (a DeepFaceLab model trained per source
             identity, or per pair with ``models.per=pair``, from ``models.train`` with this architecture),
-            ``quick96`` (DFL's fixed small DF model), ``landmark-warp``, ``sbi``, ``xray-blend`` (no training).
+            ``quick96`` (DFL's fixed small DF model), ``landmark-warp``, ``sbi``, ``xray-blend``, ``onnx-swap``
+            (no training).
         share: the share of the plan's fakes made with it; the shares of a plan sum to 1 (a plan of one
             method may leave it out).
         fakes_per_video: instead of shares: this many of each real video's fakes are made with this method

@@ -138,6 +138,10 @@ def check_methods(cfg: GenerateConfig) -> None:
     for i, m in enumerate(cfg.methods):
         spec = method_spec(m.name, f"methods[{i}].name")
         method_settings(m.name, m.settings, f"methods[{i}]")
+        if spec.assets is not None:  # the files it loads (onnx-swap's models): read and checked once, here
+            from dflray.merge.methods import method_assets
+
+            method_assets(m.name, m.settings, f"methods[{i}].settings")
         if spec.model == "none":
             continue
         if m.name not in ARCHS and not spec.model_config:

@@ -24,11 +24,12 @@ from dflray.artifacts.export import ModelContract
 from dflray.face.align import transform_points
 from dflray.faceset import read_video_faces
 from dflray.io import schema
+from dflray.io.storage import open_uri
 from dflray.merge.video import MethodPredict
 from dflray.methods import SourceFaces, build_method, method_settings, method_spec
 
-__all__ = ["METHOD_MAX_RESOLUTION", "SOURCE_FACES_LIMIT", "full_settings", "load_source_faces", "method_contract", "method_id",
-           "method_predict"]
+__all__ = ["METHOD_MAX_RESOLUTION", "SOURCE_FACES_LIMIT", "full_settings", "load_source_faces", "method_assets",
+           "method_contract", "method_id", "method_predict", "read_bytes"]
 
 # Methods work on the faceset's crops, scaled down to this side at most: their cost grows with the
 # square of it, and a face pasted back into a video frame rarely needs more.
@@ -51,10 +52,41 @@ def full_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def method_id(name: str, settings: dict[str, Any]) -> str:
-    """What stands for a model's weights checksum for a method: sha256 of its name, version and settings."""
-    doc = json.dumps({"method": name, "version": method_spec(name).version, "settings": full_settings(name, settings)},
-                     sort_keys=True, default=str)
-    return hashlib.sha256(doc.encode()).hexdigest()
+    """What stands for a model's weights checksum for a method: sha256 of its name, version and settings,
+    and of the files it loads (``onnx-swap``'s models: the same path may hold another model)."""
+    doc = {"method": name, "version": method_spec(name).version, "settings": full_settings(name, settings)}
+    if method_spec(name).assets is not None:
+        doc["files"] = method_assets(name, settings).checksums
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_bytes(uri: str) -> bytes:
+    """A whole file (any fsspec URL): what a method's ``assets`` loader reads its files with."""
+    with open_uri(uri) as f:
+        return f.read()
+
+
+_ASSETS: dict[tuple[str, str], Any] = {}  # (method, settings JSON) → loaded assets, the last two
+
+
+def method_assets(name: str, settings: dict[str, Any], field_path: str = "settings") -> Any:
+    """What method ``name`` loads (its spec's ``assets``: e.g. ``onnx-swap``'s checked ONNX sessions), loaded
+    once per process and settings (the last two kept); None for a method that loads nothing.
+
+    Raises:
+        ConfigError: naming ``FIELD_PATH.<setting>`` for a file that cannot be read or does not fit.
+    """
+    spec = method_spec(name)
+    if spec.assets is None:
+        return None
+    key = (name, json.dumps(settings, sort_keys=True, default=str))
+    if key not in _ASSETS:
+        prefix = field_path.removesuffix(".settings") if field_path.endswith(".settings") else ""
+        loaded = spec.assets(method_settings(name, settings, prefix), read_bytes, field_path)
+        while len(_ASSETS) >= 2:
+            _ASSETS.pop(next(iter(_ASSETS)))
+        _ASSETS[key] = loaded
+    return _ASSETS[key]
 
 
 def load_source_faces(faceset: str, files_by_video: dict[str, list[str]], limit: int = SOURCE_FACES_LIMIT
@@ -97,7 +129,8 @@ def load_source_faces(faceset: str, files_by_video: dict[str, list[str]], limit:
 
 def method_predict(name: str, settings: dict[str, Any], contract: ModelContract, *, seed: int,
                    sources: SourceFaces | None, batch_size: int = 32) -> MethodPredict:
-    """Method ``name`` built for one video (its seed) as the merge's predictor."""
+    """Method ``name`` built for one video (its seed) as the merge's predictor (with what it loads, once per
+    process: ``method_assets``)."""
     method = build_method(name, settings, resolution=contract.resolution, face_type=contract.face_type, seed=seed,
-                          sources=sources)
+                          sources=sources, assets=method_assets(name, settings))
     return MethodPredict(method, batch_size=batch_size)

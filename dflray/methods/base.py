@@ -100,6 +100,11 @@ class MethodSpec:
         summary: one line for ``--help`` and the README: what it is and where it comes from.
         model_config: a model method's fixed model (``dflray.config.ModelConfig`` fields it sets, e.g.
             DeepFaceLab's Quick96); None: the plan's ``models.train.model`` with ``arch`` = the name.
+        assets: for a method that loads files its settings name (``onnx-swap``'s models): called as
+            ``assets(settings, read, field_path)`` with ``read`` the caller's uri → bytes, it loads and checks
+            them (``ConfigError`` naming the setting) and returns what ``build`` gets as ``assets=``. The
+            method never does I/O itself; the dataset job calls it once before work, and the merge once per
+            worker and settings.
     """
 
     name: str
@@ -112,6 +117,7 @@ class MethodSpec:
     resolution: int | None = None
     factory: Callable[..., FaceMethod] | None = field(default=None, compare=False, repr=False)
     model_config: dict[str, Any] | None = field(default=None, compare=False)
+    assets: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if self.model not in ("pair", "source", "none"):
@@ -124,12 +130,14 @@ _METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(name: str, *, version: int, model: ModelNeed, settings: type, summary: str,
-                    reads: tuple[str, ...] = (), face_type: str | None = None, resolution: int | None = None):
+                    reads: tuple[str, ...] = (), face_type: str | None = None, resolution: int | None = None,
+                    assets: Callable[..., Any] | None = None):
     """Decorator adding a method under ``name``; a duplicate name raises ValueError.
 
     The decorated callable (usually a class) is called as ``factory(settings, *, resolution, face_type,
-    seed, sources)`` and returns a ``FaceMethod``; model-backed methods (``model`` not ``none``) register
-    with no factory of their own use (their fakes come from the trained model's predictor).
+    seed, sources)`` (and ``assets=`` when the method declares an ``assets`` loader) and returns a
+    ``FaceMethod``; model-backed methods (``model`` not ``none``) register with no factory of their own use
+    (their fakes come from the trained model's predictor).
     """
 
     def deco(factory):
@@ -137,7 +145,7 @@ def register_method(name: str, *, version: int, model: ModelNeed, settings: type
             raise ValueError(f"method {name!r} is already registered")
         _METHODS[name] = MethodSpec(name=name, version=version, model=model, settings=settings, summary=summary,
                                     reads=tuple(reads), face_type=face_type, resolution=resolution,
-                                    factory=factory)
+                                    factory=factory, assets=assets)
         if isinstance(factory, type):
             factory.spec = _METHODS[name]
         return factory
@@ -192,7 +200,7 @@ def method_settings(name: str, data: dict[str, Any] | None = None, field_path: s
 
 
 def build_method(name: str, settings: dict[str, Any] | Any | None = None, *, resolution: int, face_type: str,
-                 seed: int, sources: SourceFaces | None = None) -> FaceMethod:
+                 seed: int, sources: SourceFaces | None = None, assets: Any = None) -> FaceMethod:
     """Method ``name`` built for one video.
 
     Args:
@@ -202,10 +210,12 @@ def build_method(name: str, settings: dict[str, Any] | Any | None = None, *, res
         face_type: their face type.
         seed: the video's seed; everything the method draws at random it draws from this.
         sources: the source person's faces, for methods that read the source faceset.
+        assets: what the spec's ``assets`` loader returned, for a method that has one.
 
     Raises:
         ConfigError: unknown method or settings.
-        ValueError: a model-backed method, or missing ``sources`` for a method that reads them.
+        ValueError: a model-backed method, missing ``sources`` for a method that reads them, or missing
+            ``assets`` for a method that loads some.
     """
     spec = method_spec(name)
     if spec.model != "none" or spec.factory is None:
@@ -214,6 +224,11 @@ def build_method(name: str, settings: dict[str, Any] | Any | None = None, *, res
         settings = method_settings(name, settings)
     if "source" in spec.reads and sources is None:
         raise ValueError(f"method {name!r} reads the source faceset: pass sources=")
+    if spec.assets is not None:
+        if assets is None:
+            raise ValueError(f"method {name!r} loads files its settings name: pass assets= (its spec's loader)")
+        return spec.factory(settings, resolution=resolution, face_type=face_type, seed=seed, sources=sources,
+                            assets=assets)
     return spec.factory(settings, resolution=resolution, face_type=face_type, seed=seed, sources=sources)
 
 

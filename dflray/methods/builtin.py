@@ -54,4 +54,4 @@ register_model_method("amp", version=1, model="source", settings=AmpSettings,
                       summary="DeepFaceLab AMP: shared encoder and decoder, src and dst inter heads mixed by a "
                               "merge-time morph factor")
 
-from dflray.methods import landmark_warp, self_blend  # noqa: E402,F401  (register landmark-warp, sbi, xray-blend)
+from dflray.methods import landmark_warp, onnx_swap, self_blend  # noqa: E402,F401  (register the others)
