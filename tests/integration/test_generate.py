@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from dflray.cli import main
 from dflray.config import GenerateConfig, load_config
@@ -337,59 +338,86 @@ def test_layouts_dfdc_and_ffpp(dataset, clips, tmp_path):
             assert encoded_crf(str(out / c0["path"])) == 0.0
 
 
-def test_a_plan_mixing_four_methods(dataset, clips, tmp_path):
-    """methods: quick96, landmark-warp, sbi and xray-blend, a quarter each, in the FF++ layout: one fake of
-    each, published under manipulated_sequences/<method>/, the method, its version and settings in the
-    index, labels.json and the files' tags, and a by-method table in the report. The flat dataset's
-    faceset and models are reused (copied into this run's --work): only quick96 trains, its own fixed
-    model (DeepFaceLab's df-ud at 96 px on full faces)."""
+SEVEN = ("liae", "quick96", "amp", "landmark-warp", "sbi", "xray-blend", "onnx-swap")
+
+
+def test_a_plan_faking_every_video_with_seven_methods(dataset, clips, tmp_path):
+    """Every real video faked once by each of seven methods (``fakes_per_video`` per method, FaceForensics++'s
+    design), in the FF++ layout: one manipulated_sequences/<method>/ folder per method; the method, its
+    version and settings in the index, labels.json and the files' tags; a by-method table in the report;
+    and the DeepfakeBench export's per-method datasets. The flat dataset's faceset and models are reused
+    (copied into this run's --work): its liae models serve the liae fakes unchanged; quick96 trains its
+    own fixed model (df-ud at 96 px on full faces) and amp the plan's model as AMP (from scratch: the
+    pretrained liae base does not fit it), merged at morph_factor 0.75; onnx-swap runs tiny ONNX models
+    made here; a quality gate for amp alone flags only the amp fakes."""
     from tests.readers import ffpp_read
+    from tests.tiny_swapper import write_tiny_swapper
 
     src_out = dataset[0]
     out, work = tmp_path / "mixed", tmp_path / "mixed.work"
     shutil.copytree(f"{src_out}.work", work, ignore=shutil.ignore_patterns("published", "fakes", "quality"))
     before = sorted(p.parent.name for p in (work / "models").glob("*/model.json"))
     plan = tmp_path / "mixed.yaml"
+    methods = [{"name": n, "fakes_per_video": 1} for n in SEVEN]
+    methods[2]["settings"] = {"morph_factor": 0.75}
+    methods[6]["settings"] = write_tiny_swapper(str(tmp_path / "swapper"))
     plan.write_text(json.dumps({"videos": clips, "dataset_id": "test-mixed",
-                                "splits": {"train": 1.0, "val": 0.0, "test": 0.0},
-                                "methods": [{"name": n, "share": 0.25}
-                                            for n in ("quick96", "landmark-warp", "sbi", "xray-blend")]}))
-    extra = ["perturb.compression=[c23]", "perturb.fraction=0.0", "quality.sample_frames=3",
-             "perturb.preset=ultrafast", "merge.vary=[{field: mode, choices: [overlay, seamless]}]", *TINY]
+                                "splits": {"train": 1.0, "val": 0.0, "test": 0.0}, "methods": methods}))
+    extra = ["perturb.compression=[c23]", "perturb.fraction=0.0", "perturb.preset=ultrafast", *TINY,
+             "quality.sample_frames=2", "models.base=pretrain", "models.pretrain_steps=4",
+             "merge.vary=[{field: mode, choices: [overlay, seamless]}]",
+             "quality.gates=[{metric: seam, max: 0.0, methods: [amp]}]"]  # a gate for the amp fakes only
     assert main(["generate", str(plan), "--out", str(out), "--work", str(work), "--layout", "ffpp", *extra]) == 0
     rows = _index(str(out))
+    reals = [r for r in rows if r["label"] == "REAL"]
     fakes = [r for r in rows if r["label"] == "FAKE"]
     assert all(r["status"] == "ok" for r in fakes), [(r["method"], r["error"]) for r in fakes]
-    methods = {r["method"] for r in fakes}
-    assert len(fakes) == 4 and methods == {"dflray-quick96", "dflray-landmark-warp", "dflray-sbi", "dflray-xray-blend"}
+    published = {f"dflray-{n}" for n in SEVEN} - {"dflray-liae"} | {"dflray-liae-ud"}
+    assert {r["method"] for r in fakes} == published
     plan_rows = {r["item_id"]: r for r in pq.read_table(out / "plan.parquet").to_pylist()}
+    for r in reals:  # every video once by every method, all from the same source identity
+        mine = [f for f in fakes if plan_rows[f["item_id"]]["video_id"] == r["item_id"]]  # a real's item: its video
+        assert sorted(f["method"] for f in mine) == sorted(published), r["item_id"]
+        assert len({f["source_identity"] for f in mine}) == 1
     labels = json.loads((out / "labels.json").read_text())
     seen = ffpp_read(out)
     assert sorted(str(p.relative_to(out)) for p in seen["fake"]) == sorted(r["path"] for r in fakes)
     for r in fakes:
-        name = r["method"].removeprefix("dflray-")
+        name = plan_rows[r["item_id"]]["method"]
         assert r["path"].startswith(f"manipulated_sequences/{r['method']}/c23/videos/")
-        assert plan_rows[r["item_id"]]["method"] == name
         assert r["method_version"] == 1 and r["swap_success"] is not None and r["frames_swapped"] > 0
         settings = json.loads(r["method_settings"])
-        assert (settings == {}) == (name == "quick96")  # a training-free method records all its settings
+        assert (settings == {}) == (name in ("liae", "quick96"))  # every other method records all its settings
         assert labels[r["name"]]["method"] == r["method"] and labels[r["name"]]["method_version"] == 1
         with av.open(str(out / r["path"])) as c:
             tags = dict(c.metadata)
         assert tags["dflray_method"] == r["method"] and json.loads(tags["dflray_method_settings"]) == settings
         assert len(r["model_id"]) == 64  # a model's checksum, or a method's id (name, version, settings)
-        if name == "quick96":
-            assert r["arch"] == "df-ud"
-    assert len({r["model_id"] for r in fakes}) == 4
+        assert r["arch"] == {"quick96": "df-ud", "amp": "amp", "liae": "liae-ud"}.get(name, name)
+        if name == "amp":
+            assert settings == {"morph_factor": 0.75}
+        assert r["quality_pass"] is (name != "amp") and ("seam " in r["quality_reasons"]) is (name == "amp")
     after = sorted(p.parent.name for p in (work / "models").glob("*/model.json"))
     new = sorted(set(after) - set(before))
-    assert set(before) <= set(after) and len(new) == 1 and new[0].endswith("-quick96")  # only quick96 trained
-    trained = json.loads((work / "models" / new[0] / "model.json").read_text())
-    assert (trained["contract"]["arch"], trained["contract"]["resolution"], trained["contract"]["face_type"]) == \
-        ("df-ud", 96, "full")
+    assert set(before) <= set(after)  # the liae models are reused; quick96 and amp train their own
+    assert sorted(k.rsplit("-", 1)[1] for k in new) == ["amp", "amp", "quick96", "quick96"]
+    for k in new:
+        trained = json.loads((work / "models" / k / "model.json").read_text())["contract"]
+        want = ("df-ud", 96, "full") if k.endswith("-quick96") else ("amp", 64, "full")  # the plan's model as AMP
+        assert (trained["arch"], trained["resolution"], trained["face_type"]) == want, k
     report = (out / "report.html").read_text()
-    for m in methods:
-        assert f'data-method="{m}" data-status="ok">1<' in report
+    for m in published:
+        assert f'data-method="{m}" data-status="ok">4<' in report
+    # DeepfakeBench: besides the whole, one dataset per method (the reals and that method's fakes)
+    dfb = tmp_path / "dfb"
+    assert main(["export-dataset", str(out), "--format", "deepfakebench", "--out", str(dfb), "frames=2", "size=64"]) == 0
+    labels = yaml.safe_load((dfb / "label_dict.yaml").read_text())["label_dict"]
+    for m in published:
+        short = m.removeprefix("dflray-")
+        (doc,) = json.loads((dfb / f"test-mixed-{short}.json").read_text()).values()
+        assert set(doc) == {"test-mixed_real", f"test-mixed_{short}"} and labels[f"test-mixed_{short}"] == 1
+        assert sum(len(v) for v in doc[f"test-mixed_{short}"].values()) == 4
+        assert sum(len(v) for v in doc["test-mixed_real"].values()) == len(reals)
 
 
 @pytest.mark.media
