@@ -261,6 +261,9 @@ def bench_clip(name: str, clip: str, src: str, src_name: str, find: FindLandmark
         spec = method_spec(m)
         if spec.model != "none":
             continue
+        if spec.assets is not None:  # onnx-swap: the user's ONNX models, none of which may be downloaded here
+            say(f"    {m}: not measured (it runs the ONNX models you give it; none ships with dflray)")
+            continue
         contract = method_contract(m, FACE_TYPE, ALIGN_SIZE)
         t = time.perf_counter()
         predict = method_predict(m, {}, contract, seed=seed, sources=sources if "source" in spec.reads else None,
@@ -331,7 +334,7 @@ def _main(args, work: str) -> None:
     say(f"  methods: each training-free method registered, on the crop method_contract picks for a faceset of "
         f"align size {ALIGN_SIZE}, {FACE_TYPE}: " + ", ".join(
             f"{m} {method_contract(m, FACE_TYPE, ALIGN_SIZE).resolution} px" for m in method_names()
-            if method_spec(m).model == "none"))
+            if method_spec(m).model == "none" and method_spec(m).assets is None))
 
     t = time.perf_counter()
     mods = models(work, args.quick)
