@@ -1,0 +1,58 @@
+"""Extraction chunk by chunk: does a committed chunk cost more as the faceset grows?
+
+``run_extract`` commits its videos ``commit_every`` at a time, each chunk one Ray Data run and one commit.
+This extracts the first ``--videos`` of ``bench/generate.py``'s clips (made into its cache when missing)
+with the dataset job's extract config (``extract.align.size=128``, embedding on) on a local Ray cluster of
+``--cpus`` CPUs, and prints every chunk's seconds from the commit times of ``videos/*.parquet``. Flat
+seconds per chunk mean the cost per video does not grow with the faceset. Nothing is asserted.
+
+    .venv/bin/python bench/extract_chunks.py --videos 512      # ~8 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--videos", type=int, default=512, help="clips to extract (default 512: 8 chunks)")
+    ap.add_argument("--commit-every", type=int, default=64, help="videos per chunk (ExtractConfig's default 64)")
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (default 2)")
+    ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dflray-bench-cache"),
+                    help="where bench/generate.py keeps its clips")
+    args = ap.parse_args(argv)
+
+    import ray
+    from generate import make_clips  # noqa: E402  (bench/generate.py)
+
+    from dflray.config import ExtractConfig, load_config
+    from dflray.extract import run_extract
+
+    clips = make_clips(os.path.join(args.cache_dir, "generate-clips-160px-10f"), args.videos, frames=10, size=160)
+    cfg = load_config(ExtractConfig, overrides=["align.size=128", f"commit_every={args.commit_every}"])
+    with tempfile.TemporaryDirectory(prefix="dflray-bench-chunks-") as work:
+        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        t0 = time.time()
+        s = run_extract(clips, os.path.join(work, "fs"), cfg)
+        total = time.time() - t0
+        marks = sorted(os.path.getmtime(p) for p in glob.glob(os.path.join(work, "fs", "videos", "*.parquet")))
+        ray.shutdown()
+    print(f"N={args.videos} commit_every={args.commit_every} chunks={len(marks)} total={total:.1f} s "
+          f"({total / max(1, args.videos):.2f} s a video) faces={s.faces}")
+    prev = t0
+    for i, m in enumerate(marks):
+        print(f"  chunk {i}: {m - prev:6.1f} s (ends at {m - t0:7.1f} s)")
+        prev = m
+
+
+if __name__ == "__main__":
+    main()
