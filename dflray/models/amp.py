@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from dflray.config import ModelConfig
-from dflray.models.df_liae import Decoder, Encoder, _decode, _halve, code_shape
+from dflray.models.df_liae import Decoder, Encoder, _halve, _training_outputs, code_shape
 from dflray.models.layers import glorot_init_
 
 
@@ -137,16 +137,7 @@ class AMPModel(nn.Module):
             self.mix_draws += 1
         mix = random_channels_mask(n, self.cfg.inter_dims, k, a, draw)
         src_code = a[:n] * mix + b[:n] * (1 - mix)
-        dst_code = b[n:]
-        swap_code = self._swap_code(a[n:], b[n:])
-        extra = [swap_code.detach()] if detached_swap else []
-        src_src, dst_dst, src_dst, *detached = _decode(self.decoder, [src_code, dst_code, swap_code] + extra)
-        out = {"src_src": src_src[0], "src_src_mask": src_src[1], "dst_dst": dst_dst[0],
-               "dst_dst_mask": dst_dst[1], "src_dst": src_dst[0], "src_dst_mask": src_dst[1],
-               "src_code": src_code, "dst_code": dst_code}
-        if detached:
-            out["src_dst_detached"] = detached[0][0]
-        return out
+        return _training_outputs(src_code, b[n:], self._swap_code(a[n:], b[n:]), self.decoder, detached_swap)
 
     def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference (DFL's ``AE_merge``): ``(face, face_mask, dst_mask)`` of dst crops ``(N, 3, R, R)``,

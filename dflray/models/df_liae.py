@@ -161,6 +161,25 @@ def code_shape(cfg: ModelConfig) -> tuple[int, int, int]:
     return (cfg.ae_dims if cfg.arch == "df" else cfg.ae_dims * 4, res, res)
 
 
+def _training_outputs(src_code: torch.Tensor, dst_code: torch.Tensor, swap_code: torch.Tensor, decoder: Decoder,
+                      detached_swap: bool) -> dict[str, torch.Tensor]:
+    """The training graph's outputs from the three decoder inputs of one shared decoder (LIAE, AMP): the
+    ``forward`` dict of :class:`DFLModel`."""
+    extra = [swap_code.detach()] if detached_swap else []
+    src_src, dst_dst, src_dst, *detached = _decode(decoder, [src_code, dst_code, swap_code] + extra)
+    return _outputs(src_src, dst_dst, src_dst, detached, src_code, dst_code)
+
+
+def _outputs(src_src, dst_dst, src_dst, detached, src_code: torch.Tensor, dst_code: torch.Tensor
+             ) -> dict[str, torch.Tensor]:
+    out = {"src_src": src_src[0], "src_src_mask": src_src[1], "dst_dst": dst_dst[0],
+           "dst_dst_mask": dst_dst[1], "src_dst": src_dst[0], "src_dst_mask": src_dst[1],
+           "src_code": src_code, "dst_code": dst_code}
+    if detached:
+        out["src_dst_detached"] = detached[0][0]
+    return out
+
+
 def _decode(decoder: Decoder, codes: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     # One decoder call on the concatenated codes, split back into (face, mask) per code.
     faces, masks = decoder(torch.cat(codes))
@@ -234,20 +253,12 @@ class DFLModel(nn.Module):
             extra = [dst_code.detach()] if detached_swap else []
             src_src, src_dst, *detached = _decode(self.decoder_src, [src_code, dst_code] + extra)
             (dst_dst,) = _decode(self.decoder_dst, [dst_code])
-        else:
-            ab = self.inter_ab(feats)
-            ab_src, ab_dst = ab[:n], ab[n:]
-            src_code = torch.cat([ab_src, ab_src], 1)
-            dst_code = torch.cat([self.inter_b(feats[n:]), ab_dst], 1)
-            swap_code = torch.cat([ab_dst, ab_dst], 1)
-            extra = [swap_code.detach()] if detached_swap else []
-            src_src, dst_dst, src_dst, *detached = _decode(self.decoder, [src_code, dst_code, swap_code] + extra)
-        out = {"src_src": src_src[0], "src_src_mask": src_src[1], "dst_dst": dst_dst[0],
-               "dst_dst_mask": dst_dst[1], "src_dst": src_dst[0], "src_dst_mask": src_dst[1],
-               "src_code": src_code, "dst_code": dst_code}
-        if detached:
-            out["src_dst_detached"] = detached[0][0]
-        return out
+            return _outputs(src_src, dst_dst, src_dst, detached, src_code, dst_code)
+        ab = self.inter_ab(feats)
+        ab_src, ab_dst = ab[:n], ab[n:]
+        src_code = torch.cat([ab_src, ab_src], 1)
+        dst_code = torch.cat([self.inter_b(feats[n:]), ab_dst], 1)
+        return _training_outputs(src_code, dst_code, torch.cat([ab_dst, ab_dst], 1), self.decoder, detached_swap)
 
     def swap(self, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inference: the dst faces with the src identity (DFL's ``AE_merge``).
