@@ -79,11 +79,16 @@ def cut(src: str, dst: str, frames: int, crf: int = 18, preset: str = "medium") 
 
 def make_model(work: str, resolution: int, dims: tuple[int, int, int, int]) -> tuple[str, ModelConfig]:
     """An untrained liae-ud model of this size, checkpointed and exported to TorchScript."""
+    ae, e, d, mk = dims
+    mc = ModelConfig(resolution=resolution, face_type="whole_face", ae_dims=ae, e_dims=e, d_dims=d, d_mask_dims=mk)
+    return export_untrained(work, mc), mc
+
+
+def export_untrained(work: str, mc: ModelConfig) -> str:
+    """An untrained model of ``mc`` (any arch), checkpointed and exported to TorchScript by the project's code."""
     from dflray.artifacts.checkpoint import FORMAT, save_payload
     from dflray.artifacts.export import export_model
 
-    ae, e, d, mk = dims
-    mc = ModelConfig(resolution=resolution, face_type="whole_face", ae_dims=ae, e_dims=e, d_dims=d, d_mask_dims=mk)
     torch.manual_seed(0)
     m = build_model(mc)
     ckpt = os.path.join(work, "ckpt")
@@ -92,7 +97,7 @@ def make_model(work: str, resolution: int, dims: tuple[int, int, int, int]) -> t
                         "run_config": {}})
     path = os.path.join(work, "model.ts")
     export_model(ckpt, path)
-    return path, mc
+    return path
 
 
 def copies_faceset(one: str, out: str, uris: list[str]) -> int:

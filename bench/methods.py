@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py)
-from merge import SAEHD_DIMS, cut, make_model  # noqa: E402  (bench/merge.py: the exported untrained LIAE, clip cut)
+from merge import SAEHD_DIMS, cut, export_untrained, make_model  # noqa: E402  (bench/merge.py: untrained exports, clip cut)
 
 from dflray.config import DetectConfig, LandmarkConfig, MergeConfig  # noqa: E402
 from dflray.face.align import get_transform_mat, transform_points, warp_to_crop  # noqa: E402
@@ -133,23 +133,6 @@ class Model:
     params: float  # millions
     seconds: float  # build + checkpoint + export
     describe: str = ""  # architecture, crop size and face type
-
-
-def export_untrained(work: str, mc) -> str:
-    """An untrained model of ``mc`` (any arch), checkpointed and exported to TorchScript by the project's code."""
-    from dflray.artifacts.checkpoint import FORMAT, save_payload
-    from dflray.artifacts.export import export_model
-    from dflray.models import build_model
-
-    torch.manual_seed(0)
-    m = build_model(mc)
-    ckpt = os.path.join(work, "ckpt")
-    os.makedirs(ckpt, exist_ok=True)
-    save_payload(ckpt, {"format": FORMAT, "step": 0, "model_config": dataclasses.asdict(mc), "model": m.state_dict(),
-                        "run_config": {}})
-    path = os.path.join(work, "model.ts")
-    export_model(ckpt, path)
-    return path
 
 
 def models(work: str, quick: bool) -> list[Model]:
