@@ -155,3 +155,25 @@ def test_merge_setting_columns_match_the_merge_settings():
     assert schema.MERGE_SETTING_COLUMNS == expected
     for name in ("merged", "dataset"):
         assert all(schema.TABLES[name].field(n).type == t for n, t in expected), name
+
+
+def test_many_small_files_are_merged_as_read_in_file_order(tmp_path, monkeypatch):
+    """One-row files (a record per task) are merged 64 at a time as they are read, so the result holds
+    a few chunks, not one table per file (each held apart kept ~50 KiB of a driver's memory; see
+    bench/README.md, bench/generate.py); a large file stays as read, and the files' order is kept."""
+    monkeypatch.setattr(schema, "_SMALL_PART", 20_000)  # a 3-face file counts as large here
+    files = []
+    for i in range(140):
+        if i == 100:  # a large file in the middle
+            t = schema.table_from_rows("faces", [_face_row(i) | {"image": bytes(10_000)} for _ in range(3)])
+        else:
+            t = schema.table_from_rows("faces", [_face_row(i)])
+        pq.write_table(t, tmp_path / f"{i:03d}.parquet")
+        files.append(str(tmp_path / f"{i:03d}.parquet"))
+    back = schema.read_table("faces", files)
+    want = [i for i in range(140) for _ in range(3 if i == 100 else 1)]
+    assert back.column("frame_index").to_pylist() == want
+    # 0..63 and 64..99 merged, the large file as read, then 101..139 merged: 4 chunks, not 140
+    assert back.column("frame_index").num_chunks == 4
+    assert schema.read_table("faces", files, columns=["video_id", "frame_index"]).column_names == \
+        ["video_id", "frame_index"]
