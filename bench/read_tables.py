@@ -6,7 +6,7 @@ row per video version (``dataset``). Each size and way runs in a fresh process; 
 process's RSS after the read less its RSS before (``psutil``; after one warm-up read, since Parquet's reader
 loads its machinery on the first read), and the table's own bytes beside it.
 
-    .venv/bin/python bench/read_tables.py              # ~1 min on 2 cores
+    .venv/bin/python bench/read_tables.py              # ~1.5 min on 2 cores
     .venv/bin/python bench/read_tables.py --sizes 200,1000,5000
 """
 

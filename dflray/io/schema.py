@@ -386,9 +386,9 @@ def conform(name: str, table: pa.Table) -> pa.Table:
 
 
 # Small files (a one-row record per task, one published video's row) are merged _MERGE_EVERY at a time as
-# they are read. Held apart, each small table keeps its own buffers and bookkeeping, about 50 KiB a file
-# whatever its rows: 1,000 one-row merge records took +55 MiB of a driver's memory held apart and +10 MiB
-# merged, and the dataset job's driver grew ~170 KiB a video from its merge records and published rows.
+# they are read. Held apart, each small table keeps its own buffers and bookkeeping, 55-60 KiB a file
+# whatever its rows (bench/read_tables.py: 2,000 published rows +121 MiB apart, +10 MiB merged); the
+# dataset job's driver grew ~170 KiB a video from its merge records and published rows (bench/generate.py).
 _SMALL_PART = 1 << 20
 _MERGE_EVERY = 64
 
