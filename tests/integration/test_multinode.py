@@ -323,6 +323,56 @@ def test_merge_survives_losing_a_worker_node(nodes, trained, reference, merged_o
 # ------------------------------------------------------------------------------ the dataset job
 
 
+# Training-free methods, so the fakes depend only on the plan's seed: the dataset is the same bytes however
+# the work was spread. Extraction in small segments on one landmark actor per node.
+SPREAD_PLAN = ["methods=[{name: landmark-warp, fakes_per_video: 1}, {name: sbi, fakes_per_video: 1}]",
+               "quality.gates=[]", "extract.decode.segment_frames=6", "extract.landmarks.num_cpus=1",
+               "merge.workers.num_cpus=0.5", "perturb.compression=[c0, c23]", "perturb.fraction=1.0"]
+
+
+def _generate_on(nodes, cpus: list[int], clips: list[str], out: Path, concurrency: int):
+    from dflray.dataset.pipeline import run_generate
+    from tests.integration.conftest import generated_plan
+
+    nodes.resize(cpus)
+    cfg = generated_plan(clips, *SPREAD_PLAN, f"extract.landmarks.concurrency={concurrency}",
+                         f"merge.workers.concurrency={concurrency}")
+    return run_generate(cfg, str(out), report=False)
+
+
+def test_dataset_job_spreads_over_nodes_and_matches_one_node(nodes, tmp_path):
+    """``dflray generate`` with two training-free methods (landmark-warp and sbi, every video faked by
+    each) on one two-CPU node and on three one-CPU nodes: the work spreads over the nodes, and the two
+    datasets are the same, row for row and byte for byte (the published videos' and masks' sha256, the
+    quality figures)."""
+    from dflray.faceset import read_tables
+    from dflray.sample import make_sample
+
+    clips = make_sample(str(tmp_path / "clips"), seconds=1.0, size=192)
+    one, three = tmp_path / "one", tmp_path / "three"
+    s1 = _generate_on(nodes, [2], clips, one, 2)
+    s3 = _generate_on(nodes, [1, 1, 1], clips, three, 3)
+    for s in (s1, s3):
+        assert s.failures == [] and s.merged == {"ok": 4} and s.fakes_planned == 4, (s.failures, s.merged)
+    ran_on = {n for v in read_tables("videos", f"{three}.work/faceset/videos").to_pylist() for n in v["nodes"]}
+    ran_on |= {r["node"] for r in read_tables("merged", f"{three}.work/fakes/records").to_pylist()}
+    assert len(ran_on) >= 2 and ran_on <= nodes.ids(), (ran_on, nodes.ids())
+    drop = ["run_id"]  # the one column a run sets for itself
+
+    def rows(out: Path):
+        t = pq.read_table(out / "index.parquet").drop_columns(drop)
+        return sorted(t.to_pylist(), key=lambda r: (r["video_id"], r["compression"]))
+
+    ref, got = rows(one), rows(three)
+    assert len(got) == len(ref) == 2 * (2 + 4), len(got)  # two levels of (two reals + four fakes)
+    assert {r["method"] for r in got if r["label"] == "FAKE"} == {"dflray-landmark-warp", "dflray-sbi"}
+    assert all(r["status"] == "ok" and r["sha256"] for r in got)
+    for a, b in zip(got, ref):
+        assert a == b, {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    for name in ("plan.parquet", "frames.parquet"):
+        assert pq.read_table(three / name).equals(pq.read_table(one / name)), name
+
+
 def test_dataset_job_survives_losing_a_worker_node(nodes, tmp_path):
     """``dflray generate`` over two people on three nodes; the node running a model's training is lost once
     that model has a checkpoint, and a fresh node joins (as KubeRay replaces a pod). The job finishes in
