@@ -1,0 +1,97 @@
+"""Driver memory of ``run_tasks``: how much the driver grows per task of a stage, with all tasks in one Ray Data
+pipeline or in windows of pipelines.
+
+``dflray.dataset.stages.base.run_tasks`` (the merge, quality and publish stages of ``dflray generate``) sends
+one typed task per block through a Ray Data actor pool. Each call here runs N trivial tasks (the actor only
+answers ok; each task carries 300 bytes, about a real task's size) on a local 2-CPU Ray, in a fresh process
+per case, after a 4-task warm-up, and prints the driver's peak RSS growth (sampled every 0.1 s) and time.
+
+This is a benchmark, not a test: nothing is asserted. Run ``python bench/task_memory.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dflray.dataset.stages.base import Task, TaskActor, TaskResult, run_tasks  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _Task(Task):
+    payload: str = ""
+
+
+class _Answer(TaskActor):
+    task_type = _Task
+
+    def run(self, task: _Task) -> TaskResult:
+        return TaskResult(task.id, "ok")
+
+
+def _case(n: int, window: int) -> None:
+    import psutil
+    import ray
+    import ray.data
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    run_tasks(_Answer, [_Task(id=f"w{i}") for i in range(4)], 0.5, {})
+    me = psutil.Process()
+    before = me.memory_info().rss
+    peak = [before]
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.1)
+
+    th = threading.Thread(target=poll, daemon=True)
+    th.start()
+    t = time.perf_counter()
+    tasks = [_Task(id=f"t{i}", payload="x" * 300) for i in range(n)]
+    done = 0
+    for k in range(0, n, window):
+        done += len(run_tasks(_Answer, tasks[k:k + window], 0.5, {}))
+    seconds = time.perf_counter() - t
+    stop.set()
+    th.join()
+    growth = (peak[0] - before) / 2**20
+    print(f"RESULT {n} {window} {done} {growth:.1f} {seconds:.1f}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default="500:500,3000:3000,3000:500", metavar="N:WINDOW,...",
+                    help="tasks and window of each case (default 500:500,3000:3000,3000:500; ~4 min on 2 cores)")
+    ap.add_argument("--case", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.case:
+        n, w = (int(v) for v in args.case.split(":"))
+        _case(n, w)
+        return
+    print("  tasks  window  pipelines  growth MiB  KiB/task  seconds")
+    for case in args.cases.split(","):
+        out = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True).stdout
+        line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"  {case}: failed\n{out[-2000:]}")
+            continue
+        n, w, done, growth, seconds = line.split()[1:]
+        pipelines = -(-int(n) // int(w))
+        print(f"  {int(n):5d}  {int(w):6d}  {pipelines:9d}  {float(growth):10.1f}  {float(growth) * 1024 / int(n):8.1f}  "
+              f"{float(seconds):7.1f}" + ("" if int(done) == int(n) else f"  ({done} results!)"), flush=True)
+
+
+if __name__ == "__main__":
+    main()
