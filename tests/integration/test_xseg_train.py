@@ -15,12 +15,21 @@ from dflray.extract import run_extract
 from dflray.faceset import read_faces
 from tests.media import SHARED_MEDIA
 
-TRAIN = ["resolution=64", "base=16", "depth=4", "batch_size=8", "steps=800", "optimizer=adam", "lr=0.001",
+TRAIN = ["resolution=64", "base=16", "depth=4", "batch_size=8", "optimizer=adam", "lr=0.001",
          "checkpoint_every=400", "log_every=100", "data_cpus=0.5",
          "torch_threads=2"]
+# Training steps: on the sample's faces alone (CI), and with the media clips' real faces too, which need
+# more (bench/xseg_spread.py: at 800 steps the media gain was +0.020, p 0.035, under the bounds below;
+# at 1600, +0.087, p 1e-10; see bench/README.md)
+STEPS = 800
+MEDIA_STEPS = 1600
 
 
 MEDIA = ("src_man_a.mp4", "dst_man_glasses_b.mp4", "woman_room_audio_e.mp4")
+# The held-out occlusions' seeds (sample, media) and the bounds the trained model must meet on them
+HELD_OUT_SEEDS = (12345, 999)
+MIN_GAIN = 0.02
+MAX_P = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +48,8 @@ def trained(ray_local, sample_clips, tmp_path_factory):
                     load_config(ExtractConfig, overrides=["align.size=128", "landmarks.embedding=false",
                                                           "decode.every_n=10"]))
     out = root / "xseg"
-    assert main(["xseg", "train", *facesets, "--out", str(out), *TRAIN]) == 0
+    steps = MEDIA_STEPS if len(facesets) > 1 else STEPS
+    assert main(["xseg", "train", *facesets, "--out", str(out), *TRAIN, f"steps={steps}"]) == 0
     return facesets, out
 
 
@@ -71,22 +81,24 @@ def test_trained_xseg_beats_the_hull_on_held_out_occlusions(trained):
     """On occlusions it never saw (another seed) of the faces it trained on, XSeg's mask is closer to the
     true visible face than the landmark hull, for the sample's faces and for the real people of
     ../shared/media: face by face (paired Wilcoxon test, one-sided, p < 0.001) and on average by more
-    than 0.02 IoU. (bench/xseg.py measured +0.055 on the sample and +0.035 on the media faces at 1000
-    steps; a fixed margin of 0.05 on the mean of every third face failed by chance.)"""
+    than 0.02 IoU. Training is not repeatable to the bit (Ray Data's shuffle, fresh occluders every pass),
+    so the bounds sit where bench/xseg_spread.py's repeated runs of this recipe stay clear of them: at 800
+    steps the sample gained +0.061 (p 2e-10) but the media faces only +0.020 (p 0.035), hence 1600 steps
+    with the media, where they gained +0.087 (p 1e-10) and the sample +0.126; see bench/README.md."""
     from scipy.stats import wilcoxon
 
     from dflray.artifacts.xseg import load_xseg
 
     facesets, out = trained
     model = load_xseg(str(out / "xseg.pt"))
-    for faceset, seed in zip(facesets, (12345, 999)):
+    for faceset, seed in zip(facesets, HELD_OUT_SEEDS):
         crops, hulls = _crops_and_hulls(faceset)
         xseg, hull = _held_out_ious(model, crops, hulls, seed=seed)
         gain = xseg - hull
         p = float(wilcoxon(gain, alternative="greater").pvalue)
         print(f"held-out IoU {Path(faceset).name} ({len(gain)} faces): xseg {xseg.mean():.3f}, hull "
               f"{hull.mean():.3f}, gain {gain.mean():+.3f}, XSeg better on {np.mean(gain > 0):.0%}, p {p:.1e}")
-        assert gain.mean() > 0.02 and p < 1e-3, (faceset, xseg.mean(), hull.mean(), p)
+        assert gain.mean() > MIN_GAIN and p < MAX_P, (faceset, xseg.mean(), hull.mean(), p)
     if len(facesets) == 1:
         pytest.skip(f"{SHARED_MEDIA} is absent: checked on the sample's faces only")
 
