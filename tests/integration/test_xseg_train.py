@@ -77,6 +77,17 @@ def _held_out_ious(model, crops, hulls, seed: int) -> tuple[np.ndarray, np.ndarr
     return xseg, np.asarray(iou_per_sample(hull_only[:, 0], y[:, 0]), float)
 
 
+def held_out_gain(model, faceset: str, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Per face of ``faceset``, XSeg's and the hull's held-out IoU and their difference, and the one-sided
+    paired Wilcoxon p that XSeg is better (also what bench/xseg_spread.py measures)."""
+    from scipy.stats import wilcoxon
+
+    crops, hulls = _crops_and_hulls(faceset)
+    xseg, hull = _held_out_ious(model, crops, hulls, seed=seed)
+    gain = xseg - hull
+    return xseg, hull, gain, float(wilcoxon(gain, alternative="greater").pvalue)
+
+
 def test_trained_xseg_beats_the_hull_on_held_out_occlusions(trained):
     """On occlusions it never saw (another seed) of the faces it trained on, XSeg's mask is closer to the
     true visible face than the landmark hull, for the sample's faces and for the real people of
@@ -85,17 +96,12 @@ def test_trained_xseg_beats_the_hull_on_held_out_occlusions(trained):
     so the bounds sit where bench/xseg_spread.py's repeated runs of this recipe stay clear of them: at 800
     steps the sample gained +0.061 (p 2e-10) but the media faces only +0.020 (p 0.035), hence 1600 steps
     with the media, where they gained +0.087 (p 1e-10) and the sample +0.126; see bench/README.md."""
-    from scipy.stats import wilcoxon
-
     from dflray.artifacts.xseg import load_xseg
 
     facesets, out = trained
     model = load_xseg(str(out / "xseg.pt"))
     for faceset, seed in zip(facesets, HELD_OUT_SEEDS):
-        crops, hulls = _crops_and_hulls(faceset)
-        xseg, hull = _held_out_ious(model, crops, hulls, seed=seed)
-        gain = xseg - hull
-        p = float(wilcoxon(gain, alternative="greater").pvalue)
+        xseg, hull, gain, p = held_out_gain(model, faceset, seed)
         print(f"held-out IoU {Path(faceset).name} ({len(gain)} faces): xseg {xseg.mean():.3f}, hull "
               f"{hull.mean():.3f}, gain {gain.mean():+.3f}, XSeg better on {np.mean(gain > 0):.0%}, p {p:.1e}")
         assert gain.mean() > MIN_GAIN and p < MAX_P, (faceset, xseg.mean(), hull.mean(), p)
