@@ -140,6 +140,10 @@ class ExportWorker(TaskActor):
     def __init__(self, dataset: str, out: str, frames: int, size: int):
         self.dataset, self.out, self.frames, self.size = dataset, out, frames, size
 
+    def recorded(self, task: ExportTask) -> TaskResult | None:
+        done = exists(join(self.out, "records", f"{task.id}.json"))  # written last
+        return TaskResult(task.id, "ok") if done else None
+
     def run(self, task: ExportTask) -> TaskResult:
         vid = task.row["video_id"]
         for bad in ("frames", ".png", "\\", "/"):

@@ -70,7 +70,7 @@ from dflray.io.video import Transcoder, VideoError
 from dflray.merge.blend import merge_spec
 from dflray.merge.identity import reference_embedding, source_identity
 from dflray.merge.predictors import make_predict, start_predict_pool, stop_predict_pool
-from dflray.runtime import init_ray
+from dflray.runtime import init_ray, input_blocks
 
 # Turns dst videos into a faceset: ``(videos, faceset URI, extract config, Ray address)``; the entry point
 # passes ``dflray.extract.run_extract`` (merge, a sibling stage, does not import extraction).
@@ -216,13 +216,31 @@ class MergeStage:
 
     def _one(self, task: dict[str, Any]) -> dict[str, Any]:
         task = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in task.items()}
+        record = _recorded(self.out, task["output_id"])
+        if record is not None:  # its block was sent again after a lost node: this video was done before
+            log.info("merge: %s already recorded", task["output_id"])
+            return self._status(record)
         record, error = merge_one(task, self.cfg, self.out, self.predict, contract=self.contract,
                                   model_uri=self.model_uri, model_sha=self.model_sha, reference=self.reference,
                                   run_id=self.run_id, dataset_id=self.dataset_id, xseg=self.xseg,
                                   quality=self.quality, node=self.node)
+        return self._status(record)
+
+    @staticmethod
+    def _status(record: dict[str, Any]) -> dict[str, Any]:
         return {"output_id": record["output_id"], "status": record["status"], "frames": record["frames"] or 0,
                 "frames_swapped": record["frames_swapped"] or 0, "error": record.get("error") or "",
                 "dst_uri": record["dst_uri"], "seconds": record["seconds"]}
+
+
+def _recorded(out: str, output_id: str) -> dict[str, Any] | None:
+    """The record of ``output_id`` under ``out`` (``records/<output_id>.parquet``), or None."""
+    uri = join(out, "records", f"{output_id}.parquet")
+    if not exists(uri):
+        return None
+    with open_uri(uri) as f:
+        rows = pq.read_table(f).to_pylist()
+    return rows[0] if rows else None
 
 
 @dataclass(frozen=True)
@@ -519,7 +537,7 @@ def _run_tasks(todo, cfg: MergeConfig, out, model_uri, contract, model_sha, refe
         cpus = min(cpus, free / workers)
     workers = min(workers, len(todo))
     try:
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+        ds = ray.data.from_items(todo, override_num_blocks=input_blocks(len(todo), workers)).map_batches(
             MergeStage, batch_size=1, compute=ActorPoolStrategy(size=workers), num_cpus=cpus,
             fn_constructor_kwargs={"cfg": cfg, "out": out, "model_uri": model_uri, "contract": contract,
                                    "model_sha": model_sha, "predictors": predictors, "reference": reference,

@@ -10,15 +10,23 @@ video present exactly once and the same rows as the reference.
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import tempfile
 import threading
 import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import ray
 
 from dflray.config import ExtractConfig, MergeConfig, TrainConfig, load_config
+from dflray.dataset.stages.base import Task, TaskActor, TaskResult
 from dflray.faceset import read_tables
 
 # Small segments, so a job has many units of work and one can be lost while others are done.
@@ -161,9 +169,13 @@ def test_extraction_spreads_over_nodes_and_matches_one_node(nodes, clips, refere
     assert got.equals(ref), "three nodes and one node extracted different rows"
 
 
-def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_path):
+def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_path, monkeypatch):
+    import dflray.runtime
     from dflray.extract.pipeline import run_extract
 
+    # One block per actor (three blocks of four segments), as a job of many videos has: the lost node's
+    # block is sent again whole.
+    monkeypatch.setattr(dflray.runtime, "BLOCKS_PER_ACTOR", 1)
     nodes.resize([1, 1, 1])
     out = Path(tmp_path / "faceset")
     # Lost once faces are being written: the rest of the segments are in flight or queued.
@@ -177,6 +189,77 @@ def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_p
     assert got.equals(_faces(reference)), "losing a node lost or changed rows"
     videos = pq.read_table(next(out.glob("videos/*.parquet"))).to_pylist()
     assert sum(v["frames_decoded"] for v in videos) == 2 * 36
+
+
+# ------------------------------------------------------------------------------ tasks sharing a block
+
+
+@dataclass(frozen=True)
+class _SlowTask(Task):
+    folder: str = ""
+
+
+class _SlowRecorder(TaskActor):
+    """0.3 s a task; notes every run under ``runs/`` and writes the task's record (its done-marker) last,
+    naming the node and the actor call (the block) that made it."""
+
+    task_type = _SlowTask
+
+    def recorded(self, task: _SlowTask) -> TaskResult | None:
+        return TaskResult(task.id, "ok") if os.path.exists(f"{task.folder}/records/{task.id}.json") else None
+
+    def run(self, task: _SlowTask) -> TaskResult:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        Path(task.folder, "runs", f"{task.id}.{uuid.uuid4().hex}").touch()
+        time.sleep(0.3)
+        tmp = Path(task.folder, "records", f".{task.id}.tmp")
+        tmp.write_text(json.dumps({"id": task.id, "node": ctx.get_node_id(), "call": ctx.get_task_id()}))
+        os.replace(tmp, Path(task.folder, "records", f"{task.id}.json"))
+        return TaskResult(task.id, "ok")
+
+
+def test_tasks_sharing_a_block_survive_losing_a_node(nodes, tmp_path, monkeypatch):
+    """``run_tasks`` (the dataset job's merge, quality and publish stages, export, evaluate) sends many tasks
+    in one block once a stage has more than 16 per actor. The node running a block is lost after three of
+    its tasks are done: the block is sent again, its done tasks are answered from their records
+    (``TaskActor.recorded``) and not run again, and every task has one result."""
+    import dflray.runtime
+    from dflray.dataset.stages.base import run_tasks
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    monkeypatch.setattr(dflray.runtime, "BLOCKS_PER_ACTOR", 1)  # three actors: three blocks of ten tasks
+    nodes.resize([1, 1, 1])
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "records").mkdir()
+    tasks = [_SlowTask(id=f"t{i:02d}", folder=str(tmp_path)) for i in range(30)]
+    lost: dict[str, list] = {}
+
+    def records() -> list[dict]:
+        return [json.loads(p.read_text()) for p in (tmp_path / "records").glob("*.json")]
+
+    def mid_block() -> bool:
+        calls = Counter(r["call"] for r in records())
+        call = next((c for c, k in calls.items() if k >= 3), None)
+        if call is not None:
+            lost["done"] = [r for r in records() if r["call"] == call]
+        return call is not None
+
+    def its_node():
+        return next(n for n in nodes.workers if n.node_id == lost["done"][0]["node"])
+
+    results, killed = nodes.run_losing_a_node(lambda: run_tasks(_SlowRecorder, tasks, 1.0, {}), mid_block,
+                                              replace=1, victim=its_node)
+    assert killed == lost["done"][0]["node"], "the job ended before a node could be removed"
+    assert sorted(r.id for r in results) == [t.id for t in tasks]
+    assert {r.status for r in results} == {"ok"}
+    runs = Counter(p.name.split(".")[0] for p in (tmp_path / "runs").iterdir())
+    assert set(runs) == {t.id for t in tasks}
+    # Only the task in flight on the lost node may have run twice; the block's done tasks kept their records.
+    assert sum(runs.values()) <= len(tasks) + 1, sorted(k for k, v in runs.items() if v > 1)
+    for r in lost["done"]:
+        assert runs[r["id"]] == 1 and json.loads((tmp_path / "records" / f"{r['id']}.json").read_text()) == r
 
 
 # ------------------------------------------------------------------------------ training

@@ -5,6 +5,11 @@ item as a frozen ``Task`` dataclass; ``run_tasks`` sends the tasks through Ray D
 ``TaskActor`` actors, one task per call, and returns one ``TaskResult`` per task. A task that raises
 becomes an error result, never a dead job.
 
+The tasks travel in a bounded number of blocks (``dflray.runtime.input_blocks``: at most 16 per actor), not one
+block per task, so that the driver stays flat however many videos a stage has. A block whose actor was lost
+with its node is sent again whole; ``TaskActor.recorded`` lets the actor skip the tasks of it that had
+already written their record, so a lost node costs the task in flight, not the block.
+
 Ray Data carries columns of Arrow values: a task crosses it as one JSON string (``Task.to_row`` /
 ``Task.from_row``, the one place where a task is encoded), so that its lists and dicts (face files,
 model contract, a dataset row) arrive exactly as they were sent.
@@ -24,12 +29,13 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy
 
-from dflray.io.storage import atomic_write, join, list_files, open_uri
+from dflray.io.storage import atomic_write, exists, join, list_files, open_uri
+from dflray.runtime import input_blocks
 
 log = logging.getLogger("dflray.generate")
 
 __all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "default_work", "done_ids", "read_json",
-           "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
+           "record_result", "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
 
 
 @dataclass
@@ -175,7 +181,7 @@ class TaskResult:
 
 class TaskActor:
     """Base of the stage actors: one typed task in (``task_type``), one ``TaskResult`` out, exceptions
-    become error results."""
+    become error results. A task whose record exists already (``recorded``) is not run again."""
 
     task_type: ClassVar[type[Task]] = Task
 
@@ -184,7 +190,11 @@ class TaskActor:
         for raw in batch["task"]:
             task = self.task_type.from_row(raw)
             try:
-                result = self.run(task)
+                result = self.recorded(task)
+                if result is not None:
+                    log.info("%s: %s already recorded (its block was sent again)", type(self).__name__, task.id)
+                else:
+                    result = self.run(task)
             except Exception as e:  # noqa: BLE001 - one bad item is an error row, never a dead job
                 log.warning("%s failed for %s: %s: %s", type(self).__name__, task.id, type(e).__name__, e)
                 result = TaskResult(task.id, "error", f"{type(e).__name__}: {e}")
@@ -193,6 +203,27 @@ class TaskActor:
 
     def run(self, task: Any) -> TaskResult:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def recorded(self, task: Any) -> TaskResult | None:
+        """The result of ``task`` if its record was written already, else None (then it runs).
+
+        The driver sends only tasks without a record, so one is found here only when a block is sent again
+        after its actor was lost: the tasks of it done before the loss are answered from their records.
+        A stage whose task writes a record (its done-marker) overrides this; the default runs every task.
+        """
+        return None
+
+
+def record_result(task_id: str, uri: str) -> TaskResult | None:
+    """What the one-row Parquet record at ``uri`` (with ``status`` and ``error`` columns) says of task
+    ``task_id``, or None where there is no record (a ``TaskActor.recorded`` of a stage whose record is one)."""
+    import pyarrow.parquet as pq
+
+    if not exists(uri):
+        return None
+    with open_uri(uri) as f:
+        rows = pq.read_table(f, columns=["status", "error"]).to_pylist()
+    return TaskResult(task_id, rows[0]["status"], rows[0]["error"] or "") if rows else None
 
 
 def _pool(n_tasks: int, num_cpus: float) -> int:
@@ -206,7 +237,7 @@ def run_tasks(actor: type[TaskActor], tasks: list[Task], num_cpus: float, kwargs
 
     Args:
         actor: the stage actor class.
-        tasks: its tasks, in the order they should start.
+        tasks: its tasks, in the order they should start (consecutive tasks share a block).
         num_cpus: CPUs of one actor (the pool holds as many as the cluster fits, at most one per task).
         kwargs: the actor's constructor arguments.
         num_gpus: GPUs of one actor.
@@ -217,7 +248,8 @@ def run_tasks(actor: type[TaskActor], tasks: list[Task], num_cpus: float, kwargs
     if not tasks:
         return []
     items = [t.to_row() for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        actor, batch_size=1, compute=ActorPoolStrategy(size=_pool(len(items), num_cpus)), num_cpus=num_cpus,
+    size = _pool(len(items), num_cpus)
+    ds = ray.data.from_items(items, override_num_blocks=input_blocks(len(items), size)).map_batches(
+        actor, batch_size=1, compute=ActorPoolStrategy(size=size), num_cpus=num_cpus,
         num_gpus=num_gpus or None, fn_constructor_kwargs=kwargs)
     return [TaskResult.from_row(r["result"]) for r in ds.iter_rows()]

@@ -19,7 +19,15 @@ import ray
 
 from dflray.artifacts.export import ModelContract
 from dflray.config import GenerateConfig, MergeConfig
-from dflray.dataset.stages.base import GenerateSummary, Task, TaskActor, TaskResult, run_tasks, videos_by_identity
+from dflray.dataset.stages.base import (
+    GenerateSummary,
+    Task,
+    TaskActor,
+    TaskResult,
+    record_result,
+    run_tasks,
+    videos_by_identity,
+)
 from dflray.faceset import read_tables
 from dflray.io.storage import join
 
@@ -108,6 +116,9 @@ class _MergeWorker(TaskActor):
         sources = self._sources.get(key) if task.source_files else None
         return method_predict(task.method, task.method_settings, contract, seed=task.seed, sources=sources,
                               batch_size=self.cfg.predict.batch_size)
+
+    def recorded(self, task: MergeTask) -> TaskResult | None:
+        return record_result(task.id, join(self.out, "records", f"{task.id}.parquet"))
 
     def run(self, task: MergeTask) -> TaskResult:
         from dflray.merge.pipeline import merge_one

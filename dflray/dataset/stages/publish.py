@@ -29,6 +29,7 @@ from dflray.dataset.stages.base import (
     TaskActor,
     TaskResult,
     done_ids,
+    record_result,
     run_tasks,
     videos_by_identity,
 )
@@ -67,6 +68,9 @@ class _PublishWorker(TaskActor):
 
     def __init__(self, out: str, work: str, preset: str):
         self.out, self.work, self.preset = out, work, preset
+
+    def recorded(self, task: PublishTask) -> TaskResult | None:
+        return record_result(task.id, join(self.work, "published", f"{task.id}.parquet"))
 
     def run(self, task: PublishTask) -> TaskResult:
         from dflray.dataset.perturb import parse_spec, perturb_video

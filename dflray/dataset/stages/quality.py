@@ -16,7 +16,7 @@ import numpy as np
 from dflray.config import QUALITY_METRICS, GenerateConfig
 from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, read_json, run_tasks, write_json
 from dflray.io import schema
-from dflray.io.storage import arrow_filesystem, join, list_files
+from dflray.io.storage import arrow_filesystem, exists, join, list_files
 
 __all__ = ["QualityTask", "measure_fakes"]
 
@@ -56,6 +56,9 @@ class _QualityWorker(TaskActor):
 
         self.cfg, self.work = cfg, work
         self.measurer = FaceMeasurer()
+
+    def recorded(self, task: QualityTask) -> TaskResult | None:
+        return TaskResult(task.id, "ok") if exists(join(self.work, "quality", f"{task.id}.json")) else None
 
     def run(self, task: QualityTask) -> TaskResult:
         import pyarrow.dataset as pads
