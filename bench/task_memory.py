@@ -1,10 +1,13 @@
-"""Driver memory of ``run_tasks``: how much the driver grows per task of a stage, with all tasks in one Ray Data
-pipeline or in windows of pipelines.
+"""Driver memory of ``run_tasks``: how much the driver grows per task of a stage, with the tasks in one block
+each or in at most 16 blocks per actor, in one Ray Data pipeline or in windows of pipelines.
 
-``dflray.dataset.stages.base.run_tasks`` (the merge, quality and publish stages of ``dflray generate``) sends
-one typed task per block through a Ray Data actor pool. Each call here runs N trivial tasks (the actor only
-answers ok; each task carries 300 bytes, about a real task's size) on a local 2-CPU Ray, in a fresh process
-per case, after a 4-task warm-up, and prints the driver's peak RSS growth (sampled every 0.1 s) and time.
+``dflray.dataset.stages.base.run_tasks`` (the merge, quality and publish stages of ``dflray generate``, export,
+evaluate) sends typed tasks through a Ray Data actor pool, in ``dflray.runtime.input_blocks`` blocks: one task
+a block while the tasks are few, at most ``BLOCKS_PER_ACTOR`` (16) blocks per actor beyond. Each case runs N
+trivial tasks (the actor only answers ok; each task carries 300 bytes, about a real task's size) on a local
+2-CPU Ray (two actors), in a fresh process per case, after a 4-task warm-up, and prints the driver's peak
+RSS growth (sampled every 0.1 s) and time. A case's third figure is the blocks per actor; 0 is one block per
+task (what ``run_tasks`` did before 2026-12-06).
 
 This is a benchmark, not a test: nothing is asserted. Run ``python bench/task_memory.py --help``.
 """
@@ -37,10 +40,14 @@ class _Answer(TaskActor):
         return TaskResult(task.id, "ok")
 
 
-def _case(n: int, window: int) -> None:
+def _case(n: int, window: int, per_actor: int) -> None:
     import psutil
     import ray
     import ray.data
+
+    import dflray.runtime
+
+    dflray.runtime.BLOCKS_PER_ACTOR = per_actor or 10**9  # 0: one block per task
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -67,30 +74,34 @@ def _case(n: int, window: int) -> None:
     stop.set()
     th.join()
     growth = (peak[0] - before) / 2**20
-    print(f"RESULT {n} {window} {done} {growth:.1f} {seconds:.1f}", flush=True)
+    print(f"RESULT {n} {window} {per_actor} {done} {growth:.1f} {seconds:.1f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default="500:500,3000:3000,3000:500", metavar="N:WINDOW,...",
-                    help="tasks and window of each case (default 500:500,3000:3000,3000:500; ~4 min on 2 cores)")
+    ap.add_argument("--cases", default="3000:3000:0,3000:3000:16,3000:500:16,30000:30000:16",
+                    metavar="N:WINDOW:BLOCKS,...",
+                    help="tasks, window and blocks per actor (0: one per task) of each case "
+                         "(default 3000:3000:0,3000:3000:16,3000:500:16,30000:30000:16; ~3 min on 2 cores)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.case:
-        n, w = (int(v) for v in args.case.split(":"))
-        _case(n, w)
+        n, w, b = (int(v) for v in args.case.split(":"))
+        _case(n, w, b)
         return
-    print("  tasks  window  pipelines  growth MiB  KiB/task  seconds")
+    print("  tasks  window  blocks/actor  pipelines  growth MiB  KiB/task  seconds")
     for case in args.cases.split(","):
         out = subprocess.run([sys.executable, __file__, "--case", case], capture_output=True, text=True).stdout
         line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
             print(f"  {case}: failed\n{out[-2000:]}")
             continue
-        n, w, done, growth, seconds = line.split()[1:]
+        n, w, b, done, growth, seconds = line.split()[1:]
         pipelines = -(-int(n) // int(w))
-        print(f"  {int(n):5d}  {int(w):6d}  {pipelines:9d}  {float(growth):10.1f}  {float(growth) * 1024 / int(n):8.1f}  "
-              f"{float(seconds):7.1f}" + ("" if int(done) == int(n) else f"  ({done} results!)"), flush=True)
+        per = "1 per task" if int(b) == 0 else b
+        print(f"  {int(n):5d}  {int(w):6d}  {per:>12s}  {pipelines:9d}  {float(growth):10.1f}  "
+              f"{float(growth) * 1024 / int(n):8.1f}  {float(seconds):7.1f}"
+              + ("" if int(done) == int(n) else f"  ({done} results!)"), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def init_ray(address: str | None = None) -> None:
 
 
 def input_blocks(items: int, actors: int) -> int:
-    """How many blocks a pipeline of ``items`` work items (videos, fakes, segments) on ``actors`` actors
+    """How many blocks a pipeline of ``items`` work items (videos, fakes) on ``actors`` actors
     reads them in: one item per block while they are few, at most ``BLOCKS_PER_ACTOR`` blocks per actor
     beyond.
 

@@ -169,13 +169,9 @@ def test_extraction_spreads_over_nodes_and_matches_one_node(nodes, clips, refere
     assert got.equals(ref), "three nodes and one node extracted different rows"
 
 
-def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_path, monkeypatch):
-    import dflray.runtime
+def test_extraction_survives_losing_a_worker_node(nodes, clips, reference, tmp_path):
     from dflray.extract.pipeline import run_extract
 
-    # One block per actor (three blocks of four segments), as a job of many videos has: the lost node's
-    # block is sent again whole.
-    monkeypatch.setattr(dflray.runtime, "BLOCKS_PER_ACTOR", 1)
     nodes.resize([1, 1, 1])
     out = Path(tmp_path / "faceset")
     # Lost once faces are being written: the rest of the segments are in flight or queued.
@@ -423,17 +419,22 @@ def _generate_on(nodes, cpus: list[int], clips: list[str], out: Path, concurrenc
     return run_generate(cfg, str(out), report=False)
 
 
-def test_dataset_job_spreads_over_nodes_and_matches_one_node(nodes, tmp_path):
+def test_dataset_job_spreads_over_nodes_and_matches_one_node(nodes, tmp_path, monkeypatch):
     """``dflray generate`` with two training-free methods (landmark-warp and sbi, every video faked by
     each) on one two-CPU node and on three one-CPU nodes: the work spreads over the nodes, and the two
     datasets are the same, row for row and byte for byte (the published videos' and masks' sha256, the
-    quality figures)."""
+    quality figures). The three-node run publishes in windows of five videos, as a large dataset does
+    (``PUBLISH_WINDOW``), and in blocks of several tasks (one block per actor)."""
+    import dflray.runtime
+    from dflray.dataset.stages import publish
     from dflray.faceset import read_tables
     from dflray.sample import make_sample
 
     clips = make_sample(str(tmp_path / "clips"), seconds=1.0, size=192)
     one, three = tmp_path / "one", tmp_path / "three"
     s1 = _generate_on(nodes, [2], clips, one, 2)
+    monkeypatch.setattr(publish, "PUBLISH_WINDOW", 5)
+    monkeypatch.setattr(dflray.runtime, "BLOCKS_PER_ACTOR", 1)
     s3 = _generate_on(nodes, [1, 1, 1], clips, three, 3)
     for s in (s1, s3):
         assert s.failures == [] and s.merged == {"ok": 4} and s.fakes_planned == 4, (s.failures, s.merged)

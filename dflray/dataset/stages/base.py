@@ -23,7 +23,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Iterator, TypeVar
+from typing import Any, Callable, ClassVar, ContextManager, Iterator, Mapping, TypeVar
 
 import numpy as np
 import ray
@@ -34,8 +34,8 @@ from dflray.runtime import input_blocks
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["GenerateSummary", "Task", "TaskActor", "TaskResult", "default_work", "done_ids", "read_json",
-           "record_result", "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
+__all__ = ["GenerateSummary", "TableRows", "Task", "TaskActor", "TaskResult", "default_work", "done_ids",
+           "read_json", "record_result", "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
 
 
 @dataclass
@@ -132,6 +132,32 @@ def work_of(out: str) -> str:
     (datasets generated before the record kept it in ``out/_work``)."""
     doc = read_json(join(out, "generate.json"))
     return doc.get("work") or join(out, "_work")
+
+
+class TableRows(Mapping[str, dict]):
+    """The rows of an Arrow table by a key column, each read as a dict when asked for.
+
+    Per-item state the driver keeps through several stages (a merge record per fake) stays a table: a
+    few KiB a row as Arrow, several times that as a Python dict of its ~60 values.
+
+    Example:
+        >>> rows = TableRows(pa.table({"id": ["a", "b"], "x": [1, 2]}), "id")  # doctest: +SKIP
+        >>> rows["b"]  # doctest: +SKIP
+        {'id': 'b', 'x': 2}
+    """
+
+    def __init__(self, table: Any, key: str):
+        self.table = table
+        self._at = {k: i for i, k in enumerate(table.column(key).to_pylist())}
+
+    def __getitem__(self, key: str) -> dict:
+        return self.table.slice(self._at[key], 1).to_pylist()[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
 
 
 def done_ids(folder: str, suffix: str) -> set[str]:

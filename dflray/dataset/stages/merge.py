@@ -21,6 +21,7 @@ from dflray.artifacts.export import ModelContract
 from dflray.config import GenerateConfig, MergeConfig
 from dflray.dataset.stages.base import (
     GenerateSummary,
+    TableRows,
     Task,
     TaskActor,
     TaskResult,
@@ -183,22 +184,22 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], model
 
 def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,
                 holders: dict[str, list[str]], work: str, dataset_id: str, run_id: str,
-                summary: GenerateSummary) -> dict[str, dict[str, Any]]:
+                summary: GenerateSummary) -> TableRows:
     """Merges every planned fake whose model trained.
 
     Returns:
-        item_id → merge record (schema ``merged``, as a dict) of every fake merged so far, this run or
-        an earlier one.
+        item_id → merge record (schema ``merged``, read as a dict) of every fake merged so far, this run or
+        an earlier one; held as the records' table.
     """
     mcfg = _merge_config(cfg, dataset_id)
     fakes_out = join(work, "fakes")
-    done = {r["output_id"] for r in read_tables("merged", join(fakes_out, "records")).to_pylist()}
+    done = set(read_tables("merged", join(fakes_out, "records"), columns=["output_id"]).column("output_id").to_pylist())
     todo = _merge_tasks(cfg, mcfg, plan, models, faceset, holders, done)
     kwargs = {"cfg": mcfg, "out": fakes_out, "run_id": run_id, "dataset_id": dataset_id}
     for res in run_tasks(_MergeWorker, todo, mcfg.workers.num_cpus, kwargs, num_gpus=mcfg.predict.num_gpus):
         if res.status != "ok":
             summary.failures.append(f"merge {res.id}: {res.error}")
-    records = {r["output_id"]: r for r in read_tables("merged", join(fakes_out, "records")).to_pylist()}
-    for r in records.values():
-        summary.merged[r["status"]] = summary.merged.get(r["status"], 0) + 1
-    return records
+    records = read_tables("merged", join(fakes_out, "records"))
+    for status in records.column("status").to_pylist():
+        summary.merged[status] = summary.merged.get(status, 0) + 1
+    return TableRows(records, "output_id")

@@ -5,7 +5,8 @@ compression level, with DeeperForensics-1.0 distortions drawn per video, into it
 perturbation, merge settings, quality metrics and gate results, or why it is not published);
 ``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
 video (and copy a fake's mask) and write its record, ``WORK/published/<video_id>.parquet`` (its
-done-marker).
+done-marker). The rows are made as they are published, ``PUBLISH_WINDOW`` videos per actor pool, so the
+driver holds one window of them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable, Iterator, Mapping
 
 import dflray
 from dflray.config import MERGE_SETTING_FIELDS, GenerateConfig
@@ -38,7 +39,11 @@ from dflray.io.storage import exists, join, open_uri
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["PublishTask", "dataset_rows", "publish_videos"]
+__all__ = ["PUBLISH_WINDOW", "PublishTask", "dataset_rows", "publish_videos"]
+
+# Videos published per actor pool (a window costs one pool start, a few seconds; the driver holds one
+# window's rows and tasks).
+PUBLISH_WINDOW = 4096
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,12 @@ class _PublishWorker(TaskActor):
         return TaskResult(row["video_id"], row["status"], row.get("error") or "")
 
 
-def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: dict, models: dict,
-                 dataset_id: str, run_id: str) -> list[dict[str, Any]]:
-    """One DATASET row per planned video and compression level: status ``pending`` when it is to be
-    published, else ``dropped`` (quality gates with ``quality.action=drop``) or ``error`` (its model,
-    merge or measuring failed), with the reason in ``error``."""
+def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: Mapping[str, dict], quality: dict, models: dict,
+                 dataset_id: str, run_id: str) -> Iterator[dict[str, Any]]:
+    """One DATASET row per planned video and compression level, in plan order, made as they are read
+    (the driver never holds the dataset's rows): status ``pending`` when it is to be published, else
+    ``dropped`` (quality gates with ``quality.action=drop``) or ``error`` (its model, merge or measuring
+    failed), with the reason in ``error``."""
     from dflray.dataset.perturb import distortion_values, draw_distortions, final_crf, spec_string
     from dflray.dataset.plan import plan_seed
     from dflray.quality import apply_gates
@@ -128,7 +134,6 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
     numbers = lay.ffpp_numbers(by_split) if cfg.ffpp_numeric_names else {}
     name_of = lambda v: numbers.get(v) or lay.short_id(v)  # noqa: E731 - a real video's FF++ name
     method_cfg = {m.name: m.settings for m in cfg.methods}
-    rows = []
     for r in plan:
         fake = r["kind"] == "FAKE"
         dists = draw_distortions(cfg.perturb, plan_seed(cfg.seed, r["item_id"], "perturb"))
@@ -185,8 +190,7 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: dict, quality: d
                     row.update(status="error", error="quality not measured")
                 elif not q["quality_pass"] and cfg.quality.action == "drop":
                     row.update(status="dropped", error=f"quality gates: {q['quality_reasons']}")
-            rows.append(row)
-    return rows
+            yield row
 
 
 def _method_of(r: dict[str, Any], model: dict[str, Any], settings: dict[str, dict]) -> tuple[dict, dict]:
@@ -225,15 +229,26 @@ def _metadata(row: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
-def publish_videos(cfg: GenerateConfig, rows: list[dict], merged: dict, out: str, work: str,
-                   summary: GenerateSummary) -> None:
+def publish_videos(cfg: GenerateConfig, rows: Iterable[dict], merged: Mapping[str, dict], out: str, work: str,
+                   summary: GenerateSummary, window: int | None = None) -> None:
     """Writes every pending row's video (and a fake's mask) into the layout, with its record; a row not
-    pending (dropped or failed upstream) gets its record only, which says why."""
+    pending (dropped or failed upstream) gets its record only, which says why.
+
+    The rows are read as they come and published ``window`` (default ``PUBLISH_WINDOW``) videos at a time,
+    one actor pool each: the driver holds one window's rows and tasks, however large the dataset.
+    """
     from dflray.dataset.plan import plan_seed
 
     done = done_ids(join(work, "published"), ".parquet")
     fakes_out = join(work, "fakes")
-    todo = []
+    todo: list[PublishTask] = []
+
+    def publish() -> None:
+        for res in run_tasks(_PublishWorker, todo, 1.0, {"out": out, "work": work, "preset": cfg.perturb.preset}):
+            if res.status != "ok":
+                summary.failures.append(f"publish {res.id}: {res.error}")
+        todo.clear()
+
     for row in rows:
         if row["video_id"] in done:
             continue
@@ -246,6 +261,6 @@ def publish_videos(cfg: GenerateConfig, rows: list[dict], merged: dict, out: str
                                 src=join(fakes_out, rec["path"]) if fake else row["source_uri"],
                                 mask_src=join(fakes_out, rec["mask_path"]) if fake else None,
                                 perturb_seed=plan_seed(cfg.seed, row["item_id"], "perturb-frames")))
-    for res in run_tasks(_PublishWorker, todo, 1.0, {"out": out, "work": work, "preset": cfg.perturb.preset}):
-        if res.status != "ok":
-            summary.failures.append(f"publish {res.id}: {res.error}")
+        if len(todo) >= (window or PUBLISH_WINDOW):
+            publish()
+    publish()

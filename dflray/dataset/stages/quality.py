@@ -9,7 +9,7 @@ is published (``publish.dataset_rows``), from the plan's current ``quality.gates
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -80,7 +80,7 @@ class _QualityWorker(TaskActor):
         return TaskResult(task.id, "ok")
 
 
-def measure_fakes(cfg: GenerateConfig, plan: list[dict], merged: dict[str, dict], faceset: str,
+def measure_fakes(cfg: GenerateConfig, plan: list[dict], merged: Mapping[str, dict], faceset: str,
                   holders: dict[str, list[str]], work: str,
                   identity_embeddings: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
     """Measures every merged fake not yet measured.
