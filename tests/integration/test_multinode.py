@@ -205,8 +205,6 @@ class _SlowRecorder(TaskActor):
         return TaskResult(task.id, "ok") if os.path.exists(f"{task.folder}/records/{task.id}.json") else None
 
     def run(self, task: _SlowTask) -> TaskResult:
-        import ray
-
         ctx = ray.get_runtime_context()
         Path(task.folder, "runs", f"{task.id}.{uuid.uuid4().hex}").touch()
         time.sleep(0.3)
