@@ -276,6 +276,7 @@ def run_generate(cfg: GenerateConfig, out: str, address: str | None = None, repo
         with timed("plan"):
             plan = plan_dataset(cfg, find_identities(cfg, manifest, faceset, holders))
         write_plan(plan, out, work)
+    del manifest  # the plan holds the videos from here on (a table)
     count_plan(plan, summary)
     with timed("train"):
         models = train_models(cfg, plan.rows, faceset, work, summary)

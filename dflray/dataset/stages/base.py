@@ -5,8 +5,10 @@ item as a frozen ``Task`` dataclass; ``run_tasks`` sends the tasks through Ray D
 ``TaskActor`` actors, one task per call, and returns one ``TaskResult`` per task. A task that raises
 becomes an error result, never a dead job.
 
-The tasks travel in a bounded number of blocks (``dflray.runtime.input_blocks``: at most 16 per actor), not one
-block per task, so that the driver stays flat however many videos a stage has. A block whose actor was lost
+The tasks are read as they come, ``TASK_WINDOW`` at a time, each window one pipeline and actor pool (the
+driver holds one window's tasks, never a whole stage's), and a window travels in a bounded number of blocks
+(``dflray.runtime.input_blocks``: at most 16 per actor), not one block per task, so that the driver stays flat
+however many videos a stage has. A block whose actor was lost
 with its node is sent again whole; ``TaskActor.recorded`` lets the actor skip the tasks of it that had
 already written their record, so a lost node costs the task in flight, not the block.
 
@@ -23,7 +25,8 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, ContextManager, Iterator, Mapping, TypeVar
+from itertools import islice
+from typing import Any, Callable, ClassVar, ContextManager, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
 import ray
@@ -34,8 +37,13 @@ from dflray.runtime import input_blocks
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["GenerateSummary", "TableRows", "Task", "TaskActor", "TaskResult", "default_work", "done_ids",
-           "read_json", "record_result", "run_tasks", "stage_clock", "videos_by_identity", "work_of", "write_json"]
+# Tasks per pipeline of ``run_tasks`` (a window costs one actor pool's start, a few seconds; the driver holds
+# one window's tasks and their encoded rows).
+TASK_WINDOW = 4096
+
+__all__ = ["TASK_WINDOW", "GenerateSummary", "TableList", "TableRows", "Task", "TaskActor", "TaskResult",
+           "default_work", "done_ids", "read_json", "record_result", "run_tasks", "stage_clock", "videos_by_identity",
+           "work_of", "write_json"]
 
 
 @dataclass
@@ -160,6 +168,35 @@ class TableRows(Mapping[str, dict]):
         return len(self._at)
 
 
+class TableList(Sequence[dict]):
+    """The rows of an Arrow table as a sequence of dicts, each made when it is read (by position, or a batch at
+    a time when iterated): per-video rows the driver keeps through the whole job (the plan) stay a table.
+
+    Example:
+        >>> rows = TableList(pa.table({"id": ["a", "b"]}))  # doctest: +SKIP
+        >>> [r["id"] for r in rows], rows[1]  # doctest: +SKIP
+        (['a', 'b'], {'id': 'b'})
+    """
+
+    def __init__(self, table: Any):
+        self.table = table
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        return self.table.slice(i % n, 1).to_pylist()[0]
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.table.to_batches(max_chunksize=1024):
+            yield from batch.to_pylist()
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
 def done_ids(folder: str, suffix: str) -> set[str]:
     """The names (without ``suffix``) of the record files directly under ``folder``: the items done."""
     return {u.rsplit("/", 1)[-1].removesuffix(suffix) for u in list_files(folder, suffix)}
@@ -257,25 +294,35 @@ def _pool(n_tasks: int, num_cpus: float) -> int:
     return max(1, min(n_tasks, int(cpus // num_cpus) or 1))
 
 
-def run_tasks(actor: type[TaskActor], tasks: list[Task], num_cpus: float, kwargs: dict[str, Any],
-              num_gpus: float = 0.0) -> list[TaskResult]:
-    """Runs ``tasks`` on a Ray Data pool of ``actor`` (built with ``kwargs``), one task per call.
+def run_tasks(actor: type[TaskActor], tasks: Iterable[Task], num_cpus: float, kwargs: dict[str, Any],
+              num_gpus: float = 0.0, window: int | None = None) -> list[TaskResult]:
+    """Runs ``tasks`` on Ray Data pools of ``actor`` (built with ``kwargs``), one task per call.
+
+    The tasks are read as they come, ``window`` (default ``TASK_WINDOW``) at a time: each window is one
+    pipeline with its own actor pool, so the driver holds one window's tasks, however many there are (give a
+    generator, not a list, for that to hold for the tasks themselves).
 
     Args:
         actor: the stage actor class.
         tasks: its tasks, in the order they should start (consecutive tasks share a block).
-        num_cpus: CPUs of one actor (the pool holds as many as the cluster fits, at most one per task).
+        num_cpus: CPUs of one actor (a pool holds as many as the cluster fits, at most one per task).
         kwargs: the actor's constructor arguments.
         num_gpus: GPUs of one actor.
+        window: tasks per pipeline.
 
     Returns:
         One result per task, in no particular order.
     """
-    if not tasks:
-        return []
-    items = [t.to_row() for t in tasks]
-    size = _pool(len(items), num_cpus)
-    ds = ray.data.from_items(items, override_num_blocks=input_blocks(len(items), size)).map_batches(
-        actor, batch_size=1, compute=ActorPoolStrategy(size=size), num_cpus=num_cpus,
-        num_gpus=num_gpus or None, fn_constructor_kwargs=kwargs)
-    return [TaskResult.from_row(r["result"]) for r in ds.iter_rows()]
+    step = max(1, window or TASK_WINDOW)
+    it = iter(tasks)
+    results: list[TaskResult] = []
+    while chunk := list(islice(it, step)):
+        items = [t.to_row() for t in chunk]
+        del chunk
+        size = _pool(len(items), num_cpus)
+        ds = ray.data.from_items(items, override_num_blocks=input_blocks(len(items), size)).map_batches(
+            actor, batch_size=1, compute=ActorPoolStrategy(size=size), num_cpus=num_cpus,
+            num_gpus=num_gpus or None, fn_constructor_kwargs=kwargs)
+        del items
+        results += [TaskResult.from_row(r["result"]) for r in ds.iter_rows()]
+    return results

@@ -7,12 +7,15 @@ one per part folder) and ``errors.parquet``.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dflray.config import GenerateConfig
 from dflray.dataset import layout as lay
-from dflray.dataset.stages.base import GenerateSummary
+from dflray.dataset.stages.base import GenerateSummary, TableList
 from dflray.faceset import read_tables, write_table
 from dflray.io import schema
 from dflray.io.storage import arrow_filesystem, atomic_write, fs_and_path, join
@@ -29,15 +32,15 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
     index = read_tables("dataset", join(work, "published")).sort_by("video_id")
     with atomic_write(join(out, "index.parquet")) as f:
         pq.write_table(index, f)
-    rows = index.select(["video_id", "name", "path", "mask_path", "label", "split", "original_name", "status",
-                         "item_id", "error", "method", "method_version"]).to_pylist()
-    for r in rows:
-        summary.published[r["status"]] = summary.published.get(r["status"], 0) + 1
+    # Read a batch at a time (``TableList``), never as a list of every video's dict.
+    rows = TableList(index.select(["video_id", "name", "path", "mask_path", "label", "split", "original_name",
+                                   "status", "item_id", "error", "method", "method_version"]))
+    for c in index.column("status").value_counts().to_pylist():
+        summary.published[c["values"]] = summary.published.get(c["values"], 0) + c["counts"]
     # A fake's metrics are measured once, on its lossless merge, and repeated at each compression level:
     # one value per published fake.
-    per_fake = {r["item_id"]: r["swap_success"] for r in
-                index.select(["item_id", "label", "status", "swap_success"]).to_pylist()
-                if r["label"] == "FAKE" and r["status"] == "ok"}
+    ok_fakes = index.filter(pc.and_(pc.equal(index.column("label"), "FAKE"), pc.equal(index.column("status"), "ok")))
+    per_fake = dict(zip(ok_fakes.column("item_id").to_pylist(), ok_fakes.column("swap_success").to_pylist()))
     from dflray.quality import success_stats
 
     summary.swap_success = success_stats(per_fake.values())
@@ -51,7 +54,7 @@ def consolidate(cfg: GenerateConfig, out: str, work: str, summary: GenerateSumma
     return index
 
 
-def _write_frames(rows: list[dict], out: str, work: str) -> None:
+def _write_frames(rows: Iterable[dict], out: str, work: str) -> None:
     """Per frame of every published fake: the merge's frame table, keyed by the published video; written
     one fake at a time, so the driver never holds the whole table."""
     fs, _ = arrow_filesystem(work)

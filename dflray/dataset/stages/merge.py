@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import ray
@@ -145,45 +145,68 @@ def _merge_config(cfg: GenerateConfig, dataset_id: str) -> MergeConfig:
     return dataclasses.replace(cfg.merge, output=out, dataset_id=dataset_id)
 
 
-def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: list[dict], models: dict[str, dict], faceset: str,
-                 holders: dict[str, list[str]], done: set[str]) -> list[MergeTask]:
-    """A task per planned fake not yet merged whose model trained, grouped by model, then by target."""
-    from dflray.merge.methods import full_settings, method_contract, method_id
-    from dflray.methods import method_spec
+def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: Sequence[dict], models: dict[str, dict], faceset: str,
+                 holders: Mapping[str, list[str]], done: set[str]) -> Iterator[MergeTask]:
+    """A task per planned fake not yet merged whose model trained, grouped by model, then by target.
 
-    fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
+    The order is found first from a small key per fake; each task is then made as it is read, so the driver
+    holds the keys, not the tasks (which carry face-file lists and the model's contract)."""
+    from dflray.merge.methods import full_settings
+
     settings = {m.name: m.settings for m in cfg.methods}
     videos_of = videos_by_identity(plan)
-    todo = []
-    for r in plan:
+    order = []
+    for i, r in enumerate(plan):
         if r["kind"] != "FAKE" or r["item_id"] in done:
             continue
-        if not r["model_key"]:  # a training-free method
-            name = r["method"]
-            contract = method_contract(name, cfg.extract.align.face_type, cfg.extract.align.size)
-            sources = {v: list(holders.get(v, [])) for v in videos_of.get(r["source_identity"], [])} \
-                if "source" in method_spec(name).reads else {}
-            todo.append(MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
-                                  face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
-                                  model_source=f"method:{name}", model_uri="", contract=contract.to_dict(),
-                                  model_sha256=method_id(name, settings.get(name, {})), method=name,
-                                  method_settings=dict(settings.get(name, {})), source_files=sources))
+        if not r["model_key"]:  # a training-free method: grouped by method, then source person
+            order.append(("", r["method"], "None", str(sorted(_source_videos(r, videos_of))), r["uri"], i))
             continue
         m = models.get(r["model_key"], {"ok": False, "error": "not trained"})
         if not m["ok"]:
             continue
         name = r.get("method") or ""  # a model method's merge-time settings: amp's morph_factor
         morph = full_settings(name, settings[name]).get("morph_factor") if name in settings else None
-        todo.append(MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
-                              face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
-                              model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
-                              model_sha256=m["model_sha256"], morph_factor=morph))
-    return sorted(todo, key=lambda t: (t.model_uri, t.method, str(t.morph_factor), str(sorted(t.source_files)),
-                                       t.dst_uri))
+        order.append((m["model_uri"], "", str(morph), "[]", r["uri"], i))
+    order.sort()
+    for key in order:
+        yield _merge_task(cfg, mcfg, plan[key[-1]], models, faceset, holders, videos_of, settings)
 
 
-def merge_fakes(cfg: GenerateConfig, plan: list[dict], models: dict[str, dict], faceset: str,
-                holders: dict[str, list[str]], work: str, dataset_id: str, run_id: str,
+def _source_videos(r: dict, videos_of: Mapping[str, list[str]]) -> list[str]:
+    """The source person's videos a training-free method's fake reads (none for a method that reads no source)."""
+    from dflray.methods import method_spec
+
+    return videos_of.get(r["source_identity"], []) if "source" in method_spec(r["method"]).reads else []
+
+
+def _merge_task(cfg: GenerateConfig, mcfg: MergeConfig, r: dict, models: dict[str, dict], faceset: str,
+                holders: Mapping[str, list[str]], videos_of: Mapping[str, list[str]],
+                settings: dict[str, dict]) -> MergeTask:
+    """The task of the planned fake ``r``."""
+    from dflray.merge.methods import full_settings, method_contract, method_id
+
+    fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
+    if not r["model_key"]:  # a training-free method
+        name = r["method"]
+        contract = method_contract(name, cfg.extract.align.face_type, cfg.extract.align.size)
+        sources = {v: list(holders.get(v, [])) for v in _source_videos(r, videos_of)}
+        return MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
+                         face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
+                         model_source=f"method:{name}", model_uri="", contract=contract.to_dict(),
+                         model_sha256=method_id(name, settings.get(name, {})), method=name,
+                         method_settings=dict(settings.get(name, {})), source_files=sources)
+    m = models[r["model_key"]]
+    name = r.get("method") or ""
+    morph = full_settings(name, settings[name]).get("morph_factor") if name in settings else None
+    return MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
+                     face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
+                     model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
+                     model_sha256=m["model_sha256"], morph_factor=morph)
+
+
+def merge_fakes(cfg: GenerateConfig, plan: Sequence[dict], models: dict[str, dict], faceset: str,
+                holders: Mapping[str, list[str]], work: str, dataset_id: str, run_id: str,
                 summary: GenerateSummary) -> TableRows:
     """Merges every planned fake whose model trained.
 

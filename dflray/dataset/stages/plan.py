@@ -13,12 +13,12 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pyarrow.parquet as pq
 
 from dflray.config import GenerateConfig
-from dflray.dataset.stages.base import GenerateSummary, read_json, write_json
+from dflray.dataset.stages.base import GenerateSummary, TableList, read_json, write_json
 from dflray.dataset.stages.identities import Identities
 from dflray.io import schema
 from dflray.io.storage import atomic_write, exists, join, open_uri
@@ -33,12 +33,14 @@ class DatasetPlan:
     """What a run makes.
 
     Attributes:
-        rows: the plan rows (schema ``plan``): REAL rows first, in manifest order, then the FAKE rows.
+        rows: the plan rows (schema ``plan``): REAL rows first, in manifest order, then the FAKE rows; held
+            as the plan's table (``TableList``: each row a dict when it is read), since the driver keeps the
+            plan through the whole job.
         identity_embeddings: identity → the mean dlib embedding of its videos' dominant person (the
             quality stage's reference for a fake's source identity).
     """
 
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     identity_embeddings: dict[str, list[float]]
 
 
@@ -102,7 +104,7 @@ def plan_dataset(cfg: GenerateConfig, people: Identities) -> DatasetPlan:
     if len(pairs) < wanted:
         log.warning("pairing: %d of %d wanted source identities could be paired with videos (too few eligible "
                     "source identities in a split, exclusions or max_per_source)", len(pairs), wanted)
-    return DatasetPlan(plan, {k: v.tolist() for k, v in means.items()})
+    return DatasetPlan(TableList(schema.table_from_rows("plan", plan)), {k: v.tolist() for k, v in means.items()})
 
 
 def _fakes(cfg: GenerateConfig, pairs: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, str]]:
@@ -135,7 +137,7 @@ def read_plan(out: str, work: str) -> DatasetPlan | None:
     if not (exists(plan_uri) and exists(join(work, "identities.json"))):
         return None
     with open_uri(plan_uri) as f:
-        rows = schema.conform("plan", pq.read_table(f)).to_pylist()
+        rows = TableList(schema.conform("plan", pq.read_table(f)))
     return DatasetPlan(rows, read_json(join(work, "identities.json")))
 
 
@@ -143,14 +145,18 @@ def write_plan(plan: DatasetPlan, out: str, work: str) -> None:
     """Keeps ``plan`` for reruns: the identities' embeddings first, then ``plan.parquet`` (the commit)."""
     write_json(join(work, "identities.json"), plan.identity_embeddings)
     with atomic_write(join(out, "plan.parquet")) as f:
-        pq.write_table(schema.table_from_rows("plan", plan.rows), f)
+        table = plan.rows.table if isinstance(plan.rows, TableList) else schema.table_from_rows("plan", list(plan.rows))
+        pq.write_table(table, f)
 
 
 def count_plan(plan: DatasetPlan, summary: GenerateSummary) -> None:
     """Puts the plan's videos, identities, planned fakes and videos per split into ``summary``."""
-    reals = [r for r in plan.rows if r["kind"] == "REAL"]
-    summary.videos = len(reals)
-    summary.identities = len({r["identity"] for r in reals})
-    summary.fakes_planned = len(plan.rows) - len(reals)
-    for r in reals:
-        summary.by_split[r["split"]] = summary.by_split.get(r["split"], 0) + 1
+    people: set[str] = set()
+    summary.videos = 0
+    for r in plan.rows:
+        if r["kind"] == "REAL":
+            summary.videos += 1
+            people.add(r["identity"])
+            summary.by_split[r["split"]] = summary.by_split.get(r["split"], 0) + 1
+    summary.identities = len(people)
+    summary.fakes_planned = len(plan.rows) - summary.videos

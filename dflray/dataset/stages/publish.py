@@ -5,8 +5,8 @@ compression level, with DeeperForensics-1.0 distortions drawn per video, into it
 perturbation, merge settings, quality metrics and gate results, or why it is not published);
 ``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
 video (and copy a fake's mask) and write its record, ``WORK/published/<video_id>.parquet`` (its
-done-marker). The rows are made as they are published, ``PUBLISH_WINDOW`` videos per actor pool, so the
-driver holds one window of them.
+done-marker). The rows are made as they are published, ``TASK_WINDOW`` videos per actor pool (``run_tasks``),
+so the driver holds one window of them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import dflray
 from dflray.config import MERGE_SETTING_FIELDS, GenerateConfig
@@ -39,12 +39,7 @@ from dflray.io.storage import exists, join, open_uri
 
 log = logging.getLogger("dflray.generate")
 
-__all__ = ["PUBLISH_WINDOW", "PublishTask", "dataset_rows", "publish_videos"]
-
-# Videos published per actor pool (a window costs one pool start, a few seconds; the driver holds one
-# window's rows and tasks).
-PUBLISH_WINDOW = 4096
-
+__all__ = ["PublishTask", "dataset_rows", "publish_videos"]
 
 @dataclass(frozen=True)
 class PublishTask(Task):
@@ -110,8 +105,8 @@ class _PublishWorker(TaskActor):
         return TaskResult(row["video_id"], row["status"], row.get("error") or "")
 
 
-def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: Mapping[str, dict], quality: dict, models: dict,
-                 dataset_id: str, run_id: str) -> Iterator[dict[str, Any]]:
+def dataset_rows(cfg: GenerateConfig, plan: Sequence[dict], merged: Mapping[str, dict], quality: Mapping[str, dict],
+                 models: dict, dataset_id: str, run_id: str) -> Iterator[dict[str, Any]]:
     """One DATASET row per planned video and compression level, in plan order, made as they are read
     (the driver never holds the dataset's rows): status ``pending`` when it is to be published, else
     ``dropped`` (quality gates with ``quality.action=drop``) or ``error`` (its model, merge or measuring
@@ -121,15 +116,19 @@ def dataset_rows(cfg: GenerateConfig, plan: list[dict], merged: Mapping[str, dic
     from dflray.quality import apply_gates
 
     videos_of = videos_by_identity(plan)
-    reals = {r["video_id"]: r for r in plan if r["kind"] == "REAL"}
+    split_of: dict[str, str] = {}  # a real video's split
     fakes_of: dict[str, int] = {}
-    for f in plan:
-        if f["kind"] == "FAKE":
-            fakes_of[f["video_id"]] = fakes_of.get(f["video_id"], 0) + 1
+    for r in plan:
+        if r["kind"] == "REAL":
+            split_of[r["video_id"]] = r["split"]
+        else:
+            fakes_of[r["video_id"]] = fakes_of.get(r["video_id"], 0) + 1
     n_fakes = max(fakes_of.values(), default=0)
+    del fakes_of
     by_split: dict[str, list[str]] = {}
-    for v in sorted(reals):
-        by_split.setdefault(reals[v]["split"], []).append(v)
+    for v in sorted(split_of):
+        by_split.setdefault(split_of[v], []).append(v)
+    del split_of
     parts = lay.dfdc_parts(by_split, 1 + n_fakes, cfg.dfdc_part_size) if cfg.layout == "dfdc" else {}
     numbers = lay.ffpp_numbers(by_split) if cfg.ffpp_numeric_names else {}
     name_of = lambda v: numbers.get(v) or lay.short_id(v)  # noqa: E731 - a real video's FF++ name
@@ -234,21 +233,23 @@ def publish_videos(cfg: GenerateConfig, rows: Iterable[dict], merged: Mapping[st
     """Writes every pending row's video (and a fake's mask) into the layout, with its record; a row not
     pending (dropped or failed upstream) gets its record only, which says why.
 
-    The rows are read as they come and published ``window`` (default ``PUBLISH_WINDOW``) videos at a time,
-    one actor pool each: the driver holds one window's rows and tasks, however large the dataset.
+    The rows are read as they come and published ``window`` (default ``TASK_WINDOW``) videos at a time,
+    one actor pool each (``run_tasks``): the driver holds one window's rows and tasks, however large the
+    dataset.
     """
+    for res in run_tasks(_PublishWorker, _publish_tasks(cfg, rows, merged, work), 1.0,
+                         {"out": out, "work": work, "preset": cfg.perturb.preset}, window=window):
+        if res.status != "ok":
+            summary.failures.append(f"publish {res.id}: {res.error}")
+
+
+def _publish_tasks(cfg: GenerateConfig, rows: Iterable[dict], merged: Mapping[str, dict],
+                   work: str) -> Iterator[PublishTask]:
+    """A task per pending row not yet published, as the rows come; a row not pending gets its record here."""
     from dflray.dataset.plan import plan_seed
 
     done = done_ids(join(work, "published"), ".parquet")
     fakes_out = join(work, "fakes")
-    todo: list[PublishTask] = []
-
-    def publish() -> None:
-        for res in run_tasks(_PublishWorker, todo, 1.0, {"out": out, "work": work, "preset": cfg.perturb.preset}):
-            if res.status != "ok":
-                summary.failures.append(f"publish {res.id}: {res.error}")
-        todo.clear()
-
     for row in rows:
         if row["video_id"] in done:
             continue
@@ -257,10 +258,7 @@ def publish_videos(cfg: GenerateConfig, rows: Iterable[dict], merged: Mapping[st
             continue
         fake = row["label"] == "FAKE"
         rec = merged.get(row["item_id"]) if fake else None
-        todo.append(PublishTask(id=row["video_id"], row=row, metadata=_metadata(row),
-                                src=join(fakes_out, rec["path"]) if fake else row["source_uri"],
-                                mask_src=join(fakes_out, rec["mask_path"]) if fake else None,
-                                perturb_seed=plan_seed(cfg.seed, row["item_id"], "perturb-frames")))
-        if len(todo) >= (window or PUBLISH_WINDOW):
-            publish()
-    publish()
+        yield PublishTask(id=row["video_id"], row=row, metadata=_metadata(row),
+                          src=join(fakes_out, rec["path"]) if fake else row["source_uri"],
+                          mask_src=join(fakes_out, rec["mask_path"]) if fake else None,
+                          perturb_seed=plan_seed(cfg.seed, row["item_id"], "perturb-frames"))

@@ -8,17 +8,27 @@ is published (``publish.dataset_rows``), from the plan's current ``quality.gates
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from dflray.config import QUALITY_METRICS, GenerateConfig
-from dflray.dataset.stages.base import Task, TaskActor, TaskResult, done_ids, read_json, run_tasks, write_json
+from dflray.dataset.stages.base import (
+    TableRows,
+    Task,
+    TaskActor,
+    TaskResult,
+    done_ids,
+    read_json,
+    run_tasks,
+    write_json,
+)
 from dflray.io import schema
 from dflray.io.storage import arrow_filesystem, exists, join, list_files
 
-__all__ = ["QualityTask", "measure_fakes"]
+__all__ = ["QualityDocs", "QualityTask", "measure_fakes"]
 
 
 @dataclass(frozen=True)
@@ -80,29 +90,63 @@ class _QualityWorker(TaskActor):
         return TaskResult(task.id, "ok")
 
 
-def measure_fakes(cfg: GenerateConfig, plan: list[dict], merged: Mapping[str, dict], faceset: str,
-                  holders: dict[str, list[str]], work: str,
-                  identity_embeddings: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+class QualityDocs(Mapping[str, dict]):
+    """item_id → a fake's quality document (``id``, ``metrics``, ``note``), held as one Arrow table of the
+    documents (their metrics as JSON) and read as a dict when asked for: a few hundred bytes a fake in the
+    driver, not a dict of dicts."""
+
+    def __init__(self, docs: Iterable[dict[str, Any]] = ()):
+        import pyarrow as pa
+
+        cols: dict[str, list[str]] = {"id": [], "note": [], "metrics": []}
+        for d in docs:  # columns of strings as the documents come: no list of the documents themselves
+            cols["id"].append(d["id"])
+            cols["note"].append(d.get("note") or "")
+            cols["metrics"].append(json.dumps(d.get("metrics")))
+        self._rows = TableRows(pa.table({k: pa.array(v, pa.string()) for k, v in cols.items()}), "id")
+
+    @classmethod
+    def read(cls, folder: str) -> "QualityDocs":
+        """The documents of every ``<item_id>.json`` under ``folder``."""
+        return cls(read_json(u) for u in list_files(folder, ".json"))
+
+    def __getitem__(self, key: str) -> dict:
+        row = self._rows[key]
+        return {"id": row["id"], "metrics": json.loads(row["metrics"]), "note": row["note"]}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _quality_tasks(plan: Iterable[dict], merged: Mapping[str, dict], faceset: str, holders: Mapping[str, list[str]],
+                   work: str, identity_embeddings: Mapping[str, list[float]]) -> Iterator[QualityTask]:
+    """A task per merged fake not yet measured, in plan order, as the plan's rows come."""
+    have = done_ids(join(work, "quality"), ".json")
+    fakes_out = join(work, "fakes")
+    for r in plan:
+        if r["kind"] != "FAKE" or r["item_id"] in have:
+            continue
+        rec = merged.get(r["item_id"])
+        if rec is None or rec["status"] != "ok":
+            continue
+        yield QualityTask(id=r["item_id"], video_id=r["video_id"], faceset=faceset,
+                          face_files=list(holders.get(r["video_id"], [])), real_uri=r["uri"],
+                          fake_uri=join(fakes_out, rec["path"]), mask_uri=join(fakes_out, rec["mask_path"]),
+                          source_embedding=identity_embeddings.get(r["source_identity"]))
+
+
+def measure_fakes(cfg: GenerateConfig, plan: Iterable[dict], merged: Mapping[str, dict], faceset: str,
+                  holders: Mapping[str, list[str]], work: str,
+                  identity_embeddings: Mapping[str, list[float]]) -> QualityDocs:
     """Measures every merged fake not yet measured.
 
     Returns:
         item_id → its quality document (``metrics``, and a ``note`` when it could not be measured) of
         every fake measured so far, this run or an earlier one.
     """
-    have = done_ids(join(work, "quality"), ".json")
-    fakes_out = join(work, "fakes")
-    todo = []
-    for r in plan:
-        rec = merged.get(r["item_id"])
-        if r["kind"] != "FAKE" or rec is None or rec["status"] != "ok" or r["item_id"] in have:
-            continue
-        todo.append(QualityTask(id=r["item_id"], video_id=r["video_id"], faceset=faceset,
-                                face_files=list(holders.get(r["video_id"], [])), real_uri=r["uri"],
-                                fake_uri=join(fakes_out, rec["path"]), mask_uri=join(fakes_out, rec["mask_path"]),
-                                source_embedding=identity_embeddings.get(r["source_identity"])))
-    run_tasks(_QualityWorker, todo, 1.0, {"cfg": cfg, "work": work})
-    out = {}
-    for u in list_files(join(work, "quality"), ".json"):
-        doc = read_json(u)
-        out[doc["id"]] = doc
-    return out
+    run_tasks(_QualityWorker, _quality_tasks(plan, merged, faceset, holders, work, identity_embeddings), 1.0,
+              {"cfg": cfg, "work": work})
+    return QualityDocs.read(join(work, "quality"))

@@ -182,7 +182,7 @@ def test_fakes_per_video_per_method_fakes_every_video_with_every_method_from_the
         assert by["sbi"] == by["landmark-warp"] == by["liae"][:1]  # the best source serves every method
     assert all(r["model_key"] == "" for r in fakes if r["method"] != "liae")
     # The same plan again: the same rows (ids name the method, so one pair's fakes never collide).
-    assert plan_dataset(cfg, _people(12)).rows == plan
+    assert list(plan_dataset(cfg, _people(12)).rows) == list(plan)
 
 
 @pytest.mark.parametrize("overrides, field, message", [
