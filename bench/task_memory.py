@@ -6,8 +6,9 @@ evaluate) sends typed tasks through a Ray Data actor pool, in ``dflray.runtime.i
 a block while the tasks are few, at most ``BLOCKS_PER_ACTOR`` (16) blocks per actor beyond. Each case runs N
 trivial tasks (the actor only answers ok; each task carries 300 bytes, about a real task's size) on a local
 2-CPU Ray (two actors), in a fresh process per case, after a 4-task warm-up, and prints the driver's peak
-RSS growth (sampled every 0.1 s) and time. A case's third figure is the blocks per actor; 0 is one block per
-task (what ``run_tasks`` did before 2026-12-06).
+RSS growth (sampled every 0.1 s) and time. A case's second figure is ``run_tasks``' window (tasks per
+pipeline; it runs 4,096 by default, ``TASK_WINDOW``), its third the blocks per actor; 0 is one block per
+task (what ``run_tasks`` did before 2026-12-06). The tasks are made as they are read, as the stages make them.
 
 This is a benchmark, not a test: nothing is asserted. Run ``python bench/task_memory.py --help``.
 """
@@ -66,10 +67,8 @@ def _case(n: int, window: int, per_actor: int) -> None:
     th = threading.Thread(target=poll, daemon=True)
     th.start()
     t = time.perf_counter()
-    tasks = [_Task(id=f"t{i}", payload="x" * 300) for i in range(n)]
-    done = 0
-    for k in range(0, n, window):
-        done += len(run_tasks(_Answer, tasks[k:k + window], 0.5, {}))
+    tasks = (_Task(id=f"t{i}", payload="x" * 300) for i in range(n))  # made as they are read, as the stages do
+    done = len(run_tasks(_Answer, tasks, 0.5, {}, window=window))
     seconds = time.perf_counter() - t
     stop.set()
     th.join()
@@ -77,12 +76,16 @@ def _case(n: int, window: int, per_actor: int) -> None:
     print(f"RESULT {n} {window} {per_actor} {done} {growth:.1f} {seconds:.1f}", flush=True)
 
 
+# One block per task (before 2026-12-06), 16 blocks per actor in one pipeline, in windows of 500, and 30,000
+# tasks in run_tasks' own windows (TASK_WINDOW, 4,096) against one pipeline.
+DEFAULT_CASES = "3000:3000:0,3000:3000:16,3000:500:16,30000:4096:16,30000:30000:16"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", default="3000:3000:0,3000:3000:16,3000:500:16,30000:30000:16",
-                    metavar="N:WINDOW:BLOCKS,...",
-                    help="tasks, window and blocks per actor (0: one per task) of each case "
-                         "(default 3000:3000:0,3000:3000:16,3000:500:16,30000:30000:16; ~3 min on 2 cores)")
+    ap.add_argument("--cases", default=DEFAULT_CASES, metavar="N:WINDOW:BLOCKS,...",
+                    help="tasks, window (tasks per pipeline: run_tasks' window) and blocks per actor (0: one per "
+                         f"task) of each case (default {DEFAULT_CASES}; ~4 min on 2 cores)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.case:
