@@ -7,8 +7,9 @@ a block while the tasks are few, at most ``BLOCKS_PER_ACTOR`` (16) blocks per ac
 trivial tasks (the actor only answers ok; each task carries 300 bytes, about a real task's size) on a local
 2-CPU Ray (two actors), in a fresh process per case, after a 4-task warm-up, and prints the driver's peak
 RSS growth (sampled every 0.1 s) and time. A case's second figure is ``run_tasks``' window (tasks per
-pipeline; it runs 4,096 by default, ``TASK_WINDOW``), its third the blocks per actor; 0 is one block per
-task (what ``run_tasks`` did before 2026-12-06). The tasks are made as they are read, as the stages make them.
+pipeline; on two actors it runs 4,096 by default, ``TASKS_PER_ACTOR`` an actor), its third the blocks per
+actor; 0 is one block per task (what ``run_tasks`` did before 2026-12-06). The tasks are made as they are
+read, as the stages make them.
 
 This is a benchmark, not a test: nothing is asserted. Run ``python bench/task_memory.py --help``.
 """
@@ -77,7 +78,7 @@ def _case(n: int, window: int, per_actor: int) -> None:
 
 
 # One block per task (before 2026-12-06), 16 blocks per actor in one pipeline, in windows of 500, and 30,000
-# tasks in run_tasks' own windows (TASK_WINDOW, 4,096) against one pipeline.
+# tasks in run_tasks' own windows (4,096 on two actors: TASKS_PER_ACTOR each) against one pipeline.
 DEFAULT_CASES = "3000:3000:0,3000:3000:16,3000:500:16,30000:4096:16,30000:30000:16"
 
 

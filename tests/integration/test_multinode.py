@@ -422,7 +422,7 @@ def test_dataset_job_spreads_over_nodes_and_matches_one_node(nodes, tmp_path, mo
     each) on one two-CPU node and on three one-CPU nodes: the work spreads over the nodes, and the two
     datasets are the same, row for row and byte for byte (the published videos' and masks' sha256, the
     quality figures). The three-node run merges, measures and publishes in windows of three tasks, as a large
-    dataset does (``TASK_WINDOW``), and in blocks of several tasks (one block per actor)."""
+    dataset does (``TASKS_PER_ACTOR``: one task per actor), and in blocks of several tasks (one block per actor)."""
     import dflray.runtime
     from dflray.dataset.stages import base
     from dflray.faceset import read_tables
@@ -431,7 +431,7 @@ def test_dataset_job_spreads_over_nodes_and_matches_one_node(nodes, tmp_path, mo
     clips = make_sample(str(tmp_path / "clips"), seconds=1.0, size=192)
     one, three = tmp_path / "one", tmp_path / "three"
     s1 = _generate_on(nodes, [2], clips, one, 2)
-    monkeypatch.setattr(base, "TASK_WINDOW", 3)
+    monkeypatch.setattr(base, "TASKS_PER_ACTOR", 1)
     monkeypatch.setattr(dflray.runtime, "BLOCKS_PER_ACTOR", 1)
     s3 = _generate_on(nodes, [1, 1, 1], clips, three, 3)
     for s in (s1, s3):

@@ -52,3 +52,20 @@ def test_tasks_run_a_window_at_a_time(ray_local, tmp_path):
 
 def test_no_tasks_no_pipeline(ray_local):
     assert run_tasks(_Noter, iter(()), 1.0, {}, window=3) == []
+
+
+def test_default_window_is_tasks_per_actor_times_the_pool(ray_local, tmp_path, monkeypatch):
+    """Without ``window``, a window holds ``TASKS_PER_ACTOR`` tasks per actor the cluster fits (two 1-CPU
+    actors on this 2-CPU Ray): the driver's share follows the cluster's size, not the stage's."""
+    from dflray.dataset.stages import base
+
+    monkeypatch.setattr(base, "TASKS_PER_ACTOR", 1)
+    made: list[list[str]] = []
+
+    def tasks():
+        for i in range(5):
+            made.append(sorted(p.stem for p in tmp_path.glob("*.json")))
+            yield _NoteTask(id=f"t{i}", folder=str(tmp_path))
+
+    assert len(run_tasks(_Noter, tasks(), 1.0, {})) == 5
+    assert made == [[], [], ["t0", "t1"], ["t0", "t1"], ["t0", "t1", "t2", "t3"]]

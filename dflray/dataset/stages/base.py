@@ -5,8 +5,8 @@ item as a frozen ``Task`` dataclass; ``run_tasks`` sends the tasks through Ray D
 ``TaskActor`` actors, one task per call, and returns one ``TaskResult`` per task. A task that raises
 becomes an error result, never a dead job.
 
-The tasks are read as they come, ``TASK_WINDOW`` at a time, each window one pipeline and actor pool (the
-driver holds one window's tasks, never a whole stage's), and a window travels in a bounded number of blocks
+The tasks are read as they come, ``TASKS_PER_ACTOR`` per actor of the pool at a time, each window one pipeline
+and actor pool (the driver holds one window's tasks, never a whole stage's), and a window travels in a bounded number of blocks
 (``dflray.runtime.input_blocks``: at most 16 per actor), not one block per task, so that the driver stays flat
 however many videos a stage has. A block whose actor was lost
 with its node is sent again whole; ``TaskActor.recorded`` lets the actor skip the tasks of it that had
@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from itertools import islice
@@ -37,11 +38,12 @@ from dflray.runtime import input_blocks
 
 log = logging.getLogger("dflray.generate")
 
-# Tasks per pipeline of ``run_tasks`` (a window costs one actor pool's start, a few seconds; the driver holds
-# one window's tasks and their encoded rows).
-TASK_WINDOW = 4096
+# Tasks per actor in one pipeline of ``run_tasks``: a window of tasks is this many times the pool's actors
+# (4,096 on two CPUs). A window costs one actor pool's start (~10 s) and its tail; the driver holds one
+# window's tasks and their encoded rows, so its memory follows the cluster's size, not the stage's.
+TASKS_PER_ACTOR = 2048
 
-__all__ = ["TASK_WINDOW", "GenerateSummary", "TableList", "TableRows", "Task", "TaskActor", "TaskResult",
+__all__ = ["TASKS_PER_ACTOR", "GenerateSummary", "TableList", "TableRows", "Task", "TaskActor", "TaskResult",
            "default_work", "done_ids", "read_json", "record_result", "run_tasks", "stage_clock", "videos_by_identity",
            "work_of", "write_json"]
 
@@ -298,9 +300,9 @@ def run_tasks(actor: type[TaskActor], tasks: Iterable[Task], num_cpus: float, kw
               num_gpus: float = 0.0, window: int | None = None) -> list[TaskResult]:
     """Runs ``tasks`` on Ray Data pools of ``actor`` (built with ``kwargs``), one task per call.
 
-    The tasks are read as they come, ``window`` (default ``TASK_WINDOW``) at a time: each window is one
-    pipeline with its own actor pool, so the driver holds one window's tasks, however many there are (give a
-    generator, not a list, for that to hold for the tasks themselves).
+    The tasks are read as they come, ``window`` at a time (default ``TASKS_PER_ACTOR`` times the actors the
+    cluster fits): each window is one pipeline with its own actor pool, so the driver holds one window's
+    tasks, however many there are (give a generator, not a list, for that to hold for the tasks themselves).
 
     Args:
         actor: the stage actor class.
@@ -313,7 +315,7 @@ def run_tasks(actor: type[TaskActor], tasks: Iterable[Task], num_cpus: float, kw
     Returns:
         One result per task, in no particular order.
     """
-    step = max(1, window or TASK_WINDOW)
+    step = max(1, window or TASKS_PER_ACTOR * _pool(sys.maxsize, num_cpus))
     it = iter(tasks)
     results: list[TaskResult] = []
     while chunk := list(islice(it, step)):

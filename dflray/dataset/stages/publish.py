@@ -5,8 +5,8 @@ compression level, with DeeperForensics-1.0 distortions drawn per video, into it
 perturbation, merge settings, quality metrics and gate results, or why it is not published);
 ``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
 video (and copy a fake's mask) and write its record, ``WORK/published/<video_id>.parquet`` (its
-done-marker). The rows are made as they are published, ``TASK_WINDOW`` videos per actor pool (``run_tasks``),
-so the driver holds one window of them.
+done-marker). The rows are made as they are published, a window of videos per actor pool (``run_tasks``: 2,048 a
+video per actor), so the driver holds one window of them.
 """
 
 from __future__ import annotations
@@ -233,7 +233,7 @@ def publish_videos(cfg: GenerateConfig, rows: Iterable[dict], merged: Mapping[st
     """Writes every pending row's video (and a fake's mask) into the layout, with its record; a row not
     pending (dropped or failed upstream) gets its record only, which says why.
 
-    The rows are read as they come and published ``window`` (default ``TASK_WINDOW``) videos at a time,
+    The rows are read as they come and published ``window`` (default: ``run_tasks``') videos at a time,
     one actor pool each (``run_tasks``): the driver holds one window's rows and tasks, however large the
     dataset.
     """
