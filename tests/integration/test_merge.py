@@ -139,6 +139,23 @@ def test_broken_video_is_an_error_row_and_the_rerun_does_nothing(inputs, merged)
     assert len(pq.read_table(os.path.join(out, "index.parquet"))) == 3
 
 
+def test_a_resent_block_answers_its_merged_videos_from_their_records(merged):
+    """A block sent again after its worker's node was lost may hold videos merged before the loss: the merge
+    worker answers those from their records and merges nothing (this one has no model: a merge would fail)."""
+    from dflray.merge.pipeline import MergeStage
+
+    out, _ = merged
+    index = sorted(pq.read_table(os.path.join(out, "index.parquet")).to_pylist(), key=lambda r: r["output_id"])
+    stage = MergeStage.__new__(MergeStage)  # built without __init__: no predictor, no XSeg, no config
+    stage.out = out
+    got = stage({"output_id": np.array([r["output_id"] for r in index], dtype=object),
+                 "dst_uri": np.array([r["dst_uri"] for r in index], dtype=object)})
+    assert list(got["output_id"]) == [r["output_id"] for r in index]
+    assert list(got["status"]) == [r["status"] for r in index] and sorted(got["status"]) == ["error", "ok", "ok"]
+    assert list(got["frames_swapped"]) == [r["frames_swapped"] or 0 for r in index]
+    assert list(got["dst_uri"]) == [r["dst_uri"] for r in index]
+
+
 def test_interrupted_run_finishes_only_what_is_missing(inputs, tmp_path):
     out = str(tmp_path / "out")
     cfg = _cfg("output.masks=false", "output.preset=ultrafast")
