@@ -5,12 +5,12 @@ item as a frozen ``Task`` dataclass; ``run_tasks`` sends the tasks through Ray D
 ``TaskActor`` actors, one task per call, and returns one ``TaskResult`` per task. A task that raises
 becomes an error result, never a dead job.
 
-The tasks are read as they come, ``TASKS_PER_ACTOR`` per actor of the pool at a time, each window one pipeline
-and actor pool (the driver holds one window's tasks, never a whole stage's), and a window travels in a bounded number of blocks
-(``dflray.runtime.input_blocks``: at most 16 per actor), not one block per task, so that the driver stays flat
-however many videos a stage has. A block whose actor was lost
-with its node is sent again whole; ``TaskActor.recorded`` lets the actor skip the tasks of it that had
-already written their record, so a lost node costs the task in flight, not the block.
+The tasks are read as they come, ``TASKS_PER_ACTOR`` per actor of the pool at a time, each window one
+pipeline and actor pool (the driver holds one window's tasks, never a whole stage's). A window travels in a
+bounded number of blocks (``dflray.runtime.input_blocks``: at most 16 per actor), not one block per task, since
+Ray keeps driver memory per block. A block whose actor was lost with its node is sent again whole;
+``TaskActor.recorded`` lets the actor skip the tasks of it that had already written their record, so a lost
+node costs the task in flight, not the block.
 
 Ray Data carries columns of Arrow values: a task crosses it as one JSON string (``Task.to_row`` /
 ``Task.from_row``, the one place where a task is encoded), so that its lists and dicts (face files,

@@ -151,8 +151,6 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: Sequence[dict], m
 
     The order is found first from a small key per fake; each task is then made as it is read, so the driver
     holds the keys, not the tasks (which carry face-file lists and the model's contract)."""
-    from dflray.merge.methods import full_settings
-
     settings = {m.name: m.settings for m in cfg.methods}
     videos_of = videos_by_identity(plan)
     order = []
@@ -165,9 +163,7 @@ def _merge_tasks(cfg: GenerateConfig, mcfg: MergeConfig, plan: Sequence[dict], m
         m = models.get(r["model_key"], {"ok": False, "error": "not trained"})
         if not m["ok"]:
             continue
-        name = r.get("method") or ""  # a model method's merge-time settings: amp's morph_factor
-        morph = full_settings(name, settings[name]).get("morph_factor") if name in settings else None
-        order.append((m["model_uri"], "", str(morph), "[]", r["uri"], i))
+        order.append((m["model_uri"], "", str(_morph(r, settings)), "[]", r["uri"], i))
     order.sort()
     for key in order:
         yield _merge_task(cfg, mcfg, plan[key[-1]], models, faceset, holders, videos_of, settings)
@@ -180,11 +176,19 @@ def _source_videos(r: dict, videos_of: Mapping[str, list[str]]) -> list[str]:
     return videos_of.get(r["source_identity"], []) if "source" in method_spec(r["method"]).reads else []
 
 
+def _morph(r: dict, settings: dict[str, dict]) -> float | None:
+    """A model method's merge-time morph (amp's ``morph_factor``) for the planned fake ``r``, else None."""
+    from dflray.merge.methods import full_settings
+
+    name = r.get("method") or ""
+    return full_settings(name, settings[name]).get("morph_factor") if name in settings else None
+
+
 def _merge_task(cfg: GenerateConfig, mcfg: MergeConfig, r: dict, models: dict[str, dict], faceset: str,
                 holders: Mapping[str, list[str]], videos_of: Mapping[str, list[str]],
                 settings: dict[str, dict]) -> MergeTask:
     """The task of the planned fake ``r``."""
-    from dflray.merge.methods import full_settings, method_contract, method_id
+    from dflray.merge.methods import method_contract, method_id
 
     fill = mcfg.fill_gaps if mcfg.fill_gaps is not None else cfg.extract.decode.every_n - 1
     if not r["model_key"]:  # a training-free method
@@ -197,12 +201,10 @@ def _merge_task(cfg: GenerateConfig, mcfg: MergeConfig, r: dict, models: dict[st
                          model_sha256=method_id(name, settings.get(name, {})), method=name,
                          method_settings=dict(settings.get(name, {})), source_files=sources)
     m = models[r["model_key"]]
-    name = r.get("method") or ""
-    morph = full_settings(name, settings[name]).get("morph_factor") if name in settings else None
     return MergeTask(id=r["item_id"], dst_uri=r["uri"], dst_video_id=r["video_id"], faceset=faceset,
                      face_files=list(holders.get(r["video_id"], [])), seed=r["seed"], fill_gaps=fill,
                      model_source=m["source"], model_uri=m["model_uri"], contract=m["contract"],
-                     model_sha256=m["model_sha256"], morph_factor=morph)
+                     model_sha256=m["model_sha256"], morph_factor=_morph(r, settings))
 
 
 def merge_fakes(cfg: GenerateConfig, plan: Sequence[dict], models: dict[str, dict], faceset: str,

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -40,7 +40,7 @@ class DatasetPlan:
             quality stage's reference for a fake's source identity).
     """
 
-    rows: Sequence[dict[str, Any]]
+    rows: TableList
     identity_embeddings: dict[str, list[float]]
 
 
@@ -145,8 +145,7 @@ def write_plan(plan: DatasetPlan, out: str, work: str) -> None:
     """Keeps ``plan`` for reruns: the identities' embeddings first, then ``plan.parquet`` (the commit)."""
     write_json(join(work, "identities.json"), plan.identity_embeddings)
     with atomic_write(join(out, "plan.parquet")) as f:
-        table = plan.rows.table if isinstance(plan.rows, TableList) else schema.table_from_rows("plan", list(plan.rows))
-        pq.write_table(table, f)
+        pq.write_table(plan.rows.table, f)
 
 
 def count_plan(plan: DatasetPlan, summary: GenerateSummary) -> None:

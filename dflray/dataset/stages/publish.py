@@ -5,8 +5,8 @@ compression level, with DeeperForensics-1.0 distortions drawn per video, into it
 perturbation, merge settings, quality metrics and gate results, or why it is not published);
 ``publish_videos`` sends each pending row as a ``PublishTask`` to a pool of actors that perturb and encode the
 video (and copy a fake's mask) and write its record, ``WORK/published/<video_id>.parquet`` (its
-done-marker). The rows are made as they are published, a window of videos per actor pool (``run_tasks``: 2,048 a
-video per actor), so the driver holds one window of them.
+done-marker). The rows are made as they are published, a window of videos per actor pool (``run_tasks``: 2,048
+videos per actor), so the driver holds one window of them.
 """
 
 from __future__ import annotations
