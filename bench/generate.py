@@ -23,6 +23,8 @@ bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import glob
 import json
 import logging
@@ -173,21 +175,35 @@ def ray_processes() -> dict[int, tuple[str, float]]:
     return out
 
 
+def _held_rss() -> int:
+    """The driver's RSS once garbage is collected and glibc has handed its free pages back (``malloc_trim``):
+    what the driver holds, without the high-water marks of work that has passed."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the figure then includes free pages malloc keeps
+        pass
+    return psutil.Process().memory_info().rss
+
+
 class _StageClock(logging.Handler):
     """Records when each stage ends, from run_generate's ``stage NAME: S s`` log lines (time.time()),
-    and which Ray workers are busy then."""
+    which Ray workers are busy then, and what the driver holds then (``_held_rss``; the log line is
+    written in the driver's thread that runs the stages, so the stage's work is over)."""
 
     def __init__(self, label: str):
         super().__init__(logging.INFO)
         self.label = label
         self.ends: dict[str, float] = {}
         self.procs: dict[str, dict[int, tuple[str, float]]] = {}
+        self.held: dict[str, int] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == "stage %s: %.1f s":
             name, secs = record.args
             self.ends[name] = record.created
             self.procs[name] = ray_processes()
+            self.held[name] = _held_rss()
             say(f"    [{self.label}] stage {name}: {secs:.1f} s")
 
 
@@ -253,6 +269,7 @@ def child(args) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     rss_before = psutil.Process().memory_info().rss
+    held_before = _held_rss()
     maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     with _RssSampler() as rss:
         t_start = time.time()
@@ -265,7 +282,8 @@ def child(args) -> None:
            "merged": summary.merged, "published": summary.published, "failures": summary.failures[:10],
            "n_failures": len(summary.failures), "seconds": summary.seconds, "stage_seconds": summary.stage_seconds,
            "rss_before": rss_before, "maxrss_before": maxrss_before, "maxrss": maxrss,
-           "rss_peak": rss.peak(t_start, t_end), "rss_stage": {}, "pool": {}}
+           "rss_peak": rss.peak(t_start, t_end), "rss_stage": {}, "pool": {}, "held_before": held_before,
+           "held_stage": clock.held}
     windows = {s: (clock.ends[s] - summary.stage_seconds[s], clock.ends[s]) for s in clock.ends}
     for s, (a, b) in windows.items():
         res["rss_stage"][s] = rss.peak(a, b)
@@ -332,7 +350,8 @@ def run_child(n: int, clips_dir: str, work: str, args) -> tuple[dict, Monitor, f
     t = time.perf_counter()
     with open(log_path, "w") as log_file, Monitor(interval=1.0) as mon:
         # stdout (progress lines) passes through; Ray's and the libraries' stderr goes to a log file
-        rc = subprocess.call(cmd, stderr=log_file)
+        env = {**os.environ, **({"MALLOC_ARENA_MAX": str(args.arena_max)} if args.arena_max else {})}
+        rc = subprocess.call(cmd, stderr=log_file, env=env)
     secs = time.perf_counter() - t
     if rc != 0 or not os.path.exists(result):
         with open(log_path) as f:
@@ -449,6 +468,16 @@ def report_runs(small: dict, big: dict) -> None:
         rows.append(["peak RSS during build_report (apart)", mib(small["report_rss_peak"]), mib(big["report_rss_peak"]),
                      f"{big['report_rss_peak'] / small['report_rss_peak']:.2f}"])
     say(table(["", f"N={ns} MiB", f"N={nb} MiB", "ratio"], rows))
+    if "held_stage" in small and "held_stage" in big:
+        say(f"\n    held by the driver at each stage's end (gc, then malloc_trim: no free pages, no passed peaks), "
+            f"above its RSS before run_generate;\n    marginal = (held N={nb} - held N={ns}) / {nb - ns} videos")
+        rows = []
+        for s in STAGES:
+            a, b = small["held_stage"].get(s), big["held_stage"].get(s)
+            if a and b:
+                ga, gb = a - small["held_before"], b - big["held_before"]
+                rows.append([f"after {s}", f"{ga / 2**20:.1f}", f"{gb / 2**20:.1f}", f"{(gb - ga) / 1024 / (nb - ns):.1f}"])
+        say(table(["", f"N={ns} MiB", f"N={nb} MiB", "marginal KiB/video"], rows))
     say(f"    videos ratio {nb / ns:.1f}x; a memory ratio near 1 means the driver does not grow with the number of videos")
 
 
@@ -464,6 +493,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=6, help="training steps per model (default 6)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="GenerateConfig override for both runs (repeatable), e.g. --set perturb.preset=veryfast")
+    ap.add_argument("--arena-max", type=int, default=0, metavar="N",
+                    help="run the children (driver and the Ray cluster it starts) with MALLOC_ARENA_MAX=N: at most N "
+                         "glibc malloc arenas, instead of 8 per core for a process's many threads (default: unset)")
     ap.add_argument("--skip-report", action="store_true", help="do not time build_report after each run")
     ap.add_argument("--keep", action="store_true", help="keep the generated datasets (their paths are printed)")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dflray-bench-cache"),
