@@ -532,7 +532,8 @@ def _main(args, work: str) -> None:
     say(f"  clips: {args.videos} in {clips_dir} ({args.frames} frames, {args.size}x{args.size}, 25 fps, "
         f"astronaut / grace_hopper alternating, one camera move each; ready in {time.perf_counter() - t:.1f} s)")
     say(f"  plan: {' '.join(PLAN + [f'models.train.steps={args.steps}'] + args.set)}")
-    say(f"  each run: its own process and local Ray cluster (num_cpus={RAY_CPUS}), run_generate(report=False)")
+    say(f"  each run: its own process and local Ray cluster (num_cpus={RAY_CPUS}), run_generate(report=False)"
+        + (f", MALLOC_ARENA_MAX={args.arena_max}" if args.arena_max else ""))
     if args.keep:
         work = tempfile.mkdtemp(prefix="dflray-bench-generate-keep-")
     small, _, _ = run_child(args.small, clips_dir, work, args)
