@@ -21,9 +21,9 @@ __all__ = ["BLOCKS_PER_ACTOR", "MALLOC_ARENAS", "init_ray", "input_blocks", "lim
 
 # glibc gives a process's threads malloc arenas of their own, up to 8 per core, and a Ray driver runs ~30
 # threads: memory freed in one arena's pages that still hold a live block stays in the RSS, and
-# ``malloc_trim`` cannot hand it back. Two arenas halved what the driver kept per extracted video (36 -> 19.5
-# KiB; bench/README.md, "What the driver holds"). Only the driver: its work is light, and capped workers'
-# times were not settled.
+# ``malloc_trim`` cannot hand it back. Capped at two, the driver of an extraction of 192 videos kept 6.4 MiB
+# against 9.1 (bench/README.md, "What the driver holds"). Only the driver: its work is light, and capped
+# workers' times were not settled.
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # mallopt's parameter number for the arena cap (glibc's malloc.h)
 
