@@ -34,11 +34,14 @@ def head(tmp_path_factory):
     # here, this virtualenv's.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    port, dash = _free_port(), _free_port()
+    # The job agent's HTTP port too: its default (52365) is taken whenever another Ray runs on the machine (a
+    # `dflray` job beside the tests), and a head whose agent cannot bind refuses every job submission.
+    port, dash, agent = _free_port(), _free_port(), _free_port()
     log = open(tmp_path_factory.mktemp("head") / "head.log", "w")
     proc = subprocess.Popen([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
                              "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                             f"--dashboard-port={dash}", "--disable-usage-stats"],
+                             f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}",
+                             "--disable-usage-stats"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
     try:
