@@ -75,7 +75,9 @@ lr_dropout, clipgrad, weight_decay, warmup), batch_size (per worker), steps, pre
 num_workers, use_gpu, cpus_per_worker, augment_cpus, torch_threads,
 mixed_precision=auto|off|bf16|fp16 (auto: bf16 on GPUs and on CPUs with native bf16),
 checkpoint_every, keep_checkpoints, preview_every, log_every, max_failures, max_bad_steps, seed,
-holdout (share of each src video kept out of training for the held-out SSIM at checkpoints)."""
+holdout (share of each src video kept out of training for the held-out SSIM at checkpoints),
+deterministic (batches drawn from seed, rank and step in each worker: a resumed run ends as an uninterrupted
+one; slower on CPUs)."""
 
 EXPORT_HELP = """\
 Export a training checkpoint as an inference-only model: TorchScript (always) and ONNX (--onnx,

@@ -233,6 +233,13 @@ class TrainConfig:
         seed: seed of model init, sampling and augmentation.
         holdout: share of each src video's faces (its last frames) kept out of training, on which the
             reconstruction SSIM is measured at every checkpoint (DeepFaceLab paper's measure); 0: off.
+        deterministic: each worker draws its own batches from the faceset (read whole into it), those of
+            step ``s`` as a function of ``seed``, rank and ``s``, and reseeds the lr-dropout masks every
+            step: the same config on the same hardware gives the same parameters, and a run resumed from
+            a checkpoint (after a lost node) ends with the parameters of an uninterrupted one. Slower on
+            CPUs (augmentation runs in the training worker, not in Ray Data tasks beside it); for
+            reproducible studies and facesets that fit in a worker's memory. Default: Ray Data streams
+            reshuffled, freshly augmented epochs.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -257,6 +264,7 @@ class TrainConfig:
     max_bad_steps: int = 8
     seed: int = 0
     holdout: float = 0.1
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _check(1 <= self.batch_size <= 512, "batch_size", "must be in 1..512")

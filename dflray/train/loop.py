@@ -59,6 +59,25 @@ def _batches(name: str, batch_size: int, device: torch.device) -> Iterator[dict[
             raise RuntimeError(f"the {name} shard of this worker yielded no full batch of {batch_size}")
 
 
+_ROLES = {"src": 0, "dst": 1}
+
+
+def _seeded_batches(config: dict[str, Any], cfg: TrainConfig, role: str, rank: int, t: SwapTrainer,
+                    device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """``deterministic`` training's batches: the faceset read whole into this worker (hold-out left out),
+    each batch drawn when it is needed with a generator seeded by ``(seed, role, rank, step, skipped)``
+    of the step about to be taken. So step ``s`` trains on the same samples whether the run got there
+    uninterrupted or resumed from a checkpoint (the skip count, in the checkpoint too, gives a step
+    retried after a non-finite one other samples)."""
+    from dflray.train.local import FacesetSamples
+
+    samples = FacesetSamples(config[role], cfg, role, ct_refs=config.get("ct_refs") if role == "src" else None,
+                             holdout=config["holdout"][role], seed=cfg.seed)
+    while True:
+        rng = np.random.default_rng([cfg.seed, _ROLES[role], rank, t.step + 1, t.skipped])
+        yield {k: torch.from_numpy(v).to(device) for k, v in samples.batch(rng).items()}
+
+
 def _started_together(*its: Iterator[Any]) -> list[Iterator[Any]]:
     """Pulls the first item of each iterator at the same time, in threads, and gives them back whole.
 
@@ -94,8 +113,9 @@ def nan_steps_from_env() -> list[int]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``train`` (TrainConfig as a dict, already effective),
-    ``out`` (training output URI), ``src``/``dst`` (faceset URIs, for previews), ``init_from``; in tests
-    only, ``_inject_nan_steps`` (see the module docstring)."""
+    ``out`` (training output URI), ``src``/``dst`` (faceset URIs, for previews), ``init_from``; with
+    ``deterministic``, ``holdout`` (share held out per role) and ``ct_refs`` (colour-transfer references
+    or None); in tests only, ``_inject_nan_steps`` (see the module docstring)."""
     import ray.train
     import ray.train.torch
 
@@ -128,8 +148,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # What this run started from (fresh init, init_from weights or a resumed checkpoint), for provenance.
     start_checksum = param_checksum(t.model)
 
-    src_it = _batches("src", cfg.batch_size, device)
-    dst_it = _batches("dst", cfg.batch_size, device)
+    if cfg.deterministic:
+        src_it = _seeded_batches(config, cfg, "src", rank, t, device)
+        dst_it = _seeded_batches(config, cfg, "dst", rank, t, device)
+    else:
+        src_it = _batches("src", cfg.batch_size, device)
+        dst_it = _batches("dst", cfg.batch_size, device)
     if t.step < cfg.steps:
         src_it, dst_it = _started_together(src_it, dst_it)
     previews = _PreviewWriter(config, cfg, device) if rank == 0 else None
@@ -143,6 +167,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         t_wait = time.perf_counter()
         batch = join_batch(next(src_it), next(dst_it))
         t_step = time.perf_counter()
+        if cfg.deterministic:  # step s's masks come from seed + s, whether the run was resumed or not
+            gen.manual_seed(cfg.seed + t.step + 1)
+            torch.manual_seed(cfg.seed + t.step + 1)
         poison = (t.step + 1) in inject
         if poison:  # each listed occurrence poisons one attempt at that step: [3, 3] fails step 3 twice
             inject.remove(t.step + 1)

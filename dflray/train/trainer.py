@@ -117,7 +117,8 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     init_ray(address)
     cpus = ray.cluster_resources().get("CPU", 0)
     left = cpus - eff.num_workers * eff.cpus_per_worker
-    need = max(1.0, eff.augment_cpus)  # Ray Data's file listing and Parquet read tasks take 1 CPU each
+    # Ray Data's file listing and Parquet read tasks take 1 CPU each (none runs in deterministic mode)
+    need = 0.0 if eff.deterministic else max(1.0, eff.augment_cpus)
     if left < need:
         raise ConfigError("cpus_per_worker", f"{eff.num_workers} workers x {eff.cpus_per_worker:g} CPUs leave "
                           f"{left:g} of the cluster's {cpus:g} CPUs for the data pipeline, which needs {need:g} "
@@ -129,6 +130,12 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
 
     storage_fs, storage_path = arrow_filesystem(out) if "://" in out else (None, out)
     loop_config = {"train": to_dict(eff), "out": out, "src": src, "dst": dst, "init_from": cfg.init_from}
+    ct_refs = ct_references(dst_info, eff)
+    datasets = None
+    if eff.deterministic:  # each worker draws its own seeded batches (dflray.train.loop._seeded_batches)
+        loop_config.update(ct_refs=ct_refs, holdout={"src": eff.holdout, "dst": eff.holdout if dst == src else 0.0})
+    else:
+        datasets = {"src": build_dataset(src_info, eff, "src", ct_refs), "dst": build_dataset(dst_info, eff, "dst")}
     if nan_steps := nan_steps_from_env():  # test-only fault injection (see dflray.train.loop)
         loop_config["_inject_nan_steps"] = nan_steps
     trainer = TorchTrainer(
@@ -140,8 +147,7 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
         run_config=RunConfig(name=RUN_NAME, storage_path=storage_path, storage_filesystem=storage_fs,
                              failure_config=FailureConfig(max_failures=eff.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=eff.keep_checkpoints)),
-        datasets={"src": build_dataset(src_info, eff, "src", ct_references(dst_info, eff)),
-                  "dst": build_dataset(dst_info, eff, "dst")},
+        datasets=datasets,
     )
     result = trainer.fit()
     summary = TrainSummary(out=out, started_at=started_at, metrics=dict(result.metrics or {}),

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import ray
@@ -262,13 +263,14 @@ def test_tasks_sharing_a_block_survive_losing_a_node(nodes, tmp_path, monkeypatc
 TRAIN = ["model.resolution=64", "model.ae_dims=64", "model.e_dims=16", "model.d_dims=16", "model.d_mask_dims=8",
          "model.face_type=whole_face", "batch_size=4", "preview_every=0", "log_every=2", "augment_cpus=0.5",
          "num_workers=2", "cpus_per_worker=1", "steps=16", "checkpoint_every=4", "max_failures=2",
-         "keep_checkpoints=5"]
+         "keep_checkpoints=5", "deterministic=true"]
 
 
 @pytest.fixture(scope="module")
 def trained(nodes, reference, tmp_path_factory):
     """Two training workers (one CPU each) on three one-CPU nodes, so on two nodes; the busiest node is
-    lost once checkpoint 8 is on storage, and a fresh node joins a moment later."""
+    lost once checkpoint 8 is on storage, and a fresh node joins a moment later. Before that, the same
+    deterministic run goes uninterrupted on the same nodes: the reference for the resumed run's result."""
     from dflray.artifacts.checkpoint import latest_checkpoint
     from dflray.artifacts.export import export_model
     from dflray.cli import _expand_arch
@@ -287,11 +289,14 @@ def trained(nodes, reference, tmp_path_factory):
         return next(n for n in nodes.workers if n.node_id in seen["workers"])
 
     cfg = load_config(TrainConfig, overrides=_expand_arch(TRAIN, "liae-ud"))
+    whole = root / "uninterrupted"
+    run_train(reference, reference, str(whole), cfg)
     summary, killed = nodes.run_losing_a_node(lambda: run_train(reference, reference, str(out), cfg), ready,
                                               replace=2, victim=a_training_node)
     model = str(root / "model.ts")
     export_model(latest_checkpoint(str(out)), model)
-    return {"summary": summary, "out": out, "model": model, "killed": killed, "workers": seen["workers"]}
+    return {"summary": summary, "out": out, "model": model, "killed": killed, "workers": seen["workers"],
+            "uninterrupted": whole}
 
 
 def test_training_on_two_nodes_resumes_after_losing_one(trained):
@@ -309,8 +314,13 @@ def test_training_on_two_nodes_resumes_after_losing_one(trained):
     # its parameters at the start of the attempt that finished).
     ckpt = trained["out"] / "run" / f"checkpoint_{resumed:08d}"
     assert summary.metrics["start_checksum"] == _checksum(load_payload(str(ckpt))["model"])
-    hist = load_payload(latest_checkpoint(str(trained["out"])))["history"].numpy()
-    assert list(hist[:, 0]) == list(range(1, 17))
+    final = load_payload(latest_checkpoint(str(trained["out"])))
+    assert list(final["history"].numpy()[:, 0]) == list(range(1, 17))
+    # With deterministic=true the resumed run ends with the parameters (and losses) of the same run done
+    # without a failure: nothing of the lost steps leaked into the result, nothing was trained twice.
+    whole = load_payload(latest_checkpoint(str(trained["uninterrupted"])))
+    assert _checksum(final["model"]) == _checksum(whole["model"])
+    np.testing.assert_array_equal(final["history"].numpy(), whole["history"].numpy())
 
 
 def _checksum(state) -> str:

@@ -122,6 +122,30 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path, monkeypatch):
     assert last["step"] == 9 and last["rank_checksums"][0] == last["rank_checksums"][1]
 
 
+def test_deterministic_run_resumed_ends_as_an_uninterrupted_one(facesets, tmp_path):
+    """``deterministic=true`` on 2 DDP workers: a run stopped at its step-3 checkpoint and resumed to
+    step 6 ends with exactly the parameters of a run that went to step 6 in one go (the same batches,
+    augmentations and lr-dropout masks at every step), and both ranks agree throughout."""
+    src, dst = facesets
+    common = ["num_workers=2", "cpus_per_worker=0.5", "checkpoint_every=3", "keep_checkpoints=5",
+              "deterministic=true", "optim.lr_dropout=true", "augment.uniform_yaw=true", "holdout=0.2"]
+    whole = str(tmp_path / "whole")
+    run_train(src, dst, whole, _cfg(*common, "steps=6"))
+    halves = str(tmp_path / "halves")
+    run_train(src, dst, halves, _cfg(*common, "steps=3"))
+    second = run_train(src, dst, halves, _cfg(*common, "steps=6"), resume=True)
+    assert second.metrics["resumed_from"] == 3
+    a, b = read_meta(latest_checkpoint(whole)), read_meta(latest_checkpoint(halves))
+    assert a["step"] == b["step"] == 6
+    assert a["rank_checksums"][0] == a["rank_checksums"][1] and b["rank_checksums"][0] == b["rank_checksums"][1]
+    assert param_checksum_of(latest_checkpoint(halves)) == param_checksum_of(latest_checkpoint(whole))
+    np.testing.assert_array_equal(load_payload(latest_checkpoint(halves))["history"].numpy(),
+                                  load_payload(latest_checkpoint(whole))["history"].numpy())
+    # The step-3 checkpoints are the same state too: the second half began where the first run was.
+    assert param_checksum_of(str(Path(halves, "run", "checkpoint_00000003"))) == \
+        param_checksum_of(str(Path(whole, "run", "checkpoint_00000003")))
+
+
 def param_checksum_of(ckpt):
     from dflray.config import ModelConfig
     from dflray.models import build_model
