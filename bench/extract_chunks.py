@@ -1,10 +1,14 @@
 """Extraction chunk by chunk: does a committed chunk cost more as the faceset grows?
 
-``run_extract`` commits its videos ``commit_every`` at a time, each chunk one Ray Data run and one commit.
-This extracts the first ``--videos`` of ``bench/generate.py``'s clips (made into its cache when missing)
-with the dataset job's extract config (``extract.align.size=128``, embedding on) on a local Ray cluster of
-``--cpus`` CPUs, and prints every chunk's seconds from the commit times of ``videos/*.parquet``. Flat
-seconds per chunk mean the cost per video does not grow with the faceset. Nothing is asserted.
+``run_extract`` commits its videos ``commit_every`` at a time (on CPUs, 16 chunks share one streaming
+Ray Data pipeline; each chunk is committed when its segments are done). This extracts the first
+``--videos`` of ``bench/generate.py``'s clips (made into its cache when missing) with the dataset job's
+extract config (``extract.align.size=128``, embedding on) on a local Ray cluster of ``--cpus`` CPUs, and
+prints every chunk's seconds from the commit times of ``videos/*.parquet``. Flat seconds per chunk mean
+the cost per video does not grow with the faceset. Beside them, what the driver holds after each chunk's
+commit (while later chunks run), above what it held after a 4-video warm-up run: its RSS once
+``gc.collect()`` and glibc's ``malloc_trim(0)`` have run (no high-water marks, no free pages malloc
+keeps), and the growth per video over the second half of the run. Nothing is asserted.
 
     .venv/bin/python bench/extract_chunks.py --videos 512      # ~8 min on 2 cores
 """
@@ -36,22 +40,57 @@ def main(argv: list[str] | None = None) -> None:
 
     from dflray.config import ExtractConfig, load_config
     from dflray.extract import run_extract
+    from dflray.runtime import limit_malloc_arenas
 
     clips = make_clips(os.path.join(args.cache_dir, "generate-clips-160px-10f"), args.videos, frames=10, size=160)
     cfg = load_config(ExtractConfig, overrides=["align.size=128", f"commit_every={args.commit_every}"])
+    import dflray.extract.pipeline as pipeline
+
+    held: list[tuple[int, int]] = []  # (videos committed so far, bytes held) after each chunk's commit
+    finish = pipeline._finish
+
+    def measured_finish(unit, *a, **k):  # instrumentation only: the chunk commits as in any extraction
+        finish(unit, *a, **k)
+        held.append(((held[-1][0] if held else 0) + len(unit.videos), _held_rss()))
+
     with tempfile.TemporaryDirectory(prefix="dflray-bench-chunks-") as work:
+        limit_malloc_arenas()  # the driver's malloc-arena cap, as dflray.runtime.init_ray sets it in every job
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        run_extract(clips[-4:], os.path.join(work, "warm"), cfg)
+        base = _held_rss()
+        pipeline._finish = measured_finish
         t0 = time.time()
         s = run_extract(clips, os.path.join(work, "fs"), cfg)
         total = time.time() - t0
+        pipeline._finish = finish
         marks = sorted(os.path.getmtime(p) for p in glob.glob(os.path.join(work, "fs", "videos", "*.parquet")))
         ray.shutdown()
     print(f"N={args.videos} commit_every={args.commit_every} chunks={len(marks)} total={total:.1f} s "
           f"({total / max(1, args.videos):.2f} s a video) faces={s.faces}")
     prev = t0
     for i, m in enumerate(marks):
-        print(f"  chunk {i}: {m - prev:6.1f} s (ends at {m - t0:7.1f} s)")
+        mem = f"  held {(held[i][1] - base) / 2**20:6.2f} MiB after {held[i][0]} videos" if i < len(held) else ""
+        print(f"  chunk {i}: {m - prev:6.1f} s (ends at {m - t0:7.1f} s){mem}")
         prev = m
+    if len(held) >= 4:
+        (n0, b0), (n1, b1) = held[len(held) // 2 - 1], held[-1]
+        print(f"  held growth over the second half: {(b1 - b0) / 1024 / max(1, n1 - n0):.1f} KiB a video "
+              f"({n0} → {n1} videos)")
+
+
+def _held_rss() -> int:
+    """The driver's RSS after ``gc.collect()`` and glibc's ``malloc_trim(0)``: what it holds."""
+    import ctypes
+    import gc
+
+    import psutil
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+    return psutil.Process().memory_info().rss
 
 
 if __name__ == "__main__":

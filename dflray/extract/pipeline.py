@@ -9,8 +9,11 @@ Layout of a faceset at ``OUT``::
     OUT/_staging/<run>/           work in progress (removed on commit or on the next start)
 
 Work is committed in chunks of ``commit_every`` videos through ``dflray.faceset.Commit``: a chunk's
-faces are written to staging by Ray Data, moved into ``faces/``, and only then is
-``videos/<run>.parquet`` written: its presence is what makes the chunk real. On start, faces files
+faces are written to staging, moved into ``faces/``, and only then is ``videos/<run>.parquet``
+written: its presence is what makes the chunk real. On CPUs (fused stages) one streaming Ray Data
+pipeline serves a window of ``WINDOW_CHUNKS`` chunks: its actors write each segment's faces into its
+chunk's staging folder, and the driver commits each chunk as soon as all its segments are done. With
+GPU stages each chunk is one pipeline that ends in ``write_parquet``. On start, faces files
 without a commit record are deleted and videos that have one are skipped, so a killed job rerun with
 the same command finishes the rest with no duplicate rows.
 """
@@ -51,6 +54,10 @@ from dflray.io.video import VideoError, frame_ranges, frame_times, probe
 from dflray.runtime import init_ray
 
 log = logging.getLogger("dflray.extract")
+
+# Commit chunks per streaming pipeline (fused stages): every pipeline leaves a little memory in the
+# driver for the rest of the job, so a run of 100,000 videos makes ~100 of them, not ~1,600.
+WINDOW_CHUNKS = 16
 
 
 @ray.remote(num_cpus=0.25, max_retries=2)
@@ -128,9 +135,11 @@ def run_extract(inputs: list[str], out: str, cfg: ExtractConfig, address: str | 
     chunks = [todo[i:i + cfg.commit_every] for i in range(0, len(todo), cfg.commit_every)]
     if not chunks and (failed or notes):
         chunks = [[]]  # nothing to extract, but something to record
-    for k, chunk in enumerate(chunks):
+    step = WINDOW_CHUNKS if cfg.fused else 1
+    for k in range(0, len(chunks), step):
         # The inputs that failed before any work ride with the first chunk: its commit records them.
-        _run_chunk(chunk, out, cfg, summary, scan.fingerprints, *((failed, notes) if k == 0 else ((), ())))
+        _run_window(chunks[k:k + step], out, cfg, summary, scan.fingerprints,
+                    *((failed, notes) if k == 0 else ((), ())))
     remove(join(out, STAGING), recursive=True)  # each chunk removed its own folder: the parent goes too
     summary.seconds = time.perf_counter() - t0
     log.info("%s", summary)
@@ -184,12 +193,47 @@ def _write_manifest(out: str, cfg: ExtractConfig) -> None:
         f.write(json.dumps(doc, indent=2).encode())
 
 
-def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSummary,
-               fingerprints: dict[str, str | None], failed: Iterable[InputProblem] = (),
-               notes: Iterable[dict[str, Any]] = ()) -> None:
+@dataclass
+class _Chunk:
+    """One commit unit of a run: its ``Commit`` and what the driver keeps of it until its record lands."""
+
+    commit: Commit
+    videos: dict[str, dict[str, Any]]
+    errors: list[dict[str, Any]]
+    segments: list[dict[str, Any]]
+
+
+def _run_window(chunks: list[list[str]], out: str, cfg: ExtractConfig, summary: ExtractSummary,
+                fingerprints: dict[str, str | None], failed: Iterable[InputProblem] = (),
+                notes: Iterable[dict[str, Any]] = ()) -> None:
+    """Extracts and commits ``chunks`` (lists of URIs): their videos probed together, then (CPU, fused)
+    one streaming pipeline for all their segments, each chunk committed as soon as its last segment is
+    reported, or (GPU stages) one pipeline and commit per chunk."""
+    uris = [u for c in chunks for u in c]
+    infos = ray.get([_probe.remote(u, cfg.decode.segment_frames, cfg.decode.max_frames) for u in uris])
+    units, at = [], 0
+    for k, c in enumerate(chunks):
+        units.append(_prepare(out, c, infos[at:at + len(c)], cfg, fingerprints, *((failed, notes) if k == 0 else ((), ()))))
+        at += len(c)
+    if cfg.fused:
+        _extract_fused(units, out, cfg, summary)
+        return
+    for unit in units:
+        if unit.segments:
+            staging = unit.commit.staging
+            # Writers take a sliver of CPU so they stream rows out while the actors hold the rest.
+            _build_dataset(unit.segments, cfg, FileLedger(join(staging, "ledger"))).write_parquet(
+                join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None,
+                ray_remote_args={"num_cpus": 0.1})
+        _finish(unit, out, summary)
+
+
+def _prepare(out: str, uris: list[str], infos: list[dict], cfg: ExtractConfig, fingerprints: dict[str, str | None],
+             failed: Iterable[InputProblem] = (), notes: Iterable[dict[str, Any]] = ()) -> _Chunk:
+    """A chunk's commit, its videos' rows from their probes (and the failed inputs it records), and the
+    segments to extract."""
     commit = Commit(out)
     run_id = commit.run_id
-    infos = ray.get([_probe.remote(u, cfg.decode.segment_frames, cfg.decode.max_frames) for u in uris])
     videos: dict[str, dict[str, Any]] = {}
     errors: list[dict[str, Any]] = [{**e, "run_id": run_id} for e in notes]
     segments: list[dict[str, Any]] = []
@@ -221,22 +265,61 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
                                  "end": -1 if b is None else b, "fps": info["fps"],
                                  "start_pts": starts[k]})
         videos[vid] = row
+    return _Chunk(commit, videos, errors, segments)
 
-    staging = commit.staging
+
+def _extract_fused(units: list[_Chunk], out: str, cfg: ExtractConfig, summary: ExtractSummary) -> None:
+    """One Ray Data pipeline over the segments of every chunk in ``units``: each ``SegmentStage`` actor
+    writes its segment's faces into that chunk's staging folder and its ledger, and sends back one small
+    row; the driver commits a chunk when the rows of all its segments are in. A row seen twice (a task
+    rerun after its output was lost with a node) finds its chunk committed or its segment ticked off.
+
+    One pipeline per window of chunks, not per chunk: every Ray Data pipeline leaves some memory in the
+    driver for the rest of the job (bench/README.md, "What the driver holds").
+    """
+    pending: dict[int, set[tuple[str, int]]] = {}
+    segments: list[dict[str, Any]] = []
+    for k, unit in enumerate(units):
+        staging = unit.commit.staging
+        for seg in unit.segments:
+            segments.append({**seg, "part": k, "ledger": join(staging, "ledger"),
+                             "faces_uri": join(staging, "faces", f"{seg['video_id']}-{seg['segment']:06d}.parquet")})
+        pending[k] = {(seg["video_id"], seg["segment"]) for seg in unit.segments}
+    for k in [k for k, left in pending.items() if not left]:
+        _finish(units[k], out, summary)
+        del pending[k]
     if segments:
-        ledger = FileLedger(join(staging, "ledger"))
-        # Writers take a sliver of CPU so they stream rows out while the actors hold the rest.
-        _build_dataset(segments, cfg, ledger).write_parquet(
-            join(staging, "faces"), filesystem=arrow_filesystem(out)[0] if "://" in out else None,
-            ray_remote_args={"num_cpus": 0.1})
-        decoded, failures, nodes = ledger.read()
+        for batch in _build_dataset(segments, cfg, None).iter_batches(batch_size=None, batch_format="pyarrow"):
+            for k, vid, seg in zip(*(batch.column(c).to_pylist() for c in ("part", "video_id", "segment"))):
+                left = pending.get(k)
+                if left is None:
+                    continue
+                left.discard((vid, seg))
+                if not left:
+                    _finish(units[k], out, summary)
+                    del pending[k]
+    if pending:
+        raise RuntimeError(f"extraction ended with {sum(map(len, pending.values()))} segments unreported")
+
+
+def _staged_faces(staging: str) -> list[str]:
+    """The chunk's whole staged faces files (not the temporary names of a write a lost worker left)."""
+    return [f for f in list_files(join(staging, "faces"), ".parquet") if not f.rsplit("/", 1)[-1].startswith(".tmp-")]
+
+
+def _finish(unit: _Chunk, out: str, summary: ExtractSummary) -> None:
+    """Accounts a chunk's extracted segments and commits it: faces moved in, then errors, then the videos
+    record that makes them real."""
+    commit, videos, errors = unit.commit, unit.videos, unit.errors
+    run_id, staging = commit.run_id, commit.staging
+    if unit.segments:
+        decoded, failures, nodes = FileLedger(join(staging, "ledger")).read()
         for (vid, _), node in sorted(nodes.items()):
             if node and node not in videos[vid].setdefault("nodes", []):
                 videos[vid]["nodes"].append(node)
         summary.detector = _account(videos, errors, decoded, failures, staging, out, run_id) or summary.detector
 
-    # Faces moved in, then errors, then the videos record that makes them real.
-    for f in list_files(join(staging, "faces"), ".parquet"):
+    for f in _staged_faces(staging):
         commit.move_in(f, f"faces/{run_id}-{f.rsplit('/', 1)[-1]}")
     commit.write("errors", errors, f"errors/{run_id}.parquet")
     commit.record("videos", list(videos.values()), f"videos/{run_id}.parquet")
@@ -250,8 +333,8 @@ def _run_chunk(uris: list[str], out: str, cfg: ExtractConfig, summary: ExtractSu
 
 def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
     dc, det, lm = cfg.decode, cfg.detect, cfg.landmarks
-    # One segment per block: a chunk's segments are few (``commit_every`` videos), and blocks of several
-    # segments made extraction 1.6x slower (64 videos: 98 s against 61 s).
+    # One segment per block: blocks of several segments made extraction 1.6x slower (64 videos: 98 s
+    # against 61 s), the actors waiting on the last long blocks.
     ds = ray.data.from_items(segments, override_num_blocks=len(segments))
     if cfg.fused:
         # CPU detection: each actor decodes its segment and runs the whole chain; no frame is copied.
@@ -273,7 +356,7 @@ def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger):
 def _account(videos, errors, decoded, failures, staging, out, run_id) -> str:
     """Fills per-video frame/face counts and status from the ledger and the staged faces."""
     fs, _ = arrow_filesystem(out)
-    files = [fs_and_path(u)[1] for u in list_files(join(staging, "faces"), ".parquet")]
+    files = [fs_and_path(u)[1] for u in _staged_faces(staging)]
     per_video: dict[str, tuple[int, set]] = {}
     detectors: set[str] = set()
     for f in files:

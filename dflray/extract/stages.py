@@ -11,6 +11,7 @@ the video's keys, and after detection ``dets``: a flat float32 array of N×15 nu
 
 from __future__ import annotations
 
+import itertools
 import math
 import traceback
 from typing import Any, Iterator
@@ -18,15 +19,18 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dflray.config import AlignConfig, DecodeConfig, DetectConfig, LandmarkConfig
 from dflray.detect import Detections, build_detector, build_landmarker
 from dflray.detect.dlib_models import IdentityEmbedder
+from dflray.extract.ledger import FileLedger
 from dflray.face.align import get_transform_mat, transform_points, warp_to_crop
 from dflray.face.masks import hull_mask
 from dflray.face.pose import estimate_pitch_yaw_roll
 from dflray.face.quality import blur_score
 from dflray.io import schema
+from dflray.io.storage import atomic_write
 from dflray.io.video import VideoError, decode_frames
 
 _DET_WIDTH = 15
@@ -262,9 +266,15 @@ class SegmentStage:
     """Ray Data actor that decodes a whole frame range itself and runs detect + faces on it.
 
     Used when detection has no GPU (``stages=auto``/``fused``): frames never enter the object store,
-    only segment descriptors go in and face rows come out, and each actor keeps one core busy with the
-    whole chain. Output streams out one table per ``batch_size`` frames, so memory stays bounded for
-    any segment length.
+    only segment descriptors go in, and each actor keeps one core busy with the whole chain. Face rows
+    come out one table per ``batch_size`` frames, so memory stays bounded for any segment length.
+
+    A segment row with ``faces_uri`` and ``ledger`` (the extraction job's, ``dflray.extract.pipeline``)
+    is written by the actor itself: its faces go to ``faces_uri`` (one Parquet file, renamed into place
+    only when whole, so a segment retried after a lost node rewrites the same file), its decode record
+    and frame failures to that ``FileLedger``, and one small row comes out in their place:
+    ``{part, video_id, segment, faces}``. So one pipeline serves many commit chunks, and no face row
+    passes through the driver. Without them, face tables come out (``ledger`` from the constructor).
     """
 
     def __init__(self, decode: DecodeConfig, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig,
@@ -277,14 +287,47 @@ class SegmentStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
         for i in range(len(batch["video_id"])):
             seg = {k: v[i] for k, v in batch.items()}
-            rows: list[dict[str, Any]] = []
-            for row in decode_segment(seg, self.decode, self.ledger):
-                rows.append(row)
-                if len(rows) == self.batch_size:
-                    yield self.stage(_as_batch(rows))
-                    rows = []
-            if rows:
+            if "faces_uri" not in seg:
+                yield from self._tables(seg, self.ledger)
+                continue
+            ledger = FileLedger(str(seg["ledger"]))
+            self.stage.detect.ledger = self.stage.faces.ledger = ledger
+            try:
+                faces = _write_tables(str(seg["faces_uri"]), self._tables(seg, ledger))
+            finally:
+                self.stage.detect.ledger = self.stage.faces.ledger = self.ledger
+            yield pa.table({"part": [int(seg["part"])], "video_id": [str(seg["video_id"])],
+                            "segment": [int(seg["segment"])], "faces": [faces]})
+
+    def _tables(self, seg: dict[str, Any], ledger) -> Iterator[pa.Table]:
+        rows: list[dict[str, Any]] = []
+        for row in decode_segment(seg, self.decode, ledger):
+            rows.append(row)
+            if len(rows) == self.batch_size:
                 yield self.stage(_as_batch(rows))
+                rows = []
+        if rows:
+            yield self.stage(_as_batch(rows))
+
+
+def _write_tables(uri: str, tables: Iterator[pa.Table]) -> int:
+    """Streams ``tables`` (one schema) into one Parquet file at ``uri``, renamed into place when whole;
+    no file when they hold no rows. Returns the rows written."""
+    rows, first = 0, None
+    for t in tables:
+        if t.num_rows:
+            first = t
+            break
+    if first is None:
+        for _ in tables:  # the rest (none with rows, or the segment's frames are done)
+            pass
+        return 0
+    with atomic_write(uri, "wb") as f, pq.ParquetWriter(f, first.schema) as w:
+        for t in itertools.chain([first], tables):
+            if t.num_rows:
+                w.write_table(t.cast(first.schema) if t.schema != first.schema else t)
+                rows += t.num_rows
+    return rows
 
 
 def _as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from dflray.config import ExtractConfig, load_config
@@ -91,6 +92,31 @@ def test_killed_run_leftovers_are_dropped(ray_local, sample_clips, tmp_path):
     faces = read_faces(str(out), columns=["video_id"])
     assert faces.num_rows == 100
     assert set(faces.column("video_id").to_pylist()) == {video_id(u) for u in sample_clips}
+
+
+def test_one_pipeline_commits_each_chunk(ray_local, sample_clips, tmp_path, monkeypatch):
+    """Chunks of one video each (``commit_every=1``) share one streaming pipeline on CPUs, and each is
+    committed on its own: a videos record and faces under its own run id, nothing left in staging."""
+    import dflray.extract.pipeline as pipeline
+
+    built = []
+    build = pipeline._build_dataset
+    monkeypatch.setattr(pipeline, "_build_dataset", lambda *a, **k: built.append(1) or build(*a, **k))
+    out = tmp_path / "fs"
+    s = run_extract(sample_clips[:2], str(out), _cfg("commit_every=1", "landmarks.embedding=false"))
+    assert s.by_status == {"ok": 2} and len(built) == 1
+    records = sorted((out / "videos").glob("*.parquet"))
+    assert len(records) == 2
+    runs = {r.stem for r in records}
+    faces = read_faces(str(out), columns=["video_id"])
+    assert faces.num_rows == s.faces == 100
+    by_run = {}
+    for f in (out / "faces").glob("*.parquet"):
+        by_run.setdefault(next(r for r in runs if f.name.startswith(r)), set()).update(
+            pq.read_table(f, columns=["video_id"]).column("video_id").to_pylist())
+    assert sorted(len(v) for v in by_run.values()) == [1, 1] and set.union(*by_run.values()) == {
+        video_id(u) for u in sample_clips[:2]}
+    assert not (out / "_staging").exists()
 
 
 def test_stride_and_segments_number_frames_correctly(ray_local, sample_clips, tmp_path):
