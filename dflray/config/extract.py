@@ -143,7 +143,8 @@ class ExtractConfig:
         detect: face detection.
         landmarks: landmarks, pose, quality, embedding.
         align: aligned crops.
-        commit_every: videos per committed chunk; a killed job loses at most one chunk of work.
+        commit_every: videos per committed chunk; a killed job loses the chunks whose segments were not
+            all done (one streaming pipeline works through 16 chunks in order on CPUs: about one).
         stages: ``split`` runs decode tasks (``decode.*``), a detector actor pool (``detect.*``) and a
             face actor pool (``landmarks.*``) with frames streaming between them; ``fused`` runs the
             whole chain — decode, detect, faces — inside one actor pool sized by ``landmarks.*``, so no
