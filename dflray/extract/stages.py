@@ -266,40 +266,32 @@ class SegmentStage:
     """Ray Data actor that decodes a whole frame range itself and runs detect + faces on it.
 
     Used when detection has no GPU (``stages=auto``/``fused``): frames never enter the object store,
-    only segment descriptors go in, and each actor keeps one core busy with the whole chain. Face rows
-    come out one table per ``batch_size`` frames, so memory stays bounded for any segment length.
+    only segment descriptors go in, and each actor keeps one core busy with the whole chain. Faces are
+    made one table per ``batch_size`` frames and streamed to the file, so memory stays bounded for any
+    segment length.
 
-    A segment row with ``faces_uri`` and ``ledger`` (the extraction job's, ``dflray.extract.pipeline``)
-    is written by the actor itself: its faces go to ``faces_uri`` (one Parquet file, renamed into place
-    only when whole, so a segment retried after a lost node rewrites the same file), its decode record
-    and frame failures to that ``FileLedger``, and one small row comes out in their place:
-    ``{part, video_id, segment, faces}``. So one pipeline serves many commit chunks, and no face row
-    passes through the driver. Without them, face tables come out (``ledger`` from the constructor).
+    Each segment is written by the actor itself: its faces go to the row's ``faces_uri`` (one Parquet
+    file, renamed into place only when whole, so a segment retried after a lost node rewrites the same
+    file), its decode record and frame failures to the ``FileLedger`` at the row's ``ledger``, and one
+    small row comes out in their place: ``{part, video_id, segment, faces}``. So one pipeline serves
+    many commit chunks (``dflray.extract.pipeline``), and no face row passes through the driver.
     """
 
-    def __init__(self, decode: DecodeConfig, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig,
-                 ledger=None):
+    def __init__(self, decode: DecodeConfig, detect: DetectConfig, landmarks: LandmarkConfig, align: AlignConfig):
         self.decode = decode
-        self.stage = DetectFaceStage(detect, landmarks, align, ledger)
+        self.stage = DetectFaceStage(detect, landmarks, align)
         self.batch_size = landmarks.batch_size
-        self.ledger = ledger
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[pa.Table]:
         for i in range(len(batch["video_id"])):
             seg = {k: v[i] for k, v in batch.items()}
-            if "faces_uri" not in seg:
-                yield from self._tables(seg, self.ledger)
-                continue
             ledger = FileLedger(str(seg["ledger"]))
-            self.stage.detect.ledger = self.stage.faces.ledger = ledger
-            try:
-                faces = _write_tables(str(seg["faces_uri"]), self._tables(seg, ledger))
-            finally:
-                self.stage.detect.ledger = self.stage.faces.ledger = self.ledger
+            self.stage.detect.ledger = self.stage.faces.ledger = ledger  # this segment's chunk
+            faces = _write_tables(str(seg["faces_uri"]), self._tables(seg, ledger))
             yield pa.table({"part": [int(seg["part"])], "video_id": [str(seg["video_id"])],
                             "segment": [int(seg["segment"])], "faces": [faces]})
 
-    def _tables(self, seg: dict[str, Any], ledger) -> Iterator[pa.Table]:
+    def _tables(self, seg: dict[str, Any], ledger: FileLedger) -> Iterator[pa.Table]:
         rows: list[dict[str, Any]] = []
         for row in decode_segment(seg, self.decode, ledger):
             rows.append(row)
@@ -311,21 +303,16 @@ class SegmentStage:
 
 
 def _write_tables(uri: str, tables: Iterator[pa.Table]) -> int:
-    """Streams ``tables`` (one schema) into one Parquet file at ``uri``, renamed into place when whole;
-    no file when they hold no rows. Returns the rows written."""
-    rows, first = 0, None
-    for t in tables:
-        if t.num_rows:
-            first = t
-            break
+    """Streams ``tables`` (the faces schema) into one Parquet file at ``uri``, renamed into place when
+    whole; no file when they hold no rows. Returns the rows written."""
+    first = next((t for t in tables if t.num_rows), None)
     if first is None:
-        for _ in tables:  # the rest (none with rows, or the segment's frames are done)
-            pass
         return 0
+    rows = 0
     with atomic_write(uri, "wb") as f, pq.ParquetWriter(f, first.schema) as w:
         for t in itertools.chain([first], tables):
             if t.num_rows:
-                w.write_table(t.cast(first.schema) if t.schema != first.schema else t)
+                w.write_table(t)
                 rows += t.num_rows
     return rows
 
