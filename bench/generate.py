@@ -241,6 +241,14 @@ def child(args) -> None:
     from dflray.dataset.pipeline import run_generate
 
     label = f"N={args.n}"
+    if args.window_chunks:
+        import dflray.extract.pipeline as extract_pipeline
+
+        extract_pipeline.WINDOW_CHUNKS = args.window_chunks
+    if args.tasks_per_actor:
+        import dflray.dataset.stages.base as stages_base
+
+        stages_base.TASKS_PER_ACTOR = args.tasks_per_actor
     clips = sorted(glob.glob(os.path.join(args.clips, "*_[0-9][0-9][0-9][0-9].mp4")),
                    key=lambda u: int(u.rsplit("_", 1)[1].split(".")[0]))[: args.n]
     manifest = os.path.join(os.path.dirname(args.result), f"manifest-{args.n}.txt")
@@ -343,7 +351,9 @@ def run_child(n: int, clips_dir: str, work: str, args) -> tuple[dict, Monitor, f
     result = os.path.join(work, f"result-{n}.json")
     log_path = os.path.join(work, f"child-{n}.log")
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--n", str(n), "--clips", clips_dir, "--out", out,
-           "--result", result, "--steps", str(args.steps), *(["--report"] if not args.skip_report else [])]
+           "--result", result, "--steps", str(args.steps), *(["--report"] if not args.skip_report else []),
+           *(["--window-chunks", str(args.window_chunks)] if args.window_chunks else []),
+           *(["--tasks-per-actor", str(args.tasks_per_actor)] if args.tasks_per_actor else [])]
     for s in args.set:
         cmd += ["--set", s]
     say(f"\n  run N={n}: {n} clips → {out}")
@@ -496,6 +506,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--arena-max", type=int, default=0, metavar="N",
                     help="run the children (driver and the Ray cluster it starts) with MALLOC_ARENA_MAX=N: at most N "
                          "glibc malloc arenas, instead of 8 per core for a process's many threads (default: unset)")
+    ap.add_argument("--window-chunks", type=int, default=0, metavar="K",
+                    help="extraction's commit chunks per pipeline (dflray.extract.pipeline.WINDOW_CHUNKS; default: "
+                         "dflray's own). Small windows make a run of --videos hold several of them")
+    ap.add_argument("--tasks-per-actor", type=int, default=0, metavar="T",
+                    help="tasks per actor in one pipeline of merge, quality and publish "
+                         "(dflray.dataset.stages.base.TASKS_PER_ACTOR; default: dflray's own)")
     ap.add_argument("--skip-report", action="store_true", help="do not time build_report after each run")
     ap.add_argument("--keep", action="store_true", help="keep the generated datasets (their paths are printed)")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dflray-bench-cache"),
@@ -532,6 +548,8 @@ def _main(args, work: str) -> None:
     say(f"  clips: {args.videos} in {clips_dir} ({args.frames} frames, {args.size}x{args.size}, 25 fps, "
         f"astronaut / grace_hopper alternating, one camera move each; ready in {time.perf_counter() - t:.1f} s)")
     say(f"  plan: {' '.join(PLAN + [f'models.train.steps={args.steps}'] + args.set)}")
+    if args.window_chunks or args.tasks_per_actor:
+        say(f"  windows: WINDOW_CHUNKS={args.window_chunks or 'default'}, TASKS_PER_ACTOR={args.tasks_per_actor or 'default'}")
     say(f"  each run: its own process and local Ray cluster (num_cpus={RAY_CPUS}), run_generate(report=False)"
         + (f", MALLOC_ARENA_MAX={args.arena_max}" if args.arena_max else ""))
     if args.keep:
