@@ -58,6 +58,11 @@ log = logging.getLogger("dflray.extract")
 # Commit chunks per streaming pipeline (fused stages): every pipeline leaves a little memory in the
 # driver for the rest of the job, so a run of 100,000 videos makes ~100 of them, not ~1,600.
 WINDOW_CHUNKS = 16
+# Blocks of one pipeline at most. What the driver keeps after a pipeline grows with the most blocks a
+# pipeline had (~10 KiB a block, bench/README.md): one segment per block up to here, beyond (a window of
+# long videos, 300 frames a segment) consecutive segments share a block, so that bound holds whatever
+# the videos' length.
+MAX_BLOCKS = 1024
 
 
 @ray.remote(num_cpus=0.25, max_retries=2)
@@ -336,8 +341,9 @@ def _build_dataset(segments: list[dict[str, Any]], cfg: ExtractConfig, ledger: F
     ledger) or, with GPU stages, decode → detect → faces reporting to ``ledger``."""
     dc, det, lm = cfg.decode, cfg.detect, cfg.landmarks
     # One segment per block: blocks of several segments made extraction 1.6x slower (64 videos: 98 s
-    # against 61 s), the actors waiting on the last long blocks.
-    ds = ray.data.from_items(segments, override_num_blocks=len(segments))
+    # against 61 s), the actors waiting on the last long blocks. Past MAX_BLOCKS segments they share
+    # blocks (a tail of one block in a thousand).
+    ds = ray.data.from_items(segments, override_num_blocks=min(len(segments), MAX_BLOCKS))
     if cfg.fused:
         # CPU detection: each actor decodes its segment and runs the whole chain; no frame is copied.
         return ds.map_batches(SegmentStage, batch_size=1, compute=ActorPoolStrategy(size=lm.concurrency),

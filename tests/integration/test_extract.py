@@ -128,6 +128,27 @@ def test_stride_and_segments_number_frames_correctly(ray_local, sample_clips, tm
     assert v["frames_decoded"] == 17 and v["status"] == "ok"
 
 
+def test_segments_past_the_block_bound_share_blocks(ray_local, sample_clips, tmp_path, monkeypatch):
+    """A window with more segments than ``MAX_BLOCKS`` reads them in ``MAX_BLOCKS`` blocks (what the
+    driver keeps grows with a pipeline's blocks), and every frame is still extracted once."""
+    import ray
+
+    import dflray.extract.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_BLOCKS", 3)
+    blocks = []
+    from_items = ray.data.from_items
+    monkeypatch.setattr(ray.data, "from_items", lambda items, **k: blocks.append((len(items), k)) or from_items(items, **k))
+    out = str(tmp_path / "fs")
+    s = run_extract(sample_clips[:2], out, _cfg("decode.segment_frames=7", "commit_every=1", "landmarks.embedding=false"))
+    assert s.by_status == {"ok": 2}
+    assert blocks == [(16, {"override_num_blocks": 3})]  # 2 videos x 8 segments of 7 frames (50 frames)
+    t = read_faces(out, columns=["video_id", "frame_index"])
+    for vid in {video_id(u) for u in sample_clips[:2]}:
+        idx = [f for v, f in zip(t.column("video_id").to_pylist(), t.column("frame_index").to_pylist()) if v == vid]
+        assert sorted(idx) == list(range(50))
+
+
 def test_preview_contact_sheet(sample_faceset, tmp_path):
     import cv2
 
