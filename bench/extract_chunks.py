@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--videos", type=int, default=512, help="clips to extract (default 512: 8 chunks)")
     ap.add_argument("--commit-every", type=int, default=64, help="videos per chunk (ExtractConfig's default 64)")
+    ap.add_argument("--window-chunks", type=int, default=0, metavar="K",
+                    help="chunks per streaming pipeline (dflray.extract.pipeline.WINDOW_CHUNKS; default: dflray's own)")
     ap.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster (default 2)")
     ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "dflray-bench-cache"),
                     help="where bench/generate.py keeps its clips")
@@ -46,12 +48,16 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_config(ExtractConfig, overrides=["align.size=128", f"commit_every={args.commit_every}"])
     import dflray.extract.pipeline as pipeline
 
-    held: list[tuple[int, int]] = []  # (videos committed so far, bytes held) after each chunk's commit
+    if args.window_chunks:
+        pipeline.WINDOW_CHUNKS = args.window_chunks
+    import pyarrow as pa
+
+    held: list[tuple[int, int, int]] = []  # (videos committed so far, bytes held) after each chunk's commit
     finish = pipeline._finish
 
     def measured_finish(unit, *a, **k):  # instrumentation only: the chunk commits as in any extraction
         finish(unit, *a, **k)
-        held.append(((held[-1][0] if held else 0) + len(unit.videos), _held_rss()))
+        held.append(((held[-1][0] if held else 0) + len(unit.videos), _held_rss(), pa.total_allocated_bytes()))
 
     with tempfile.TemporaryDirectory(prefix="dflray-bench-chunks-") as work:
         limit_malloc_arenas()  # the driver's malloc-arena cap, as dflray.runtime.init_ray sets it in every job
@@ -65,15 +71,17 @@ def main(argv: list[str] | None = None) -> None:
         pipeline._finish = finish
         marks = sorted(os.path.getmtime(p) for p in glob.glob(os.path.join(work, "fs", "videos", "*.parquet")))
         ray.shutdown()
-    print(f"N={args.videos} commit_every={args.commit_every} chunks={len(marks)} total={total:.1f} s "
+    print(f"N={args.videos} commit_every={args.commit_every} window_chunks={pipeline.WINDOW_CHUNKS} "
+          f"chunks={len(marks)} total={total:.1f} s "
           f"({total / max(1, args.videos):.2f} s a video) faces={s.faces}")
     prev = t0
     for i, m in enumerate(marks):
-        mem = f"  held {(held[i][1] - base) / 2**20:6.2f} MiB after {held[i][0]} videos" if i < len(held) else ""
+        mem = (f"  held {(held[i][1] - base) / 2**20:6.2f} MiB after {held[i][0]} videos (Arrow's pool "
+               f"{held[i][2] / 2**20:.2f} MiB)" if i < len(held) else "")
         print(f"  chunk {i}: {m - prev:6.1f} s (ends at {m - t0:7.1f} s){mem}")
         prev = m
     if len(held) >= 4:
-        (n0, b0), (n1, b1) = held[len(held) // 2 - 1], held[-1]
+        (n0, b0, _), (n1, b1, _) = held[len(held) // 2 - 1], held[-1]
         print(f"  held growth over the second half: {(b1 - b0) / 1024 / max(1, n1 - n0):.1f} KiB a video "
               f"({n0} → {n1} videos)")
 

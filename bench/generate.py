@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import psutil  # noqa: E402
+import pyarrow as pa  # noqa: E402
 import ray  # noqa: E402
 from extract import Monitor, run_in_workdir, say, table  # noqa: E402  (bench/extract.py)
 
@@ -197,6 +198,7 @@ class _StageClock(logging.Handler):
         self.ends: dict[str, float] = {}
         self.procs: dict[str, dict[int, tuple[str, float]]] = {}
         self.held: dict[str, int] = {}
+        self.arrow: dict[str, int] = {}  # bytes Arrow's memory pool has allocated and not freed: live tables
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.msg == "stage %s: %.1f s":
@@ -204,6 +206,7 @@ class _StageClock(logging.Handler):
             self.ends[name] = record.created
             self.procs[name] = ray_processes()
             self.held[name] = _held_rss()
+            self.arrow[name] = pa.total_allocated_bytes()
             say(f"    [{self.label}] stage {name}: {secs:.1f} s")
 
 
@@ -291,7 +294,7 @@ def child(args) -> None:
            "n_failures": len(summary.failures), "seconds": summary.seconds, "stage_seconds": summary.stage_seconds,
            "rss_before": rss_before, "maxrss_before": maxrss_before, "maxrss": maxrss,
            "rss_peak": rss.peak(t_start, t_end), "rss_stage": {}, "pool": {}, "held_before": held_before,
-           "held_stage": clock.held}
+           "held_stage": clock.held, "arrow_stage": clock.arrow}
     windows = {s: (clock.ends[s] - summary.stage_seconds[s], clock.ends[s]) for s in clock.ends}
     for s, (a, b) in windows.items():
         res["rss_stage"][s] = rss.peak(a, b)
@@ -486,8 +489,13 @@ def report_runs(small: dict, big: dict) -> None:
             a, b = small["held_stage"].get(s), big["held_stage"].get(s)
             if a and b:
                 ga, gb = a - small["held_before"], b - big["held_before"]
-                rows.append([f"after {s}", f"{ga / 2**20:.1f}", f"{gb / 2**20:.1f}", f"{(gb - ga) / 1024 / (nb - ns):.1f}"])
-        say(table(["", f"N={ns} MiB", f"N={nb} MiB", "marginal KiB/video"], rows))
+                row = [f"after {s}", f"{ga / 2**20:.1f}", f"{gb / 2**20:.1f}", f"{(gb - ga) / 1024 / (nb - ns):.1f}"]
+                if "arrow_stage" in small and "arrow_stage" in big:  # of which live Arrow buffers (tables kept)
+                    aa, ab = small["arrow_stage"][s], big["arrow_stage"][s]
+                    row += [f"{aa / 2**20:.2f}", f"{ab / 2**20:.2f}", f"{(ab - aa) / 1024 / (nb - ns):.2f}"]
+                rows.append(row)
+        say(table(["", f"N={ns} MiB", f"N={nb} MiB", "marginal KiB/video", "Arrow N=small", "Arrow N=big",
+                   "Arrow KiB/video"][:len(rows[0]) if rows else 4], rows))
     say(f"    videos ratio {nb / ns:.1f}x; a memory ratio near 1 means the driver does not grow with the number of videos")
 
 
