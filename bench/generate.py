@@ -262,6 +262,12 @@ def child(args) -> None:
     times_dir = os.path.join(os.path.dirname(args.result), f"task-times-{args.n}")
     os.makedirs(times_dir, exist_ok=True)
 
+    # The driver's malloc-arena cap, set before ray.init makes the driver's threads (arenas made before
+    # stay), as dflray.runtime.init_ray sets it in a job's driver: here ray.init comes first, so
+    # run_generate's own call would come too late.
+    from dflray.runtime import limit_malloc_arenas
+
+    limit_malloc_arenas()
     # address="local": a new cluster of our own even when a `ray start` cluster runs on this machine
     ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"worker_process_setup_hook": _task_timer(times_dir)})
