@@ -7,7 +7,7 @@ each row with a small one, consumed with ``iter_batches`` as extraction's driver
 it prints what the driver holds (``gc.collect`` then ``malloc_trim``: no free pages, no passed peaks) above
 what it held after a 4-block warm-up pipeline.
 
-What it shows (bench/README.md, "What a pipeline leaves in the driver"): the first pipeline of a size
+What it shows (bench/README.md, "Windows, and what one pipeline leaves"): the first pipeline of a size
 leaves memory in proportion to its blocks, later ones of the same size little more. So a job's driver is
 bounded by its largest pipeline (``dflray.extract.pipeline.MAX_BLOCKS``, ``run_tasks``' windows), not by
 how many videos it runs.
