@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
         pipeline.WINDOW_CHUNKS = args.window_chunks
     import pyarrow as pa
 
-    held: list[tuple[int, int, int]] = []  # (videos committed so far, bytes held) after each chunk's commit
+    # (videos committed so far, bytes held, bytes of live Arrow buffers) after each chunk's commit
+    held: list[tuple[int, int, int]] = []
     finish = pipeline._finish
 
     def measured_finish(unit, *a, **k):  # instrumentation only: the chunk commits as in any extraction
