@@ -32,7 +32,8 @@ YAW_BINS = 128  # DFL's uniform_yaw bin count
 MAX_YAW_REPEAT = 16  # a rare yaw is repeated at most this often per epoch (bounds the epoch size)
 CT_REFERENCES = 256  # dst crops kept for colour transfer of src samples
 # Each pass over a Ray dataset costs a pipeline start (seconds); small facesets are repeated so that one
-# pass yields at least this many samples (each repeat is augmented afresh, so nothing is seen twice).
+# pass yields at least this many samples (each repeat is augmented afresh, so nothing is seen twice), or what
+# the whole run needs if that is fewer: a pass is read, repeated and shuffled whole before its first batch.
 MIN_EPOCH_SAMPLES = 4096
 
 
@@ -164,9 +165,10 @@ def _repeat_rows(row: dict[str, Any], times: int, yaw_repeats: np.ndarray | None
     return [row] * times
 
 
-def epoch_plan(info: FacesetInfo, cfg: TrainConfig) -> tuple[int, np.ndarray | None, int]:
+def epoch_plan(info: FacesetInfo, cfg: TrainConfig, needed: int | None = None) -> tuple[int, np.ndarray | None, int]:
     """How one pass over a faceset's dataset is built: (repeat of every row, per-yaw-bin repeats or
-    None, samples per pass)."""
+    None, samples per pass). ``needed``: the samples the whole run takes from this faceset, when known; a
+    pass is repeated up to ``MIN_EPOCH_SAMPLES`` or that, whichever is fewer (never under one pass)."""
     yaw = yaw_repeats(info.yaw) if cfg.augment.uniform_yaw else None
     if yaw is not None:
         from dflray.train.augment import yaw_bin_index
@@ -174,7 +176,8 @@ def epoch_plan(info: FacesetInfo, cfg: TrainConfig) -> tuple[int, np.ndarray | N
         per_pass = int(yaw[yaw_bin_index(info.yaw, len(yaw))].sum())
     else:
         per_pass = info.faces
-    times = max(1, -(-MIN_EPOCH_SAMPLES // per_pass))
+    want = MIN_EPOCH_SAMPLES if needed is None else min(MIN_EPOCH_SAMPLES, max(1, needed))
+    times = max(1, -(-want // per_pass))
     return times, yaw, times * per_pass
 
 

@@ -18,7 +18,8 @@ from dflray.train.data import KEY_COLUMNS, SAMPLE_COLUMNS, FacesetInfo, _make_sa
 __all__ = ["build_dataset"]
 
 
-def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.ndarray | None = None):
+def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.ndarray | None = None,
+                  needed: int | None = None):
     """The Ray Data pipeline of one faceset's training samples (re-executed, reshuffled, every epoch).
 
     Args:
@@ -26,11 +27,13 @@ def build_dataset(info: FacesetInfo, cfg: TrainConfig, role: str, ct_refs: np.nd
         cfg: the effective training config.
         role: ``src`` or ``dst`` (picks the flip option; colour transfer applies to src only).
         ct_refs: dst training crops (N×R×R×3 uint8 RGB) that src samples are colour-transferred toward.
+        needed: samples the run takes from this faceset (all workers): a short run's pass is no longer
+            than that (``epoch_plan``).
     """
     fs, _ = arrow_filesystem(info.uri)
     ds = ray.data.read_parquet(committed_face_files(info.uri), filesystem=fs).select_columns(
         SAMPLE_COLUMNS + KEY_COLUMNS)
-    times, yaw, _ = epoch_plan(info, cfg)
+    times, yaw, _ = epoch_plan(info, cfg, needed)
     if times > 1 or yaw is not None or info.cuts:
         ds = ds.flat_map(_repeat_rows, fn_kwargs={"times": times, "yaw_repeats": yaw, "cuts": info.cuts},
                          num_cpus=cfg.augment_cpus)

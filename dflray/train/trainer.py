@@ -135,7 +135,11 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     if eff.deterministic:  # each worker draws its own seeded batches (dflray.train.loop._seeded_batches)
         loop_config.update(ct_refs=ct_refs, holdout={"src": eff.holdout, "dst": eff.holdout if dst == src else 0.0})
     else:
-        datasets = {"src": build_dataset(src_info, eff, "src", ct_refs), "dst": build_dataset(dst_info, eff, "dst")}
+        # What the steps left take from each faceset: a short run (a fine-tune of a few steps) shuffles
+        # no more than that before its first batch, not MIN_EPOCH_SAMPLES.
+        needed = max(1, eff.steps - started_at) * eff.batch_size * eff.num_workers
+        datasets = {"src": build_dataset(src_info, eff, "src", ct_refs, needed),
+                    "dst": build_dataset(dst_info, eff, "dst", needed=needed)}
     if nan_steps := nan_steps_from_env():  # test-only fault injection (see dflray.train.loop)
         loop_config["_inject_nan_steps"] = nan_steps
     trainer = TorchTrainer(

@@ -1,5 +1,6 @@
 """Checkpoint files (safe loading), yaw balancing and preview images — no Ray, no training."""
 
+import dataclasses
 import os
 
 import cv2
@@ -9,7 +10,7 @@ import torch
 
 from dflray.artifacts.checkpoint import FORMAT, latest_checkpoint, load_payload, read_meta, save_payload
 from dflray.config import TrainConfig, to_dict
-from dflray.train.data import yaw_repeats
+from dflray.train.data import MIN_EPOCH_SAMPLES, FacesetInfo, epoch_plan, yaw_repeats
 from dflray.train.preview import loss_curve, preview_grid
 
 
@@ -66,6 +67,19 @@ def test_yaw_repeats_balance_bins():
     assert len(nonempty) >= 3 and nonempty.max() / nonempty.min() < 1.5  # populated bins about equally frequent
     capped = yaw_repeats(yaw, bins=16, max_repeat=4)
     assert capped.max() == 4 and capped.min() == 0
+
+
+def test_a_pass_is_no_longer_than_the_run_needs():
+    """A small faceset is repeated up to MIN_EPOCH_SAMPLES a pass, or to what the whole run takes if that is
+    fewer (a fine-tune of a few steps shuffles a few batches, not thousands of rows), never under one pass."""
+    info = FacesetInfo(uri="mem://fs", faces=50, face_type="whole_face", size=128, yaw=np.zeros(50))
+    cfg = TrainConfig()
+    cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, uniform_yaw=False))
+    times, yaw, per_pass = epoch_plan(info, cfg)
+    assert yaw is None and times == -(-MIN_EPOCH_SAMPLES // 50) and per_pass == times * 50 >= MIN_EPOCH_SAMPLES
+    assert epoch_plan(info, cfg, needed=24) == (1, None, 50)  # 6 steps of 4: one pass of the faceset
+    assert epoch_plan(info, cfg, needed=120) == (3, None, 150)
+    assert epoch_plan(info, cfg, needed=10**6)[0] == times  # a long run: MIN_EPOCH_SAMPLES a pass, as before
 
 
 def test_preview_grid_and_loss_curve_are_pngs():
