@@ -77,7 +77,9 @@ mixed_precision=auto|off|bf16|fp16 (auto: bf16 on GPUs and on CPUs with native b
 checkpoint_every, keep_checkpoints, preview_every, log_every, max_failures, max_bad_steps, seed,
 holdout (share of each src video kept out of training for the held-out SSIM at checkpoints),
 deterministic (batches drawn from seed, rank and step in each worker: a resumed run ends as an uninterrupted
-one; slower on CPUs)."""
+one; slower on CPUs), data=auto|ray|worker (where samples are made: Ray Data tasks beside the workers, or
+the workers themselves, which skips a pipeline start of tens of seconds; auto: the workers for a short run
+on a small faceset)."""
 
 EXPORT_HELP = """\
 Export a training checkpoint as an inference-only model: TorchScript (always) and ONNX (--onnx,

@@ -240,6 +240,13 @@ class TrainConfig:
             CPUs (augmentation runs in the training worker, not in Ray Data tasks beside it); for
             reproducible studies and facesets that fit in a worker's memory. Default: Ray Data streams
             reshuffled, freshly augmented epochs.
+        data: where training samples are made (``deterministic`` always draws in the worker). ``ray``:
+            Ray Data streams reshuffled epochs augmented in tasks beside the workers (a pipeline start of
+            tens of seconds on 2 CPUs, then augmentation overlaps the steps). ``worker``: each worker reads
+            the faceset into memory and draws its batches itself (no pipeline to start; augmentation
+            between steps). ``auto``: ``worker`` for a short run on a small faceset (at most
+            ``SHORT_RUN_SAMPLES`` samples a worker per faceset left to train and at most
+            ``SHORT_RUN_FACES`` faces: a fine-tune of a few steps), else ``ray``.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -265,6 +272,7 @@ class TrainConfig:
     seed: int = 0
     holdout: float = 0.1
     deterministic: bool = False
+    data: Literal["auto", "ray", "worker"] = "auto"
 
     def __post_init__(self) -> None:
         _check(1 <= self.batch_size <= 512, "batch_size", "must be in 1..512")

@@ -35,6 +35,11 @@ CT_REFERENCES = 256  # dst crops kept for colour transfer of src samples
 # pass yields at least this many samples (each repeat is augmented afresh, so nothing is seen twice), or what
 # the whole run needs if that is fewer: a pass is read, repeated and shuffled whole before its first batch.
 MIN_EPOCH_SAMPLES = 4096
+# ``data=auto``: a run that takes at most this many samples a worker from each faceset, on facesets of at
+# most this many faces, draws them in its workers: a Ray Data pipeline's start (tens of seconds on 2 CPUs)
+# would cost more than augmenting a few batches between steps.
+SHORT_RUN_SAMPLES = 256
+SHORT_RUN_FACES = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +168,16 @@ def _repeat_rows(row: dict[str, Any], times: int, yaw_repeats: np.ndarray | None
         b = int(yaw_bin_index(np.array([row["yaw"]], dtype=np.float64), len(yaw_repeats))[0])
         times *= max(1, int(yaw_repeats[b]))
     return [row] * times
+
+
+def draws_in_worker(cfg: TrainConfig, faces: int, steps_left: int) -> bool:
+    """Whether the workers draw their own samples (``deterministic``, ``data=worker``, or ``data=auto`` for
+    a short run on a small faceset: see ``TrainConfig.data``) rather than take them from Ray Data."""
+    if cfg.deterministic or cfg.data == "worker":
+        return True
+    if cfg.data == "ray":
+        return False
+    return steps_left * cfg.batch_size <= SHORT_RUN_SAMPLES and faces <= SHORT_RUN_FACES
 
 
 def epoch_plan(info: FacesetInfo, cfg: TrainConfig, needed: int | None = None) -> tuple[int, np.ndarray | None, int]:

@@ -78,6 +78,20 @@ def _seeded_batches(config: dict[str, Any], cfg: TrainConfig, role: str, rank: i
         yield {k: torch.from_numpy(v).to(device) for k, v in samples.batch(rng).items()}
 
 
+def _drawn_batches(config: dict[str, Any], cfg: TrainConfig, role: str,
+                   device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    """A short run's batches (``TrainConfig.data``): the faceset read whole into this worker (hold-out left
+    out), each batch drawn and augmented when it is needed, with fresh entropy (as Ray Data's augmentation
+    tasks draw theirs), so ranks and runs differ."""
+    from dflray.train.local import FacesetSamples
+
+    samples = FacesetSamples(config[role], cfg, role, ct_refs=config.get("ct_refs") if role == "src" else None,
+                             holdout=config["holdout"][role], seed=cfg.seed)
+    rng = np.random.default_rng()
+    while True:
+        yield {k: torch.from_numpy(v).to(device) for k, v in samples.batch(rng).items()}
+
+
 def _started_together(*its: Iterator[Any]) -> list[Iterator[Any]]:
     """Pulls the first item of each iterator at the same time, in threads, and gives them back whole.
 
@@ -114,8 +128,9 @@ def nan_steps_from_env() -> list[int]:
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: ``train`` (TrainConfig as a dict, already effective),
     ``out`` (training output URI), ``src``/``dst`` (faceset URIs, for previews), ``init_from``; with
-    ``deterministic``, ``holdout`` (share held out per role) and ``ct_refs`` (colour-transfer references
-    or None); in tests only, ``_inject_nan_steps`` (see the module docstring)."""
+    ``in_worker`` (the workers draw their own samples: ``deterministic`` or ``data``), ``holdout`` (share held
+    out per role) and ``ct_refs`` (colour-transfer references or None); in tests only,
+    ``_inject_nan_steps`` (see the module docstring)."""
     import ray.train
     import ray.train.torch
 
@@ -151,6 +166,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.deterministic:
         src_it = _seeded_batches(config, cfg, "src", rank, t, device)
         dst_it = _seeded_batches(config, cfg, "dst", rank, t, device)
+    elif config.get("in_worker"):
+        src_it = _drawn_batches(config, cfg, "src", device)
+        dst_it = _drawn_batches(config, cfg, "dst", device)
     else:
         src_it = _batches("src", cfg.batch_size, device)
         dst_it = _batches("dst", cfg.batch_size, device)

@@ -93,7 +93,7 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     from ray.train.torch import TorchTrainer
 
     from dflray.runtime import init_ray
-    from dflray.train.data import check_inputs, ct_references, inspect_faceset
+    from dflray.train.data import check_inputs, ct_references, draws_in_worker, inspect_faceset
     from dflray.train.dataset import build_dataset
     from dflray.train.loop import nan_steps_from_env, train_loop_per_worker
 
@@ -113,12 +113,13 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     if cfg.init_from:
         _check_init_from(cfg.init_from, eff)
     started_at = _check_resume(out, eff, resume)
+    in_worker = draws_in_worker(eff, max(src_info.faces, dst_info.faces), eff.steps - started_at)
 
     init_ray(address)
     cpus = ray.cluster_resources().get("CPU", 0)
     left = cpus - eff.num_workers * eff.cpus_per_worker
-    # Ray Data's file listing and Parquet read tasks take 1 CPU each (none runs in deterministic mode)
-    need = 0.0 if eff.deterministic else max(1.0, eff.augment_cpus)
+    # Ray Data's file listing and Parquet read tasks take 1 CPU each (none runs when workers draw their own)
+    need = 0.0 if in_worker else max(1.0, eff.augment_cpus)
     if left < need:
         raise ConfigError("cpus_per_worker", f"{eff.num_workers} workers x {eff.cpus_per_worker:g} CPUs leave "
                           f"{left:g} of the cluster's {cpus:g} CPUs for the data pipeline, which needs {need:g} "
@@ -132,8 +133,11 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     loop_config = {"train": to_dict(eff), "out": out, "src": src, "dst": dst, "init_from": cfg.init_from}
     ct_refs = ct_references(dst_info, eff)
     datasets = None
-    if eff.deterministic:  # each worker draws its own seeded batches (dflray.train.loop._seeded_batches)
-        loop_config.update(ct_refs=ct_refs, holdout={"src": eff.holdout, "dst": eff.holdout if dst == src else 0.0})
+    if in_worker:  # each worker draws its own batches (dflray.train.loop._seeded_batches, _drawn_batches)
+        loop_config.update(ct_refs=ct_refs, holdout={"src": eff.holdout, "dst": eff.holdout if dst == src else 0.0},
+                           in_worker=True)
+        log.info("train: samples drawn in the workers (%s)", "deterministic" if eff.deterministic else
+                 f"data={eff.data}: {eff.steps - started_at} steps of {eff.batch_size}")
     else:
         # What the steps left take from each faceset: a short run (a fine-tune of a few steps) shuffles
         # no more than that before its first batch, not MIN_EPOCH_SAMPLES.

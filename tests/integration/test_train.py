@@ -48,10 +48,11 @@ def _model_state(ckpt):
 
 
 def test_learning_is_real(facesets, tmp_path):
-    """A tiny model on the sample facesets: reconstruction loss falls clearly; previews and export work."""
+    """A tiny model on the sample facesets, its samples streamed by Ray Data (the path of long runs; the
+    short runs below draw theirs in the workers): reconstruction loss falls clearly; previews and export work."""
     src, dst = facesets
     out = str(tmp_path / "run")
-    cfg = _cfg("steps=120", "optim.lr=0.0005", "checkpoint_every=60", "preview_every=60")
+    cfg = _cfg("steps=120", "optim.lr=0.0005", "checkpoint_every=60", "preview_every=60", "data=ray")
     summary = run_train(src, dst, out, cfg)
     assert summary.steps == 120 and summary.started_at == 0
     payload = load_payload(latest_checkpoint(out))
@@ -103,7 +104,9 @@ def test_ddp_in_sync_nan_survived_and_resume(facesets, tmp_path, monkeypatch):
     # dropout (random update masks), uniform yaw sampling.
     opts = ["loss.true_face_power=0.01", "optim.lr_dropout=true", "augment.uniform_yaw=true"]
     monkeypatch.setenv("DFLRAY_TEST_INJECT_NAN_STEPS", "4")  # one NaN attempt at step 4 (dflray.train.loop)
-    first = run_train(src, dst, out, _cfg(*common, *opts, "steps=6", arch="df-ud"))
+    # The first run takes its samples from Ray Data (split between the ranks, as a long run does); the
+    # resumed one, short, draws them in the workers (data=auto).
+    first = run_train(src, dst, out, _cfg(*common, *opts, "steps=6", "data=ray", arch="df-ud"))
     monkeypatch.delenv("DFLRAY_TEST_INJECT_NAN_STEPS")
     assert first.steps == 6
     metas = [read_meta(str(d)) for d in sorted(Path(out, "run").glob("checkpoint_0*"))]

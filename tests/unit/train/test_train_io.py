@@ -10,7 +10,15 @@ import torch
 
 from dflray.artifacts.checkpoint import FORMAT, latest_checkpoint, load_payload, read_meta, save_payload
 from dflray.config import TrainConfig, to_dict
-from dflray.train.data import MIN_EPOCH_SAMPLES, FacesetInfo, epoch_plan, yaw_repeats
+from dflray.train.data import (
+    MIN_EPOCH_SAMPLES,
+    SHORT_RUN_FACES,
+    SHORT_RUN_SAMPLES,
+    FacesetInfo,
+    draws_in_worker,
+    epoch_plan,
+    yaw_repeats,
+)
 from dflray.train.preview import loss_curve, preview_grid
 
 
@@ -80,6 +88,19 @@ def test_a_pass_is_no_longer_than_the_run_needs():
     assert epoch_plan(info, cfg, needed=24) == (1, None, 50)  # 6 steps of 4: one pass of the faceset
     assert epoch_plan(info, cfg, needed=120) == (3, None, 150)
     assert epoch_plan(info, cfg, needed=10**6)[0] == times  # a long run: MIN_EPOCH_SAMPLES a pass, as before
+
+
+def test_short_runs_on_small_facesets_draw_in_the_worker():
+    """data=auto: the workers draw their own samples for a short run on a small faceset, Ray Data streams
+    the rest; data=ray / data=worker force it; deterministic always draws in the worker."""
+    cfg = TrainConfig(batch_size=4)
+    steps = SHORT_RUN_SAMPLES // 4
+    assert draws_in_worker(cfg, faces=50, steps_left=steps)
+    assert not draws_in_worker(cfg, faces=50, steps_left=steps + 1)
+    assert not draws_in_worker(cfg, faces=SHORT_RUN_FACES + 1, steps_left=6)
+    assert not draws_in_worker(dataclasses.replace(cfg, data="ray"), faces=50, steps_left=6)
+    assert draws_in_worker(dataclasses.replace(cfg, data="worker"), faces=10**6, steps_left=10**6)
+    assert draws_in_worker(dataclasses.replace(cfg, deterministic=True, data="ray"), faces=50, steps_left=10**6)
 
 
 def test_preview_grid_and_loss_curve_are_pngs():
