@@ -365,9 +365,9 @@ def test_a_plan_faking_every_video_with_seven_methods(dataset, clips, tmp_path):
                                 "splits": {"train": 1.0, "val": 0.0, "test": 0.0}, "methods": methods}))
     extra = ["perturb.compression=[c23]", "perturb.fraction=0.0", "perturb.preset=ultrafast", *TINY,
              "quality.sample_frames=2", "models.base=pretrain", "models.pretrain_steps=4",
-             # one Ray Train run at a time: two at once on 2 CPUs starve each other's data tasks (4.5 min
-             # for the first pair against about 1 min each alone)
-             "models.concurrency=1",
+             # two Ray Train runs at a time: their few steps draw samples in the workers (data=auto), so
+             # no data tasks starve (with Ray Data pipelines two at once took 4.5 min against 1 min alone)
+             "models.concurrency=2",
              "models.train.model.inter_dims=64",  # AMP's inter heads at the tiny model's scale (DFL's 1024: 8x more)
              "merge.vary=[{field: mode, choices: [overlay, seamless]}]",
              "quality.gates=[{metric: seam, max: 0.0, methods: [amp]}]"]  # a gate for the amp fakes only
