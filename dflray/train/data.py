@@ -191,8 +191,14 @@ def epoch_plan(info: FacesetInfo, cfg: TrainConfig, needed: int | None = None) -
         per_pass = int(yaw[yaw_bin_index(info.yaw, len(yaw))].sum())
     else:
         per_pass = info.faces
-    want = MIN_EPOCH_SAMPLES if needed is None else min(MIN_EPOCH_SAMPLES, max(1, needed))
-    times = max(1, -(-want // per_pass))
+    if needed is None:
+        times = max(1, -(-MIN_EPOCH_SAMPLES // per_pass))
+        return times, yaw, times * per_pass
+    # A pass must really give the run what it needs, or the last steps wait for a whole new pass: the
+    # hold-out's rows are dropped from it, and each worker's equal share loses its last partial batch.
+    want = min(MIN_EPOCH_SAMPLES, max(1, needed) + cfg.batch_size * cfg.num_workers)
+    usable = max(1.0, per_pass * info.train_faces / max(info.faces, 1))
+    times = max(1, int(np.ceil(want / usable)))
     return times, yaw, times * per_pass
 
 

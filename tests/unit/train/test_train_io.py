@@ -86,7 +86,13 @@ def test_a_pass_is_no_longer_than_the_run_needs():
     times, yaw, per_pass = epoch_plan(info, cfg)
     assert yaw is None and times == -(-MIN_EPOCH_SAMPLES // 50) and per_pass == times * 50 >= MIN_EPOCH_SAMPLES
     assert epoch_plan(info, cfg, needed=24) == (1, None, 50)  # 6 steps of 4: one pass of the faceset
+    assert cfg.batch_size == 8 and cfg.num_workers == 1  # one batch of slack: 8
     assert epoch_plan(info, cfg, needed=120) == (3, None, 150)
+    assert epoch_plan(info, cfg, needed=142) == (3, None, 150)
+    assert epoch_plan(info, cfg, needed=143) == (4, None, 200)
+    # held-out rows are dropped from a pass: 40 of the 50 faces train, so 120 (+8) need 4 repeats
+    held = dataclasses.replace(info, heldout=10)
+    assert epoch_plan(held, cfg, needed=120) == (4, None, 200)
     assert epoch_plan(info, cfg, needed=10**6)[0] == times  # a long run: MIN_EPOCH_SAMPLES a pass, as before
 
 
