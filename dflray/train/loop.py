@@ -62,6 +62,15 @@ def _batches(name: str, batch_size: int, device: torch.device) -> Iterator[dict[
 _ROLES = {"src": 0, "dst": 1}
 
 
+def _worker_samples(config: dict[str, Any], cfg: TrainConfig, role: str):
+    """One faceset read whole into this worker, the hold-out left out (``FacesetSamples``), for the batches
+    a worker draws itself."""
+    from dflray.train.local import FacesetSamples
+
+    return FacesetSamples(config[role], cfg, role, ct_refs=config.get("ct_refs") if role == "src" else None,
+                          holdout=config["holdout"][role], seed=cfg.seed)
+
+
 def _seeded_batches(config: dict[str, Any], cfg: TrainConfig, role: str, rank: int, t: SwapTrainer,
                     device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     """``deterministic`` training's batches: the faceset read whole into this worker (hold-out left out),
@@ -69,10 +78,7 @@ def _seeded_batches(config: dict[str, Any], cfg: TrainConfig, role: str, rank: i
     of the step about to be taken. So step ``s`` trains on the same samples whether the run got there
     uninterrupted or resumed from a checkpoint (the skip count, in the checkpoint too, gives a step
     retried after a non-finite one other samples)."""
-    from dflray.train.local import FacesetSamples
-
-    samples = FacesetSamples(config[role], cfg, role, ct_refs=config.get("ct_refs") if role == "src" else None,
-                             holdout=config["holdout"][role], seed=cfg.seed)
+    samples = _worker_samples(config, cfg, role)
     while True:
         rng = np.random.default_rng([cfg.seed, _ROLES[role], rank, t.step + 1, t.skipped])
         yield {k: torch.from_numpy(v).to(device) for k, v in samples.batch(rng).items()}
@@ -83,10 +89,7 @@ def _drawn_batches(config: dict[str, Any], cfg: TrainConfig, role: str,
     """A short run's batches (``TrainConfig.data``): the faceset read whole into this worker (hold-out left
     out), each batch drawn and augmented when it is needed, with fresh entropy (as Ray Data's augmentation
     tasks draw theirs), so ranks and runs differ."""
-    from dflray.train.local import FacesetSamples
-
-    samples = FacesetSamples(config[role], cfg, role, ct_refs=config.get("ct_refs") if role == "src" else None,
-                             holdout=config["holdout"][role], seed=cfg.seed)
+    samples = _worker_samples(config, cfg, role)
     rng = np.random.default_rng()
     while True:
         yield {k: torch.from_numpy(v).to(device) for k, v in samples.batch(rng).items()}

@@ -113,7 +113,8 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
     if cfg.init_from:
         _check_init_from(cfg.init_from, eff)
     started_at = _check_resume(out, eff, resume)
-    in_worker = draws_in_worker(eff, max(src_info.faces, dst_info.faces), eff.steps - started_at)
+    steps_left = eff.steps - started_at
+    in_worker = draws_in_worker(eff, max(src_info.faces, dst_info.faces), steps_left)
 
     init_ray(address)
     cpus = ray.cluster_resources().get("CPU", 0)
@@ -137,11 +138,11 @@ def run_train(src: str, dst: str | None, out: str, cfg: TrainConfig, resume: boo
         loop_config.update(ct_refs=ct_refs, holdout={"src": eff.holdout, "dst": eff.holdout if dst == src else 0.0},
                            in_worker=True)
         log.info("train: samples drawn in the workers (%s)", "deterministic" if eff.deterministic else
-                 f"data={eff.data}: {eff.steps - started_at} steps of {eff.batch_size}")
+                 f"data={eff.data}: {steps_left} steps of {eff.batch_size}")
     else:
         # What the steps left take from each faceset: a short run (a fine-tune of a few steps) shuffles
         # no more than that before its first batch, not MIN_EPOCH_SAMPLES.
-        needed = max(1, eff.steps - started_at) * eff.batch_size * eff.num_workers
+        needed = max(1, steps_left) * eff.batch_size * eff.num_workers
         datasets = {"src": build_dataset(src_info, eff, "src", ct_refs, needed),
                     "dst": build_dataset(dst_info, eff, "dst", needed=needed)}
     if nan_steps := nan_steps_from_env():  # test-only fault injection (see dflray.train.loop)
