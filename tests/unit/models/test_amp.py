@@ -46,14 +46,16 @@ def test_training_src_code_takes_exactly_k_channels_from_the_src_head_per_sample
     model = build_model(TINY)
     src, dst = torch.rand(4, 3, 64, 64), torch.rand(3, 3, 64, 64)
     out = model(src, dst)
-    a, b = _heads(model, src)
+    # The heads of the batch the forward pass encodes (src and dst together): a matmul over 4 rows need not
+    # round exactly as the same rows among 7 do, and the checks below compare bit for bit.
+    a, b = (h[:4] for h in _heads(model, torch.cat([src, dst])))
     k = int(TINY.inter_dims * TINY.morph_factor)
     per_channel_a = (out["src_code"] == a).flatten(2).all(2)  # (N, C): channel taken whole from inter_src
     per_channel_b = (out["src_code"] == b).flatten(2).all(2)
     assert bool((per_channel_a ^ per_channel_b).all())  # every channel is one head's, never a blend
     assert per_channel_a.sum(1).tolist() == [k] * 4
     assert len({tuple(r.tolist()) for r in per_channel_a}) > 1  # a fresh subset per sample
-    assert torch.equal(out["dst_code"], _heads(model, dst)[1])  # dst reads inter_dst only
+    assert torch.equal(out["dst_code"], _heads(model, torch.cat([src, dst]))[1][4:])  # dst reads inter_dst only
 
 
 def test_swap_morph_slices_the_first_channels_from_the_src_head():
