@@ -72,7 +72,7 @@ def test_learning_is_real(facesets, tmp_path):
     # Mean loss per 10 steps. At this lr (10x DFL's, for a short run) the loss now and then spikes back to
     # where it started for 10-20 steps and falls again (seen in Ray-free runs of this recipe); one CI run
     # ended inside such a spike (last 10 steps 1.08x the first 10). So the best 10 steps of the second
-    # half, against the first 10. Measured in 20 runs: 0.50-0.56 (the last 10 alone: 0.51-0.58).
+    # half, against the first 10. Measured in 20 runs: 0.50-0.56 (the last 10 alone: 0.50-0.58).
     windows = hist[:, 1:].mean(1).reshape(-1, 10).mean(1)
     assert windows[6:].min() <= 0.65 * windows[0], _learning_report(hist, payload)
     for name in ("preview.png", "loss.png", "previews/preview_00000060.png", "previews/preview_00000120.png"):
