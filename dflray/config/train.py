@@ -238,8 +238,8 @@ class TrainConfig:
             step: the same config on the same hardware gives the same parameters, and a run resumed from
             a checkpoint (after a lost node) ends with the parameters of an uninterrupted one. Slower on
             CPUs (augmentation runs in the training worker, not in Ray Data tasks beside it); for
-            reproducible studies and facesets that fit in a worker's memory. Default: Ray Data streams
-            reshuffled, freshly augmented epochs.
+            reproducible studies and facesets that fit in a worker's memory. Default (false): samples are
+            shuffled and augmented afresh, by Ray Data or by the workers (``data``).
         data: where training samples are made (``deterministic`` always draws in the worker). ``ray``:
             Ray Data streams reshuffled epochs augmented in tasks beside the workers (a pipeline start of
             tens of seconds on 2 CPUs, then augmentation overlaps the steps). ``worker``: each worker reads
